@@ -1,0 +1,240 @@
+package caddyotp
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("otp", parseCaddyfile)
+	// After the first-factor handlers, before anything that answers: no `order` line needed.
+	httpcaddyfile.RegisterDirectiveOrder("otp", httpcaddyfile.After, "forward_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var m Handler
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return &m, err
+}
+
+// UnmarshalCaddyfile fills the handler from an `otp { ... }` block; the syntax is in the package
+// documentation. It only parses: defaults and checks happen in Provision and Validate.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("otp: %s given twice", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "sender":
+			err = h.unmarshalSender(d)
+		case "store":
+			err = h.unmarshalStore(d)
+		case "phones":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.Phones = append(h.Phones, args...)
+		case "phones_file":
+			err = oneString(d, &h.PhonesFile)
+		case "default_region":
+			err = oneString(d, &h.DefaultRegion)
+		case "regions":
+			if h.Regions = d.RemainingArgs(); len(h.Regions) == 0 {
+				return d.ArgErr()
+			}
+		case "code_length":
+			err = oneInt(d, &h.CodeLength)
+		case "code_ttl":
+			err = oneDuration(d, &h.CodeTTL)
+		case "max_attempts":
+			err = oneInt(d, &h.MaxAttempts)
+		case "resend_after":
+			err = oneDuration(d, &h.ResendAfter)
+		case "send_limit":
+			h.SendLimit, err = limitArgs(d)
+		case "ip_limit":
+			h.IPLimit, err = limitArgs(d)
+		case "lockout":
+			h.Lockout, err = limitArgs(d)
+		case "session_ttl":
+			err = oneDuration(d, &h.SessionTTL)
+		case "session_idle":
+			err = oneDuration(d, &h.SessionIdle)
+		case "path":
+			err = oneString(d, &h.Path)
+		case "cookie_name":
+			err = oneString(d, &h.CookieName)
+		case "secret":
+			err = oneString(d, &h.Secret)
+		case "templates":
+			err = oneString(d, &h.Templates)
+		case "message":
+			err = oneString(d, &h.Message)
+		default:
+			return d.Errf("otp: unknown subdirective %q", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unmarshalSender reads `sender NAME [{ ... }]` and hands the block to the sender module.
+func (h *Handler) unmarshalSender(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("otp: sender needs a name, e.g. `sender restcomm { ... }` or `sender log`")
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "http.handlers.otp.senders."+name)
+	if err != nil {
+		return err
+	}
+	h.SenderRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
+	return nil
+}
+
+// unmarshalStore reads `store memory [NAME]` or `store NAME { ... }`.
+func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("otp: store needs a name, e.g. `store memory`")
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "http.handlers.otp.stores."+name)
+	if err != nil {
+		return err
+	}
+	h.StoreRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
+	return nil
+}
+
+// UnmarshalCaddyfile reads the restcomm sender's block.
+func (s *Restcomm) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("restcomm sender: %s given twice", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "account_sid":
+			err = oneString(d, &s.AccountSID)
+		case "auth_token":
+			err = oneString(d, &s.AuthToken)
+		case "from":
+			err = oneString(d, &s.From)
+		case "base_url":
+			err = oneString(d, &s.BaseURL)
+		case "timeout":
+			err = oneDuration(d, &s.Timeout)
+		default:
+			return d.Errf("restcomm sender: unknown subdirective %q", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile reads `log`: the log sender takes no options.
+func (s *LogSender) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() || d.NextBlock(0) {
+		return d.Errf("log sender takes no options")
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile reads `memory [NAME]`.
+func (s *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		s.Name = d.Val()
+	}
+	if d.NextArg() || d.NextBlock(0) {
+		return d.Errf("memory store takes at most a name")
+	}
+	return nil
+}
+
+func oneString(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func oneInt(d *caddyfile.Dispenser, dst *int) error {
+	var s string
+	if err := oneString(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return d.Errf("%q is not a whole number", s)
+	}
+	*dst = n
+	return nil
+}
+
+func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneString(d, &s); err != nil {
+		return err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("%q is not a duration such as 30s, 5m or 12h", s)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
+
+// limitArgs reads `COUNT WINDOW`, e.g. `5 10m`.
+func limitArgs(d *caddyfile.Dispenser) (*Limit, error) {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return nil, d.Errf("expected a count and a window, e.g. `5 10m`")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 {
+		return nil, d.Errf("%q is not a count of at least 1", args[0])
+	}
+	w, err := caddy.ParseDuration(args[1])
+	if err != nil || w <= 0 {
+		return nil, d.Errf("%q is not a positive duration such as 10m", args[1])
+	}
+	return &Limit{Count: n, Window: caddy.Duration(w)}, nil
+}
+
+var (
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*Restcomm)(nil)
+	_ caddyfile.Unmarshaler = (*LogSender)(nil)
+	_ caddyfile.Unmarshaler = (*MemoryStore)(nil)
+)

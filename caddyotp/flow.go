@@ -1,0 +1,152 @@
+package caddyotp
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net"
+	"strings"
+	"time"
+)
+
+// flow is one pending verification, kept in the store under "flow:"+id. Its id is a random
+// 256-bit value in an HttpOnly cookie, so a code is bound to the browser that asked for it.
+type flow struct {
+	Next    string `json:"next,omitempty"`    // where to go after sign-in: a local path
+	Phone   string `json:"phone,omitempty"`   // E.164, once a code was asked for
+	Allowed bool   `json:"allowed,omitempty"` // whether Phone may sign in (if not, no SMS went out)
+	Hash    []byte `json:"hash,omitempty"`    // codeHash of the live code; nil when there is none
+	Expires int64  `json:"expires,omitempty"` // when the code dies, Unix ns
+	Sent    int64  `json:"sent,omitempty"`    // when the code was issued, Unix ns
+}
+
+// flowTTL bounds how long a flow is kept after its last change; its code dies sooner (code_ttl).
+const flowTTL = 30 * time.Minute
+
+// flowIDLen is the length of a flow id: 32 random bytes, base64url without padding.
+const flowIDLen = 43
+
+func newFlowID() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+func validFlowID(s string) bool {
+	if len(s) != flowIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func flowKey(id string) string { return "flow:" + id }
+
+// loadFlow returns the flow with id, or nil if there is none (never made, expired or finished).
+func (h *Handler) loadFlow(ctx context.Context, id string) (*flow, error) {
+	b, err := h.store.Get(ctx, flowKey(id))
+	if err != nil || b == nil {
+		return nil, err
+	}
+	var f flow
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, nil // unreadable state is no state: the visitor starts again
+	}
+	return &f, nil
+}
+
+func (h *Handler) saveFlow(ctx context.Context, id string, f *flow) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return h.store.Set(ctx, flowKey(id), b, flowTTL)
+}
+
+// issueCode gives the flow a new code, which kills the previous one, sends it when the phone
+// may sign in, and saves the flow. When the send fails nothing is saved: the old state stands.
+// For a phone that may not sign in the flow gets a code nobody knows, so every answer matches.
+func (h *Handler) issueCode(ctx context.Context, id string, f *flow, host string) error {
+	code, err := newCode(h.CodeLength)
+	if err != nil {
+		return err
+	}
+	t := now()
+	next := *f
+	next.Hash = codeHash(h.keys.code, id, code)
+	next.Sent = t.UnixNano()
+	next.Expires = t.Add(time.Duration(h.CodeTTL)).UnixNano()
+	if next.Allowed {
+		if err := h.sender.Send(ctx, Message{To: next.Phone, Body: h.smsBody(code, host)}); err != nil {
+			return err
+		}
+	}
+	if err := h.saveFlow(ctx, id, &next); err != nil {
+		return err
+	}
+	*f = next
+	return nil
+}
+
+// smsBody fills the operator's message and appends the origin-bound line "@host #code" that
+// Safari and Chrome read to offer the code for autofill.
+func (h *Handler) smsBody(code, host string) string {
+	if hn, _, err := net.SplitHostPort(host); err == nil {
+		host = hn
+	}
+	text := strings.NewReplacer("{code}", code, "{host}", host).Replace(h.Message)
+	return text + "\n\n@" + host + " #" + code
+}
+
+// verdict is the outcome of checking a code.
+type verdict int
+
+const (
+	codeAccepted  verdict = iota
+	codeWrong             // wrong code, attempts remain
+	codeExpired           // no live code: never sent, past code_ttl, or already used
+	codeExhausted         // max_attempts reached: the flow is void
+)
+
+// checkCode counts the attempt, then compares the code in constant time. A right code is
+// consumed atomically (Store.Take), so it signs in exactly once even when raced.
+func (h *Handler) checkCode(ctx context.Context, id string, f *flow, code string) (v verdict, left int, err error) {
+	if f.Hash == nil || now().UnixNano() >= f.Expires {
+		return codeExpired, 0, nil
+	}
+	attempts, err := h.store.Incr(ctx, "att:"+id+":"+hex.EncodeToString(f.Hash[:8]), time.Duration(h.CodeTTL))
+	if err != nil {
+		return 0, 0, err
+	}
+	if attempts > int64(h.MaxAttempts) {
+		return codeExhausted, 0, h.store.Delete(ctx, flowKey(id))
+	}
+	if code == "" || !codeMatches(h.keys.code, id, code, f.Hash) {
+		if err := h.failed(ctx, f.Phone); err != nil {
+			return 0, 0, err
+		}
+		if attempts >= int64(h.MaxAttempts) {
+			return codeExhausted, 0, h.store.Delete(ctx, flowKey(id))
+		}
+		return codeWrong, h.MaxAttempts - int(attempts), nil
+	}
+	b, err := h.store.Take(ctx, flowKey(id))
+	if err != nil {
+		return 0, 0, err
+	}
+	var taken flow
+	if b == nil || json.Unmarshal(b, &taken) != nil || !hmac.Equal(taken.Hash, f.Hash) {
+		return codeExpired, 0, nil // consumed by a concurrent request, or replaced by a resend
+	}
+	return codeAccepted, 0, h.succeeded(ctx, f.Phone)
+}

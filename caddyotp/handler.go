@@ -1,0 +1,534 @@
+package caddyotp
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// maxFormBody caps every form the gate reads.
+const maxFormBody = 8 << 10
+
+// maxNextLen caps the remembered destination; longer ones fall back to "/".
+const maxNextLen = 2048
+
+// ServeHTTP lets requests with a valid session through and serves the gate's pages under Path;
+// every other request is sent to sign in.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if rest, ok := strings.CutPrefix(r.URL.Path, h.Path); ok && (rest == "" || rest[0] == '/') {
+		return h.serveGate(w, r, rest)
+	}
+	s, ok, err := h.session(r)
+	if err != nil {
+		h.logger.Error("session check failed: store unavailable", zap.Error(err))
+		return h.unavailable(w)
+	}
+	if !ok {
+		return h.deny(w, r)
+	}
+	if h.sessions.needsSlide(s, now()) {
+		s.Seen = now()
+		h.setSession(w, r, s)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", s.Subject)
+	h.stripCookies(r)
+	return next.ServeHTTP(w, r)
+}
+
+// session returns the request's session if its cookie is valid, unexpired, not revoked and its
+// subject may still sign in here. An error means the store could not be asked.
+func (h *Handler) session(r *http.Request) (Session, bool, error) {
+	value := cookieValue(r, h.cookieName(r, false))
+	if value == "" {
+		return Session{}, false, nil
+	}
+	s, err := h.sessions.decode(value, now())
+	if err != nil || !h.phones.allows(s.Subject) {
+		return Session{}, false, nil
+	}
+	revoked, err := h.store.Get(r.Context(), revocationKey(s.ID))
+	if err != nil {
+		return Session{}, false, err
+	}
+	return s, revoked == nil, nil
+}
+
+// deny sends browsers to the phone page and tells other clients where it is.
+func (h *Handler) deny(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "no-store")
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.Contains(r.Header.Get("Accept"), "text/html") {
+		w.Header().Set("Location", h.Path+"/login?next="+url.QueryEscape(originalURI(r)))
+		w.WriteHeader(http.StatusSeeOther)
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	_, err := fmt.Fprintf(w, `{"error":"sign-in required","login":%q}`+"\n", h.Path+"/login")
+	return err
+}
+
+// originalURI is the request's path and query as the client sent it, before any rewrite.
+func originalURI(r *http.Request) string {
+	if or, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && or.URL != nil {
+		return or.URL.RequestURI()
+	}
+	return r.URL.RequestURI()
+}
+
+// serveGate routes the gate's own pages; rest is the path below Path.
+func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string) error {
+	type route struct {
+		methods string
+		serve   func(http.ResponseWriter, *http.Request) error
+	}
+	var rt route
+	switch rest {
+	case "/login":
+		rt = route{"GET, HEAD", h.serveLogin}
+	case "/send":
+		rt = route{"POST", h.serveSend}
+	case "/verify":
+		rt = route{"GET, HEAD, POST", h.serveVerify}
+	case "/resend":
+		rt = route{"POST", h.serveResend}
+	case "/logout":
+		rt = route{"GET, HEAD, POST", h.serveLogout}
+	default:
+		return h.message(w, http.StatusNotFound, "Not found", "There is no such page.", h.Path+"/login", "Sign in")
+	}
+	if !slices.Contains(strings.Split(rt.methods, ", "), r.Method) {
+		w.Header().Set("Allow", rt.methods)
+		return h.message(w, http.StatusMethodNotAllowed, "Method not allowed", "This page does not accept "+r.Method+" requests.", h.Path+"/login", "Sign in")
+	}
+	if r.Method != http.MethodPost {
+		return rt.serve(w, r)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
+	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return h.message(w, http.StatusRequestEntityTooLarge, "Too much data", "The form sent more than this page accepts.", h.Path+"/login", "Start again")
+		}
+		return h.message(w, http.StatusBadRequest, "Bad request", "The form could not be read.", h.Path+"/login", "Start again")
+	}
+	if !h.sameOrigin(r) || !h.validCSRF(r) {
+		return h.message(w, http.StatusForbidden, "Form expired", "This form is out of date or came from another site. Please start again.", h.Path+"/login", "Start again")
+	}
+	return rt.serve(w, r)
+}
+
+// sameOrigin refuses a form whose Origin names another host. "null" is let through: browsers
+// send it for forms on pages with Referrer-Policy no-referrer, and the CSRF token still applies.
+func (h *Handler) sameOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || origin == "null" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}
+
+// csrfToken binds a form to the flow cookie of the browser it was shown to.
+func (h *Handler) csrfToken(flowID string) string {
+	m := hmac.New(sha256.New, h.keys.csrf)
+	m.Write([]byte(flowID))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func (h *Handler) validCSRF(r *http.Request) bool {
+	id := cookieValue(r, h.cookieName(r, true))
+	got := r.PostForm.Get("csrf")
+	return validFlowID(id) && got != "" && hmac.Equal([]byte(got), []byte(h.csrfToken(id)))
+}
+
+// flowID returns the browser's flow id, giving it a new one if it has none.
+func (h *Handler) flowID(w http.ResponseWriter, r *http.Request) (string, error) {
+	if id := cookieValue(r, h.cookieName(r, true)); validFlowID(id) {
+		return id, nil
+	}
+	id, err := newFlowID()
+	if err != nil {
+		return "", err
+	}
+	h.setCookie(w, r, h.cookieName(r, true), id, flowTTL)
+	return id, nil
+}
+
+// serveLogin shows the phone page and remembers, server-side, where the visitor was going.
+func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
+	id, err := h.flowID(w, r)
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	if next := localPath(r.URL.Query().Get("next"), h.Path); next != "/" {
+		f, err := h.loadFlow(r.Context(), id)
+		if err != nil {
+			return h.storeFailed(w, err)
+		}
+		if f == nil {
+			f = &flow{}
+		}
+		f.Next = next
+		if err := h.saveFlow(r.Context(), id, f); err != nil {
+			return h.storeFailed(w, err)
+		}
+	}
+	return h.render(w, http.StatusOK, "login.html", page{Title: "Sign in", CSRF: h.csrfToken(id)})
+}
+
+// serveSend takes the phone number and sends a code. Whether or not the number may sign in,
+// the answer is the same 303 to the code page; only allowed numbers get an SMS.
+func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	id := cookieValue(r, h.cookieName(r, true))
+	csrf := h.csrfToken(id)
+	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
+		return h.limited(w, err, wait, "ip")
+	}
+	input := r.PostForm.Get("phone")
+	phone, region, err := normalizePhone(input, h.DefaultRegion)
+	if err != nil {
+		msg := "That is not a phone number we can read. Include the country code, e.g. +1 201 555 0123."
+		return h.render(w, http.StatusBadRequest, "login.html", page{Title: "Sign in", CSRF: csrf, Phone: clip(input, 40), Error: msg})
+	}
+	if h.regions != nil && !h.regions[region] {
+		msg := "Codes cannot be sent to numbers in this country."
+		return h.render(w, http.StatusBadRequest, "login.html", page{Title: "Sign in", CSRF: csrf, Phone: clip(input, 40), Error: msg})
+	}
+	if wait, err := h.lockedFor(ctx, phone); err != nil || wait > 0 {
+		return h.limited(w, err, wait, "lockout")
+	}
+	if wait, err := h.hit(ctx, "send", phone, h.SendLimit); err != nil || wait > 0 {
+		return h.limited(w, err, wait, "send")
+	}
+	f, err := h.loadFlow(ctx, id)
+	if err != nil {
+		return h.storeFailed(w, err)
+	}
+	if f == nil {
+		f = &flow{}
+	}
+	f.Phone, f.Allowed = phone, h.phones.allows(phone)
+	return h.sendAndContinue(w, r, id, f)
+}
+
+// serveResend issues a new code to the flow's phone, once resend_after has passed.
+func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	id := cookieValue(r, h.cookieName(r, true))
+	f, err := h.loadFlow(ctx, id)
+	if err != nil {
+		return h.storeFailed(w, err)
+	}
+	if f == nil || f.Phone == "" {
+		return h.seeOther(w, h.Path+"/login")
+	}
+	if wait := time.Unix(0, f.Sent).Add(time.Duration(h.ResendAfter)).Sub(now()); wait > 0 {
+		setRetryAfter(w, wait)
+		return h.render(w, http.StatusTooManyRequests, "message.html", page{Title: "Please wait",
+			Text: "A new code can be sent in " + humanDuration(wait) + ".", Link: h.Path + "/verify", LinkText: "Back to the code"})
+	}
+	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
+		return h.limited(w, err, wait, "ip")
+	}
+	if wait, err := h.lockedFor(ctx, f.Phone); err != nil || wait > 0 {
+		return h.limited(w, err, wait, "lockout")
+	}
+	if wait, err := h.hit(ctx, "send", f.Phone, h.SendLimit); err != nil || wait > 0 {
+		return h.limited(w, err, wait, "send")
+	}
+	return h.sendAndContinue(w, r, id, f)
+}
+
+// sendAndContinue issues the code and moves the visitor on to the code page, or explains why not.
+func (h *Handler) sendAndContinue(w http.ResponseWriter, r *http.Request, id string, f *flow) error {
+	// The visitor leaving must not cut a send half-way: its outcome decides what is saved.
+	ctx := context.WithoutCancel(r.Context())
+	err := h.issueCode(ctx, id, f, r.Host)
+	var sendErr *SendError
+	switch {
+	case err == nil:
+		h.logger.Info("code issued", zap.String("phone", maskPhone(f.Phone)), zap.Bool("allowed", f.Allowed))
+		return h.seeOther(w, h.Path+"/verify")
+	case errors.As(err, &sendErr):
+		h.logger.Error("sms not sent", zap.String("phone", maskPhone(f.Phone)), zap.String("provider", sendErr.Provider),
+			zap.Int("status", sendErr.Status), zap.Bool("temporary", sendErr.Temporary), zap.String("detail", sendErr.Detail))
+		status := http.StatusBadGateway
+		if sendErr.Temporary {
+			status = http.StatusServiceUnavailable
+			setRetryAfter(w, 30*time.Second)
+		}
+		return h.render(w, status, "message.html", page{Title: "Code not sent",
+			Text:       "We could not send your code just now. Please try again in a moment.",
+			CSRF:       h.csrfToken(id),
+			RetryPhone: f.Phone, Link: h.Path + "/login", LinkText: "Use another number"})
+	default:
+		return h.storeFailed(w, err)
+	}
+}
+
+// serveVerify shows the code page (GET) or checks a code (POST).
+func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	id := cookieValue(r, h.cookieName(r, true))
+	var f *flow
+	var err error
+	if validFlowID(id) {
+		if f, err = h.loadFlow(ctx, id); err != nil {
+			return h.storeFailed(w, err)
+		}
+	}
+	if r.Method != http.MethodPost {
+		if f == nil || f.Phone == "" {
+			return h.seeOther(w, h.Path+"/login")
+		}
+		return h.codePage(w, http.StatusOK, id, f, "")
+	}
+	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
+		return h.limited(w, err, wait, "ip")
+	}
+	if f == nil || f.Phone == "" {
+		return h.message(w, http.StatusUnauthorized, "Code expired", "This sign-in has expired. Please start again.", h.Path+"/login", "Start again")
+	}
+	if wait, err := h.lockedFor(ctx, f.Phone); err != nil || wait > 0 {
+		return h.limited(w, err, wait, "lockout")
+	}
+	v, left, err := h.checkCode(ctx, id, f, cleanCode(r.PostForm.Get("code"), h.CodeLength))
+	if err != nil {
+		return h.storeFailed(w, err)
+	}
+	switch v {
+	case codeWrong:
+		h.logger.Info("wrong code", zap.String("phone", maskPhone(f.Phone)), zap.Int("attempts_left", left))
+		return h.codePage(w, http.StatusUnauthorized, id, f, fmt.Sprintf("That code is not right. %d %s left.", left, plural(left, "try", "tries")))
+	case codeExpired:
+		return h.codePage(w, http.StatusUnauthorized, id, f, "This code has expired. Send a new code.")
+	case codeExhausted:
+		h.logger.Info("too many wrong codes", zap.String("phone", maskPhone(f.Phone)))
+		return h.message(w, http.StatusUnauthorized, "Too many wrong codes", "This code can no longer be used. Please start again.", h.Path+"/login", "Start again")
+	}
+	s, err := h.sessions.issue(f.Phone, now())
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	h.setSession(w, r, s)
+	h.setCookie(w, r, h.cookieName(r, true), "", -1)
+	h.logger.Info("signed in", zap.String("phone", maskPhone(f.Phone)))
+	return h.seeOther(w, localPath(f.Next, h.Path))
+}
+
+func (h *Handler) codePage(w http.ResponseWriter, status int, id string, f *flow, errMsg string) error {
+	return h.render(w, status, "verify.html", page{Title: "Enter your code", CSRF: h.csrfToken(id), Masked: maskPhone(f.Phone), Error: errMsg})
+}
+
+// serveLogout shows a sign-out button (GET) or revokes the session (POST).
+func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		id, err := h.flowID(w, r)
+		if err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		}
+		return h.render(w, http.StatusOK, "logout.html", page{Title: "Sign out", CSRF: h.csrfToken(id)})
+	}
+	if value := cookieValue(r, h.cookieName(r, false)); value != "" {
+		// A session past its limits needs no revocation; a valid one is revoked until it would expire.
+		if s, err := h.sessions.decode(value, now()); err == nil {
+			if err := h.store.Set(r.Context(), revocationKey(s.ID), []byte{1}, s.Expires.Sub(now())); err != nil {
+				return h.storeFailed(w, err)
+			}
+			h.logger.Info("signed out", zap.String("phone", maskPhone(s.Subject)))
+		}
+	}
+	h.setCookie(w, r, h.cookieName(r, false), "", -1)
+	return h.seeOther(w, h.Path+"/login")
+}
+
+// limited answers a refused request: 429 with Retry-After, or a store failure.
+func (h *Handler) limited(w http.ResponseWriter, err error, wait time.Duration, limit string) error {
+	if err != nil {
+		return h.storeFailed(w, err)
+	}
+	h.logger.Info("rate limited", zap.String("limit", limit), zap.Duration("retry_after", wait))
+	setRetryAfter(w, wait)
+	return h.render(w, http.StatusTooManyRequests, "message.html", page{Title: "Please wait",
+		Text: "Too many attempts. Please try again in " + humanDuration(wait) + ".", Link: h.Path + "/login", LinkText: "Start again"})
+}
+
+// storeFailed fails closed: nobody passes, the visitor is told, the log says why.
+func (h *Handler) storeFailed(w http.ResponseWriter, err error) error {
+	h.logger.Error("store unavailable", zap.Error(err))
+	return h.unavailable(w)
+}
+
+func (h *Handler) unavailable(w http.ResponseWriter) error {
+	setRetryAfter(w, 30*time.Second)
+	return h.message(w, http.StatusServiceUnavailable, "Sign-in unavailable", "Sign-in is not working right now. Please try again in a minute.", "", "")
+}
+
+func (h *Handler) seeOther(w http.ResponseWriter, location string) error {
+	w.Header().Set("Location", location)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusSeeOther)
+	return nil
+}
+
+// cookieName is the session or flow cookie's name for this request: __Host- prefixed on HTTPS.
+func (h *Handler) cookieName(r *http.Request, forFlow bool) string {
+	name := h.CookieName
+	if forFlow {
+		name += "_flow"
+	}
+	if r.TLS != nil {
+		return "__Host-" + name
+	}
+	return name
+}
+
+func (h *Handler) setSession(w http.ResponseWriter, r *http.Request, s Session) {
+	h.setCookie(w, r, h.cookieName(r, false), h.sessions.encode(s), s.Expires.Sub(now()))
+}
+
+// setCookie sets (or, with maxAge < 0, clears) one of the gate's cookies.
+func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
+	c := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil}
+	if maxAge < 0 {
+		c.MaxAge = -1
+	} else {
+		c.MaxAge = max(1, int(maxAge/time.Second))
+	}
+	http.SetCookie(w, c)
+}
+
+// cookieValue finds a cookie without parsing every cookie of the request.
+func cookieValue(r *http.Request, name string) string {
+	for _, line := range r.Header["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if ok && k == name {
+				return strings.Trim(v, `"`)
+			}
+		}
+	}
+	return ""
+}
+
+// stripCookies removes the gate's cookies from the request before it goes upstream: the site
+// behind the gate never sees a session or flow token.
+func (h *Handler) stripCookies(r *http.Request) {
+	lines := r.Header["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	ours := func(k string) bool {
+		k = strings.TrimPrefix(k, "__Host-")
+		return k == h.CookieName || k == h.CookieName+"_flow"
+	}
+	kept := lines[:0:0]
+	for _, line := range lines {
+		if !strings.Contains(line, h.CookieName) {
+			kept = append(kept, line)
+			continue
+		}
+		var b strings.Builder
+		for rest := line; rest != ""; {
+			var part string
+			part, rest, _ = strings.Cut(rest, ";")
+			part = strings.TrimSpace(part)
+			if k, _, _ := strings.Cut(part, "="); part == "" || ours(k) {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(part)
+		}
+		if b.Len() > 0 {
+			kept = append(kept, b.String())
+		}
+	}
+	if len(kept) == 0 {
+		r.Header.Del("Cookie")
+	} else {
+		r.Header["Cookie"] = kept
+	}
+}
+
+// localPath returns next if it is a path on this site outside the gate, else "/". It refuses
+// anything a browser could read as another origin: schemes, "//host", backslashes, controls.
+func localPath(next, gatePath string) string {
+	if next == "" || len(next) > maxNextLen || next[0] != '/' {
+		return "/"
+	}
+	if len(next) > 1 && (next[1] == '/' || next[1] == '\\') {
+		return "/"
+	}
+	for i := 0; i < len(next); i++ {
+		if c := next[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return "/"
+	}
+	if u.Path == gatePath || strings.HasPrefix(u.Path, gatePath+"/") {
+		return "/"
+	}
+	return next
+}
+
+// clientIP is Caddy's view of the client address, which honours trusted_proxies.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
+}
+
+func humanDuration(d time.Duration) string {
+	secs := int((d + time.Second - 1) / time.Second)
+	if secs < 60 {
+		return fmt.Sprintf("%d %s", secs, plural(secs, "second", "seconds"))
+	}
+	mins := (secs + 59) / 60
+	return fmt.Sprintf("%d %s", mins, plural(mins, "minute", "minutes"))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,219 @@
+package caddyotp
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+// The in-process Caddy that caddytest starts listens here (its admin on localhost:2999).
+const site = "http://localhost:9080"
+
+const (
+	alice    = "+12015550123" // may sign in
+	bob      = "+12015550145" // may sign in
+	stranger = "+12015550199" // may not
+	fromNum  = "+12015550100"
+)
+
+// gate is one running Caddy with the otp handler in front of a page, and a fake Restcomm.
+type gate struct {
+	t       *testing.T
+	tester  *caddytest.Tester
+	sms     *restcommtest.Server
+	logFile string
+}
+
+// startGate loads a Caddyfile whose otp block holds the restcomm sender, alice and bob, a store of
+// the test's own, and extra subdirectives. The protected page echoes the user and the cookies it got.
+func startGate(t *testing.T, extra string) *gate {
+	t.Helper()
+	g := &gate{t: t, sms: restcommtest.NewServer(), logFile: filepath.Join(t.TempDir(), "caddy.log")}
+	t.Cleanup(g.sms.Close)
+	g.tester = caddytest.NewTester(t)
+	g.tester.InitServer(g.config(extra, "upstream"), "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return g
+}
+
+func (g *gate) config(extra, body string) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	log {
+		output file %s
+		format json
+		level DEBUG
+	}
+}
+http://localhost:9080 {
+	otp {
+		sender restcomm {
+			account_sid %s
+			auth_token %s
+			from %s
+			base_url %s
+			timeout 2s
+		}
+		phones %s %s
+		store memory %s
+		%s
+	}
+	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
+}
+`, g.logFile, g.sms.AccountSID, g.sms.AuthToken, fromNum, g.sms.BaseURL(), alice, bob, storeName(g.t), extra, body)
+}
+
+// reload loads the same gate with a different page body, as an operator's `caddy reload` would.
+func (g *gate) reload(extra, body string) {
+	g.t.Helper()
+	g.tester.InitServer(g.config(extra, body), "caddyfile")
+}
+
+func storeName(t *testing.T) string {
+	return strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+}
+
+// logs returns everything Caddy logged so far.
+func (g *gate) logs() string {
+	b, err := os.ReadFile(g.logFile)
+	if err != nil {
+		g.t.Fatalf("reading caddy log: %v", err)
+	}
+	return string(b)
+}
+
+// lastCode waits for the n-th SMS and returns the code from its autofill line "@host #code".
+func (g *gate) code(n int) (restcommtest.Message, string) {
+	g.t.Helper()
+	msgs, err := g.sms.WaitMessages(n, 5*time.Second)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	m := msgs[n-1]
+	match := regexp.MustCompile(`\n@localhost #([0-9]+)$`).FindStringSubmatch(m.Body)
+	if match == nil {
+		g.t.Fatalf("SMS body %q lacks the autofill line", m.Body)
+	}
+	return m, match[1]
+}
+
+// visitor is one browser: its own cookie jar, redirects not followed.
+type visitor struct {
+	t      *testing.T
+	client *http.Client
+	jar    http.CookieJar
+	origin string // sent as Origin on POSTs, like a browser on the site's own page
+}
+
+func newVisitor(t *testing.T) *visitor {
+	jar, _ := cookiejar.New(nil)
+	return &visitor{t: t, jar: jar, origin: site, client: &http.Client{
+		Jar:           jar,
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (r response) csrf() string {
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(r.body)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+func (v *visitor) do(req *http.Request) response {
+	v.t.Helper()
+	resp, err := v.client.Do(req)
+	if err != nil {
+		v.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+// get requests path as a browser navigating to it would.
+func (v *visitor) get(path string) response {
+	v.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, site+path, nil)
+	req.Header.Set("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+	return v.do(req)
+}
+
+// post submits a form as a browser would.
+func (v *visitor) post(path string, form url.Values) response {
+	v.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, site+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "text/html")
+	if v.origin != "" {
+		req.Header.Set("Origin", v.origin)
+	}
+	return v.do(req)
+}
+
+// cookie returns the value of the named cookie the browser holds for the site.
+func (v *visitor) cookie(name string) string {
+	u, _ := url.Parse(site)
+	for _, c := range v.jar.Cookies(u) {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// startSignIn opens the phone page (remembering next) and submits phone; it returns the csrf token.
+func (v *visitor) startSignIn(next, phone string) (string, response) {
+	v.t.Helper()
+	login := v.get("/.otp/login?next=" + url.QueryEscape(next))
+	if login.status != http.StatusOK {
+		v.t.Fatalf("GET login: status %d", login.status)
+	}
+	csrf := login.csrf()
+	return csrf, v.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {phone}})
+}
+
+// signIn walks the whole flow for phone and returns the csrf token of the flow.
+func (v *visitor) signIn(g *gate, phone string) {
+	v.t.Helper()
+	n := len(g.sms.Messages()) + 1
+	csrf, sent := v.startSignIn("/", phone)
+	if sent.status != http.StatusSeeOther {
+		v.t.Fatalf("send: status %d", sent.status)
+	}
+	_, code := g.code(n)
+	if r := v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}); r.status != http.StatusSeeOther {
+		v.t.Fatalf("verify: status %d: %s", r.status, r.body)
+	}
+}
+
+func wantStatus(t *testing.T, what string, r response, status int) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("%s: status %d, want %d; body: %.300s", what, r.status, status, r.body)
+	}
+}

@@ -1,0 +1,23 @@
+package caddyotp
+
+import (
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// clock is the gate's clock in every test: real time plus whatever a test has moved it forward.
+var clock testClock
+
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// Advance moves the gate's time forward by d.
+func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+func TestMain(m *testing.M) {
+	now = clock.Now // set once, before any server starts
+	os.Exit(m.Run())
+}

@@ -1,0 +1,308 @@
+// Package caddyotp is a Caddy HTTP handler that puts SMS one-time-code sign-in in front of a site.
+//
+// A visitor without a valid session is sent to a phone-number page, receives a code by SMS,
+// types it on a code page and gets a signed session cookie; from then on requests pass through.
+//
+// Caddyfile syntax (every subdirective but sender and phones/phones_file is optional):
+//
+//	otp {
+//	    sender restcomm {
+//	        account_sid {env.RESTCOMM_ACCOUNT_SID}
+//	        auth_token  {env.RESTCOMM_AUTH_TOKEN}
+//	        from        +12015550100
+//	        base_url    https://cloud.restcomm.com/restcomm/2012-04-24
+//	        timeout     10s
+//	    }
+//	    sender log                              # development only: codes go to the log
+//	    phones +12015550123 +442079460000       # or: phones *  (anyone with a phone)
+//	    phones_file /etc/caddy/otp-phones.txt   # one number a line, # comments
+//	    default_region US                       # for numbers typed without +country
+//	    regions US CA GB                        # destinations allowed
+//	    code_length 6                           # 6..10
+//	    code_ttl 5m                             # at most 10m
+//	    max_attempts 5                          # wrong codes per code
+//	    resend_after 30s
+//	    send_limit 5 10m                        # SMS per phone per window
+//	    ip_limit 20 10m                         # sends and checks per client IP per window
+//	    lockout 10 15m                          # consecutive failures per phone, lock duration
+//	    session_ttl 12h
+//	    session_idle 30m
+//	    path /.otp
+//	    cookie_name caddy_otp
+//	    secret {env.OTP_SECRET}                 # else generated once, kept in Caddy storage
+//	    store memory [name]
+//	    templates /etc/caddy/otp-templates
+//	    message "{code} is your {host} sign-in code."
+//	}
+package caddyotp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/nyaruka/phonenumbers"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults and bounds of the configuration.
+const (
+	defaultPath        = "/.otp"
+	defaultCookieName  = "caddy_otp"
+	defaultCodeLength  = 6
+	defaultCodeTTL     = 5 * time.Minute
+	maxCodeTTL         = 10 * time.Minute
+	defaultMaxAttempts = 5
+	defaultResendAfter = 30 * time.Second
+	defaultSessionTTL  = 12 * time.Hour
+	defaultSessionIdle = 30 * time.Minute
+	defaultMessage     = "{code} is your {host} sign-in code."
+)
+
+var (
+	defaultSendLimit = Limit{Count: 5, Window: caddy.Duration(10 * time.Minute)}
+	defaultIPLimit   = Limit{Count: 20, Window: caddy.Duration(10 * time.Minute)}
+	defaultLockout   = Limit{Count: 10, Window: caddy.Duration(15 * time.Minute)}
+)
+
+// now is the gate's clock; tests replace it to move time without sleeping.
+var now = time.Now
+
+// Handler is the otp gate (module http.handlers.otp). Its JSON fields are the configuration;
+// the Caddyfile form is in the package documentation.
+type Handler struct {
+	// The sender of SMS, a module in http.handlers.otp.senders (restcomm, log). Required.
+	SenderRaw json.RawMessage `json:"sender,omitempty" caddy:"namespace=http.handlers.otp.senders inline_key=module"`
+	// Where pending flows, counters and revocations live, a module in http.handlers.otp.stores.
+	// Default: memory.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.otp.stores inline_key=module"`
+
+	// Phones that may sign in, normalised to E.164; "*" lets anyone with a phone sign in.
+	Phones []string `json:"phones,omitempty"`
+	// A file of phones that may sign in: one a line, blank lines and # comments allowed.
+	PhonesFile string `json:"phones_file,omitempty"`
+	// Region (ISO 3166 alpha-2, e.g. US) for numbers written without a +country prefix.
+	DefaultRegion string `json:"default_region,omitempty"`
+	// Regions that codes may be sent to; empty means any.
+	Regions []string `json:"regions,omitempty"`
+
+	// Digits in a code, 6 to 10. Default 6.
+	CodeLength int `json:"code_length,omitempty"`
+	// How long a code lives, at most 10m. Default 5m.
+	CodeTTL caddy.Duration `json:"code_ttl,omitempty"`
+	// Wrong codes allowed per code before the flow is void. Default 5.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// How long before a visitor may ask for a new code. Default 30s.
+	ResendAfter caddy.Duration `json:"resend_after,omitempty"`
+	// SMS per phone per window. Default 5 per 10m.
+	SendLimit *Limit `json:"send_limit,omitempty"`
+	// Sends and code checks per client IP per window. Default 20 per 10m.
+	IPLimit *Limit `json:"ip_limit,omitempty"`
+	// Consecutive failures per phone (count) before it is locked for window. Default 10, 15m.
+	Lockout *Limit `json:"lockout,omitempty"`
+
+	// Absolute lifetime of a session. Default 12h.
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+	// A session unused this long ends. Default 30m.
+	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
+
+	// Where the gate's pages live. Default /.otp.
+	Path string `json:"path,omitempty"`
+	// Session cookie name; the flow cookie adds "_flow". On HTTPS both get the __Host- prefix.
+	// Default caddy_otp.
+	CookieName string `json:"cookie_name,omitempty"`
+	// Master secret (at least 32 characters) for every signature; placeholders allowed.
+	// Default: a random key generated once and kept in Caddy's storage.
+	Secret string `json:"secret,omitempty"`
+	// A directory whose files replace the embedded pages of the same name.
+	Templates string `json:"templates,omitempty"`
+	// The SMS text; {code} and {host} are filled in. The line "@host #code" is appended for
+	// browser autofill. Default "{code} is your {host} sign-in code."
+	Message string `json:"message,omitempty"`
+
+	sender   Sender
+	store    Store
+	phones   phoneList
+	regions  map[string]bool
+	keys     keys
+	sessions *sessionCodec
+	pages    map[string]*template.Template
+	logger   *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.otp",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision fills in defaults, loads the sender and store, reads the phone list, derives the keys
+// and parses the pages. It makes no network call.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	h.setDefaults()
+	h.Secret = repl.ReplaceKnown(h.Secret, "")
+	h.Message = repl.ReplaceKnown(h.Message, "")
+	h.DefaultRegion = strings.ToUpper(repl.ReplaceKnown(h.DefaultRegion, ""))
+
+	if h.SenderRaw != nil {
+		mod, err := ctx.LoadModule(h, "SenderRaw")
+		if err != nil {
+			return fmt.Errorf("loading sender: %v", err)
+		}
+		h.sender = mod.(Sender)
+	}
+	if h.StoreRaw == nil {
+		h.StoreRaw = caddyconfig.JSONModuleObject(MemoryStore{}, "module", "memory", nil)
+	}
+	mod, err := ctx.LoadModule(h, "StoreRaw")
+	if err != nil {
+		return fmt.Errorf("loading store: %v", err)
+	}
+	h.store = mod.(Store)
+
+	if h.DefaultRegion != "" && !knownRegion(h.DefaultRegion) {
+		return fmt.Errorf("default_region %q is not a region code such as US or GB", h.DefaultRegion)
+	}
+	h.phones = phoneList{}
+	for _, p := range h.Phones {
+		if err := h.phones.add(repl.ReplaceKnown(p, ""), h.DefaultRegion, "phones"); err != nil {
+			return err
+		}
+	}
+	if h.PhonesFile != "" {
+		if err := h.phones.addFile(repl.ReplaceKnown(h.PhonesFile, ""), h.DefaultRegion); err != nil {
+			return err
+		}
+	}
+	h.regions = nil
+	for _, r := range h.Regions {
+		r = strings.ToUpper(r)
+		if !knownRegion(r) {
+			return fmt.Errorf("regions: %q is not a region code such as US or GB", r)
+		}
+		if h.regions == nil {
+			h.regions = make(map[string]bool)
+		}
+		h.regions[r] = true
+	}
+
+	master, err := masterKey(ctx, h.Secret)
+	if err != nil {
+		return err
+	}
+	h.keys = deriveKeys(master)
+	h.sessions = newSessionCodec(h.keys.session, time.Duration(h.SessionTTL), time.Duration(h.SessionIdle))
+
+	h.pages, err = loadPages(h.Templates)
+	return err
+}
+
+func (h *Handler) setDefaults() {
+	if h.Path == "" {
+		h.Path = defaultPath
+	}
+	if h.CookieName == "" {
+		h.CookieName = defaultCookieName
+	}
+	if h.CodeLength == 0 {
+		h.CodeLength = defaultCodeLength
+	}
+	if h.CodeTTL == 0 {
+		h.CodeTTL = caddy.Duration(defaultCodeTTL)
+	}
+	if h.MaxAttempts == 0 {
+		h.MaxAttempts = defaultMaxAttempts
+	}
+	if h.ResendAfter == 0 {
+		h.ResendAfter = caddy.Duration(defaultResendAfter)
+	}
+	if h.SendLimit == nil {
+		h.SendLimit = &defaultSendLimit
+	}
+	if h.IPLimit == nil {
+		h.IPLimit = &defaultIPLimit
+	}
+	if h.Lockout == nil {
+		h.Lockout = &defaultLockout
+	}
+	if h.SessionTTL == 0 {
+		h.SessionTTL = caddy.Duration(defaultSessionTTL)
+	}
+	if h.SessionIdle == 0 {
+		h.SessionIdle = caddy.Duration(defaultSessionIdle)
+	}
+	if h.Message == "" {
+		h.Message = defaultMessage
+	}
+}
+
+// Validate rejects configurations that would be unsafe or could not work, saying how to fix them.
+func (h *Handler) Validate() error {
+	switch {
+	case h.sender == nil:
+		return errors.New("otp: no sender: add `sender restcomm { ... }` (or, for development only, `sender log`)")
+	case h.phones.empty():
+		return errors.New("otp: no one may sign in: add `phones +12015550123 ...`, `phones_file FILE`, or `phones *` to let anyone with a phone sign in")
+	case h.CodeLength < 6 || h.CodeLength > 10:
+		return fmt.Errorf("otp: code_length %d is outside 6..10", h.CodeLength)
+	case h.CodeTTL <= 0 || time.Duration(h.CodeTTL) > maxCodeTTL:
+		return fmt.Errorf("otp: code_ttl %s must be more than 0 and at most %s", time.Duration(h.CodeTTL), maxCodeTTL)
+	case h.MaxAttempts < 1 || h.MaxAttempts > 10:
+		return fmt.Errorf("otp: max_attempts %d is outside 1..10", h.MaxAttempts)
+	case h.ResendAfter < 0:
+		return errors.New("otp: resend_after must not be negative")
+	case h.SessionTTL <= 0:
+		return errors.New("otp: session_ttl must be positive")
+	case h.SessionIdle < 0 || h.SessionIdle > h.SessionTTL:
+		return fmt.Errorf("otp: session_idle %s must be between 0 and session_ttl (%s)", time.Duration(h.SessionIdle), time.Duration(h.SessionTTL))
+	case !strings.HasPrefix(h.Path, "/") || strings.HasSuffix(h.Path, "/") || strings.ContainsAny(h.Path, "?#% "):
+		return fmt.Errorf("otp: path %q must start with / and not end with one, e.g. /.otp", h.Path)
+	case !validCookieName(h.CookieName):
+		return fmt.Errorf("otp: cookie_name %q may hold only letters, digits, - and _", h.CookieName)
+	case !strings.Contains(h.Message, "{code}"):
+		return errors.New("otp: message must contain {code}")
+	}
+	for name, l := range map[string]*Limit{"send_limit": h.SendLimit, "ip_limit": h.IPLimit, "lockout": h.Lockout} {
+		if l.Count < 1 || l.Window <= 0 {
+			return fmt.Errorf("otp: %s needs a count of at least 1 and a positive window, e.g. `%s 5 10m`", name, name)
+		}
+	}
+	return nil
+}
+
+func knownRegion(r string) bool {
+	return phonenumbers.GetCountryCodeForRegion(r) != 0
+}
+
+func validCookieName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,110 @@
+package caddyotp
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/caddy-otp/caddy-otp/templates"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// page is what a template sees.
+type page struct {
+	Title      string
+	Text       string // the message of message.html
+	Error      string // a form's error line
+	Path       string // the gate's base path, for form actions and links
+	CSRF       string
+	Nonce      string // for the inline style (and script) under the Content-Security-Policy
+	Phone      string // the phone page's input, kept after an error
+	Masked     string // the masked phone the code went to
+	CodeLength int
+	RetryPhone string // message.html: resend to this number with a "Try again" button
+	Link       string // message.html: where to go next
+	LinkText   string
+}
+
+// loadPages parses every page once, each with the layout. A file in dir replaces the embedded
+// file of the same name; a broken one fails with its name and line.
+func loadPages(dir string) (map[string]*template.Template, error) {
+	read := func(name string) ([]byte, string, error) {
+		if dir != "" {
+			p := filepath.Join(dir, name)
+			b, err := os.ReadFile(p)
+			if err == nil {
+				return b, p, nil
+			}
+			if !os.IsNotExist(err) {
+				return nil, p, err
+			}
+		}
+		b, err := fs.ReadFile(templates.FS, name)
+		return b, name, err
+	}
+	if dir != "" {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("templates: %s is not a readable directory", dir)
+		}
+	}
+	layout, layoutName, err := read("layout.html")
+	if err != nil {
+		return nil, fmt.Errorf("templates: %v", err)
+	}
+	pages := make(map[string]*template.Template, len(templates.Pages))
+	for _, name := range templates.Pages {
+		body, bodyName, err := read(name)
+		if err != nil {
+			return nil, fmt.Errorf("templates: %v", err)
+		}
+		t, err := template.New(layoutName).Option("missingkey=error").Parse(string(layout))
+		if err != nil {
+			return nil, fmt.Errorf("templates: %v", err)
+		}
+		if t, err = t.New(bodyName).Parse(string(body)); err != nil {
+			return nil, fmt.Errorf("templates: %v", err)
+		}
+		pages[name] = t
+	}
+	return pages, nil
+}
+
+// render writes a page with the headers every page gets: a strict Content-Security-Policy with a
+// fresh nonce, no framing, no referrer, no caching.
+func (h *Handler) render(w http.ResponseWriter, status int, name string, p page) error {
+	var nonce [16]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	p.Nonce = base64.RawStdEncoding.EncodeToString(nonce[:])
+	p.Path = h.Path
+	if p.CodeLength == 0 {
+		p.CodeLength = h.CodeLength
+	}
+	var buf bytes.Buffer
+	if err := h.pages[name].Execute(&buf, p); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("rendering %s: %v", name, err))
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/html; charset=utf-8")
+	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+p.Nonce+"'; script-src 'nonce-"+p.Nonce+
+		"'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	hdr.Set("X-Frame-Options", "DENY")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Referrer-Policy", "no-referrer")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// message renders message.html: a title, a sentence, and a way forward.
+func (h *Handler) message(w http.ResponseWriter, status int, title, text, link, linkText string) error {
+	return h.render(w, status, "message.html", page{Title: title, Text: text, Link: link, LinkText: linkText})
+}

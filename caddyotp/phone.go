@@ -1,0 +1,92 @@
+package caddyotp
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+var errNotPhone = errors.New("not a valid phone number")
+
+// normalizePhone parses what a person typed into E.164 (+12015550123) and its region (US).
+// Numbers without a +country prefix are read in defaultRegion; an empty region requires the prefix.
+func normalizePhone(input, defaultRegion string) (e164, region string, err error) {
+	input = strings.TrimSpace(input)
+	if input == "" || len(input) > 40 {
+		return "", "", errNotPhone
+	}
+	num, err := phonenumbers.Parse(input, defaultRegion)
+	if err != nil || !phonenumbers.IsValidNumber(num) {
+		return "", "", errNotPhone
+	}
+	return phonenumbers.Format(num, phonenumbers.E164), phonenumbers.GetRegionCodeForNumber(num), nil
+}
+
+// maskPhone keeps the country and area prefix and the last two digits: +1201*****23.
+func maskPhone(e164 string) string {
+	if len(e164) < 8 {
+		return strings.Repeat("*", len(e164))
+	}
+	return e164[:5] + strings.Repeat("*", len(e164)-7) + e164[len(e164)-2:]
+}
+
+// phoneList is who may sign in: a set of E.164 numbers, or anyone with a phone.
+type phoneList struct {
+	anyone bool
+	set    map[string]struct{}
+}
+
+func (l *phoneList) allows(e164 string) bool {
+	if l.anyone {
+		return true
+	}
+	_, ok := l.set[e164]
+	return ok
+}
+
+// add normalises entries into the list; "*" lets anyone in. where names the source in errors.
+func (l *phoneList) add(entry, defaultRegion, where string) error {
+	if entry == "*" {
+		l.anyone = true
+		return nil
+	}
+	e164, _, err := normalizePhone(entry, defaultRegion)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a valid phone number (write it in E.164, e.g. +12015550123, or set default_region)", where, entry)
+	}
+	if l.set == nil {
+		l.set = make(map[string]struct{})
+	}
+	l.set[e164] = struct{}{}
+	return nil
+}
+
+// addFile reads one number a line; blank lines and # comments are skipped.
+func (l *phoneList) addFile(path, defaultRegion string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("phones_file: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		entry, _, _ := strings.Cut(sc.Text(), "#")
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		if err := l.add(entry, defaultRegion, fmt.Sprintf("phones_file %s:%d", path, line)); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("phones_file %s: %v", path, err)
+	}
+	return nil
+}
+
+func (l *phoneList) empty() bool { return !l.anyone && len(l.set) == 0 }

@@ -1,0 +1,205 @@
+package caddyotp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Restcomm{})
+}
+
+// DefaultRestcommBaseURL is Restcomm's hosted API.
+const DefaultRestcommBaseURL = "https://cloud.restcomm.com/restcomm/2012-04-24"
+
+// Restcomm sends SMS through the Restcomm REST API
+// (POST {base_url}/Accounts/{account_sid}/SMS/Messages.json, HTTP Basic auth, form-encoded).
+// Every field takes placeholders such as {env.RESTCOMM_AUTH_TOKEN}, resolved at Provision,
+// so secrets never need to be written in the config.
+type Restcomm struct {
+	// The account's SID (AC followed by 32 hex digits); the HTTP Basic user name.
+	AccountSID string `json:"account_sid,omitempty"`
+	// The account's auth token; the HTTP Basic password. Never logged.
+	AuthToken string `json:"auth_token,omitempty"`
+	// The SMS-enabled number of the account that messages come from, in E.164.
+	From string `json:"from,omitempty"`
+	// The API's base URL, up to and including the API version. Default DefaultRestcommBaseURL.
+	BaseURL string `json:"base_url,omitempty"`
+	// How long one send may take, connection included. Default 10s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	endpoint string
+	client   *http.Client
+	logger   *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Restcomm) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.otp.senders.restcomm",
+		New: func() caddy.Module { return new(Restcomm) },
+	}
+}
+
+// Provision resolves placeholders and prepares a keep-alive HTTP client. It makes no request.
+func (s *Restcomm) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	s.AccountSID = strings.TrimSpace(repl.ReplaceKnown(s.AccountSID, ""))
+	s.AuthToken = strings.TrimSpace(repl.ReplaceKnown(s.AuthToken, ""))
+	s.From = strings.TrimSpace(repl.ReplaceKnown(s.From, ""))
+	s.BaseURL = strings.TrimRight(strings.TrimSpace(repl.ReplaceKnown(s.BaseURL, "")), "/")
+	if s.BaseURL == "" {
+		s.BaseURL = DefaultRestcommBaseURL
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = caddy.Duration(10 * time.Second)
+	}
+	s.endpoint = s.BaseURL + "/Accounts/" + url.PathEscape(s.AccountSID) + "/SMS/Messages.json"
+
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 16
+	transport.ResponseHeaderTimeout = time.Duration(s.Timeout)
+	s.client = &http.Client{Transport: transport, Timeout: time.Duration(s.Timeout)}
+	return nil
+}
+
+// Validate reports missing credentials and a malformed base URL or sender number.
+func (s *Restcomm) Validate() error {
+	if s.AccountSID == "" {
+		return errors.New("restcomm sender: account_sid is empty (if it comes from {env.VAR}, is VAR set?)")
+	}
+	if s.AuthToken == "" {
+		return errors.New("restcomm sender: auth_token is empty (if it comes from {env.VAR}, is VAR set?)")
+	}
+	if s.From == "" {
+		return errors.New("restcomm sender: from is empty: give the account's SMS number in E.164, e.g. +12015550100")
+	}
+	if !strings.HasPrefix(s.From, "client:") {
+		if _, _, err := normalizePhone(s.From, ""); err != nil {
+			return fmt.Errorf("restcomm sender: from %q is not a phone number in E.164 (e.g. +12015550100)", s.From)
+		}
+	}
+	u, err := url.Parse(s.BaseURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("restcomm sender: base_url %q must be an http(s) URL such as %s", s.BaseURL, DefaultRestcommBaseURL)
+	}
+	if u.User != nil {
+		return errors.New("restcomm sender: base_url must not hold credentials; use account_sid and auth_token")
+	}
+	return nil
+}
+
+// Cleanup closes idle connections to the API.
+func (s *Restcomm) Cleanup() error {
+	if s.client != nil {
+		s.client.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Send posts one SMS. Restcomm answers 200 when it has queued the message; every other answer
+// becomes a *SendError: 401/403/400 are configuration or input problems that retrying will not
+// fix, 5xx, 429, timeouts and dropped connections are temporary.
+func (s *Restcomm) Send(ctx context.Context, msg Message) error {
+	form := url.Values{"From": {s.From}, "To": {msg.To}, "Body": {msg.Body}}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.Timeout))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return &SendError{Provider: "restcomm", Detail: "building request: " + err.Error()}
+	}
+	req.SetBasicAuth(s.AccountSID, s.AuthToken)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return &SendError{Provider: "restcomm", Temporary: true, Detail: transportDetail(ctx, err)}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		var accepted struct {
+			SID    string `json:"sid"`
+			Status string `json:"status"`
+		}
+		_ = json.Unmarshal(body, &accepted) // the status code is the contract; the body is informative
+		s.logger.Debug("sms accepted", zap.String("sid", accepted.SID), zap.String("status", accepted.Status))
+		return nil
+	}
+	e := &SendError{Provider: "restcomm", Status: resp.StatusCode, Detail: responseDetail(resp.StatusCode, body)}
+	e.Temporary = resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
+	return e
+}
+
+// transportDetail describes a failed round trip without the URL (url.Error would repeat it).
+func transportDetail(ctx context.Context, err error) string {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return "no answer before the timeout"
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return "connection failed: " + err.Error()
+}
+
+// longDigits matches runs that could be a code or a phone number, which must not reach a log.
+var longDigits = regexp.MustCompile(`\+?[0-9]{6,}`)
+
+// responseDetail explains an error answer: what it means, then a short, scrubbed body prefix.
+func responseDetail(status int, body []byte) string {
+	var meaning string
+	switch {
+	case status == http.StatusUnauthorized:
+		meaning = "credentials refused: check account_sid and auth_token"
+	case status == http.StatusForbidden:
+		var ext struct{ Message, Error string }
+		if json.Unmarshal(body, &ext) == nil && ext.Error != "" {
+			meaning = "refused by the provider (" + ext.Error + ")"
+		} else {
+			meaning = "account not active, or no permission on this account"
+		}
+	case status == http.StatusBadRequest:
+		meaning = "bad request (number or message refused)"
+	case status >= 500:
+		meaning = "provider failure"
+	default:
+		meaning = "unexpected answer"
+	}
+	prefix := string(body)
+	if len(prefix) > 200 {
+		prefix = prefix[:200]
+	}
+	prefix = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, prefix)
+	prefix = strings.TrimSpace(longDigits.ReplaceAllString(prefix, "[redacted]"))
+	if prefix == "" {
+		return meaning
+	}
+	return meaning + ": " + prefix
+}
+
+var (
+	_ Sender             = (*Restcomm)(nil)
+	_ caddy.Provisioner  = (*Restcomm)(nil)
+	_ caddy.Validator    = (*Restcomm)(nil)
+	_ caddy.CleanerUpper = (*Restcomm)(nil)
+)

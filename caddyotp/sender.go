@@ -1,0 +1,75 @@
+package caddyotp
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(LogSender{})
+}
+
+// Sender delivers one text message to one phone number. It returns nil once the provider has
+// accepted the message, and an error otherwise; a *SendError says whether trying again later
+// may help. Implementations must never put credentials or the message body in an error.
+type Sender interface {
+	Send(ctx context.Context, msg Message) error
+}
+
+// Message is one text message to send.
+type Message struct {
+	To   string // E.164, e.g. +12015550123
+	Body string // holds the code: a secret
+}
+
+// SendError is a provider's refusal or failure.
+type SendError struct {
+	Provider  string
+	Status    int    // the provider's HTTP status, 0 if there was no answer
+	Temporary bool   // true when the same message may go through later (5xx, timeout, dropped connection)
+	Detail    string // a bounded, secret-free description for the log
+}
+
+func (e *SendError) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("%s: %s", e.Provider, e.Detail)
+	}
+	return fmt.Sprintf("%s: HTTP %d: %s", e.Provider, e.Status, e.Detail)
+}
+
+// LogSender writes each message, code included, to Caddy's log instead of sending it.
+// It exists for development and demos only: never use it on a site that strangers can reach.
+type LogSender struct {
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (LogSender) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.otp.senders.log",
+		New: func() caddy.Module { return new(LogSender) },
+	}
+}
+
+// Provision warns, loudly, that codes will be written to the log.
+func (s *LogSender) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	s.logger.Warn("DEVELOPMENT ONLY: the otp log sender writes sign-in codes to this log instead of sending SMS; anyone who reads the log can sign in")
+	return nil
+}
+
+// Send logs the message. The phone is masked; the body, which holds the code, is not.
+func (s *LogSender) Send(_ context.Context, msg Message) error {
+	s.logger.Warn("DEVELOPMENT ONLY: SMS not sent, logged instead",
+		zap.String("to", maskPhone(msg.To)),
+		zap.String("body", msg.Body))
+	return nil
+}
+
+var (
+	_ Sender            = (*LogSender)(nil)
+	_ caddy.Provisioner = (*LogSender)(nil)
+)
