@@ -136,7 +136,7 @@ func (m *memoryBackend) Destruct() error {
 }
 
 var (
-	_ Store             = (*MemoryStore)(nil)
-	_ caddy.Provisioner = (*MemoryStore)(nil)
+	_ Store              = (*MemoryStore)(nil)
+	_ caddy.Provisioner  = (*MemoryStore)(nil)
 	_ caddy.CleanerUpper = (*MemoryStore)(nil)
 )
