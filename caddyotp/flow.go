@@ -8,8 +8,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net"
+	"net/http"
 	"strings"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // flow is one pending verification, kept in the store under "flow:"+id. Its id is a random
@@ -76,7 +79,7 @@ func (h *Handler) saveFlow(ctx context.Context, id string, f *flow) error {
 // issueCode gives the flow a new code, which kills the previous one, sends it when the phone
 // may sign in, and saves the flow. When the send fails nothing is saved: the old state stands.
 // For a phone that may not sign in the flow gets a code nobody knows, so every answer matches.
-func (h *Handler) issueCode(ctx context.Context, id string, f *flow, host string) error {
+func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Request) error {
 	code, err := newCode(h.CodeLength)
 	if err != nil {
 		return err
@@ -87,7 +90,7 @@ func (h *Handler) issueCode(ctx context.Context, id string, f *flow, host string
 	next.Sent = t.UnixNano()
 	next.Expires = t.Add(time.Duration(h.CodeTTL)).UnixNano()
 	if next.Allowed {
-		if err := h.sender.Send(ctx, Message{To: next.Phone, Body: h.smsBody(code, host)}); err != nil {
+		if err := h.sender.Send(ctx, Message{To: next.Phone, Body: h.smsBody(code, r)}); err != nil {
 			return err
 		}
 	}
@@ -98,13 +101,19 @@ func (h *Handler) issueCode(ctx context.Context, id string, f *flow, host string
 	return nil
 }
 
-// smsBody fills the operator's message and appends the origin-bound line "@host #code" that
-// Safari and Chrome read to offer the code for autofill.
-func (h *Handler) smsBody(code, host string) string {
+// smsBody fills the operator's message (request placeholders such as {http.request.host}, which
+// the Caddyfile makes of {host}, then {host} and {code}) and appends the origin-bound line
+// "@host #code" that Safari and Chrome read to offer the code for autofill.
+func (h *Handler) smsBody(code string, r *http.Request) string {
+	host := r.Host
 	if hn, _, err := net.SplitHostPort(host); err == nil {
 		host = hn
 	}
-	text := strings.NewReplacer("{code}", code, "{host}", host).Replace(h.Message)
+	text := h.Message
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		text = repl.ReplaceKnown(text, "")
+	}
+	text = strings.NewReplacer("{code}", code, "{host}", host).Replace(text)
 	return text + "\n\n@" + host + " #" + code
 }
 

@@ -259,7 +259,7 @@ func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) sendAndContinue(w http.ResponseWriter, r *http.Request, id string, f *flow) error {
 	// The visitor leaving must not cut a send half-way: its outcome decides what is saved.
 	ctx := context.WithoutCancel(r.Context())
-	err := h.issueCode(ctx, id, f, r.Host)
+	err := h.issueCode(ctx, id, f, r)
 	var sendErr *SendError
 	switch {
 	case err == nil:

@@ -98,17 +98,22 @@ func (g *gate) logs() string {
 	return string(b)
 }
 
-// lastCode waits for the n-th SMS and returns the code from its autofill line "@host #code".
+// code waits for the n-th SMS and returns it with the code from its autofill line "@host #code".
 func (g *gate) code(n int) (restcommtest.Message, string) {
 	g.t.Helper()
-	msgs, err := g.sms.WaitMessages(n, 5*time.Second)
+	return smsCode(g.t, g.sms, n)
+}
+
+func smsCode(t *testing.T, sms *restcommtest.Server, n int) (restcommtest.Message, string) {
+	t.Helper()
+	msgs, err := sms.WaitMessages(n, 5*time.Second)
 	if err != nil {
-		g.t.Fatal(err)
+		t.Fatal(err)
 	}
 	m := msgs[n-1]
 	match := regexp.MustCompile(`\n@localhost #([0-9]+)$`).FindStringSubmatch(m.Body)
 	if match == nil {
-		g.t.Fatalf("SMS body %q lacks the autofill line", m.Body)
+		t.Fatalf("SMS body %q lacks the autofill line", m.Body)
 	}
 	return m, match[1]
 }
@@ -116,14 +121,18 @@ func (g *gate) code(n int) (restcommtest.Message, string) {
 // visitor is one browser: its own cookie jar, redirects not followed.
 type visitor struct {
 	t      *testing.T
+	base   string // the site's origin
 	client *http.Client
 	jar    http.CookieJar
 	origin string // sent as Origin on POSTs, like a browser on the site's own page
 }
 
-func newVisitor(t *testing.T) *visitor {
+func newVisitor(t *testing.T) *visitor { return newVisitorAt(t, site) }
+
+// newVisitorAt is a browser for the site at base.
+func newVisitorAt(t *testing.T, base string) *visitor {
 	jar, _ := cookiejar.New(nil)
-	return &visitor{t: t, jar: jar, origin: site, client: &http.Client{
+	return &visitor{t: t, base: base, jar: jar, origin: base, client: &http.Client{
 		Jar:           jar,
 		Timeout:       10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -158,7 +167,7 @@ func (v *visitor) do(req *http.Request) response {
 // get requests path as a browser navigating to it would.
 func (v *visitor) get(path string) response {
 	v.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, site+path, nil)
+	req, _ := http.NewRequest(http.MethodGet, v.base+path, nil)
 	req.Header.Set("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
 	return v.do(req)
 }
@@ -166,7 +175,7 @@ func (v *visitor) get(path string) response {
 // post submits a form as a browser would.
 func (v *visitor) post(path string, form url.Values) response {
 	v.t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, site+path, strings.NewReader(form.Encode()))
+	req, _ := http.NewRequest(http.MethodPost, v.base+path, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "text/html")
 	if v.origin != "" {
@@ -177,7 +186,7 @@ func (v *visitor) post(path string, form url.Values) response {
 
 // cookie returns the value of the named cookie the browser holds for the site.
 func (v *visitor) cookie(name string) string {
-	u, _ := url.Parse(site)
+	u, _ := url.Parse(v.base)
 	for _, c := range v.jar.Cookies(u) {
 		if c.Name == name {
 			return c.Value
@@ -197,15 +206,23 @@ func (v *visitor) startSignIn(next, phone string) (string, response) {
 	return csrf, v.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {phone}})
 }
 
-// signIn walks the whole flow for phone and returns the csrf token of the flow.
-func (v *visitor) signIn(g *gate, phone string) {
+// setCookie puts a cookie in the browser, as a thief who copied it would.
+func (v *visitor) setCookie(name, value string) {
+	u, _ := url.Parse(v.base)
+	v.jar.SetCookies(u, []*http.Cookie{{Name: name, Value: value}})
+}
+
+// signIn walks the whole flow for phone.
+func (v *visitor) signIn(g *gate, phone string) { v.signInWith(g.sms, phone) }
+
+func (v *visitor) signInWith(sms *restcommtest.Server, phone string) {
 	v.t.Helper()
-	n := len(g.sms.Messages()) + 1
+	n := len(sms.Messages()) + 1
 	csrf, sent := v.startSignIn("/", phone)
 	if sent.status != http.StatusSeeOther {
 		v.t.Fatalf("send: status %d", sent.status)
 	}
-	_, code := g.code(n)
+	_, code := smsCode(v.t, sms, n)
 	if r := v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}); r.status != http.StatusSeeOther {
 		v.t.Fatalf("verify: status %d: %s", r.status, r.body)
 	}

@@ -95,8 +95,7 @@ func TestSignInEndToEnd(t *testing.T) {
 
 	// The whole verify request replayed, flow cookie included: the code was single use.
 	replayer := newVisitor(t)
-	u, _ := url.Parse(site)
-	replayer.jar.SetCookies(u, []*http.Cookie{{Name: "caddy_otp_flow", Value: flowCookie}})
+	replayer.setCookie("caddy_otp_flow", flowCookie)
 	replay := replayer.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}})
 	wantStatus(t, "replayed code", replay, http.StatusUnauthorized)
 	if replayer.cookie("caddy_otp") != "" {
@@ -108,8 +107,7 @@ func TestSignedInRequestKeepsOtherCookiesForUpstream(t *testing.T) {
 	g := startGate(t, "")
 	v := newVisitor(t)
 	v.signIn(g, alice)
-	u, _ := url.Parse(site)
-	v.jar.SetCookies(u, []*http.Cookie{{Name: "theme", Value: "dark"}})
+	v.setCookie("theme", "dark")
 	r := v.get("/")
 	wantStatus(t, "protected page", r, http.StatusOK)
 	if !strings.Contains(r.body, "cookies=theme=dark") || strings.Contains(r.body, "caddy_otp") {
@@ -198,8 +196,7 @@ func TestLogoutRevokesSession(t *testing.T) {
 	wantStatus(t, "protected page after logout", v.get("/"), http.StatusSeeOther)
 
 	replayer := newVisitor(t)
-	u, _ := url.Parse(site)
-	replayer.jar.SetCookies(u, []*http.Cookie{{Name: "caddy_otp", Value: stolen}})
+	replayer.setCookie("caddy_otp", stolen)
 	wantStatus(t, "revoked cookie replayed", replayer.get("/"), http.StatusSeeOther)
 }
 
@@ -333,8 +330,7 @@ func TestTamperedSessionCookieIsRefused(t *testing.T) {
 
 	for name, cookie := range map[string]string{"forged subject": forged, "truncated": value[:len(value)-5], "garbage": "x.y"} {
 		m := newVisitor(t)
-		u, _ := url.Parse(site)
-		m.jar.SetCookies(u, []*http.Cookie{{Name: "caddy_otp", Value: cookie}})
+		m.setCookie("caddy_otp", cookie)
 		wantStatus(t, name, m.get("/"), http.StatusSeeOther)
 	}
 }
@@ -346,4 +342,14 @@ func otherCode(code string) string {
 		b[i] = '0' + (b[i]-'0'+1)%10
 	}
 	return string(b)
+}
+
+func TestMessageFromCaddyfileFillsHostAndCode(t *testing.T) {
+	g := startGate(t, `message "Code {code} for {host}."`)
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	m, code := g.code(1)
+	if want := "Code " + code + " for localhost.\n\n@localhost #" + code; m.Body != want {
+		t.Errorf("SMS body %q, want %q", m.Body, want)
+	}
 }

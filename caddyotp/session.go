@@ -33,6 +33,9 @@ const (
 	sessionMACEncoded = 43  // base64url of 32 bytes, unpadded
 )
 
+// strictB64 refuses non-zero trailing bits, so every session has exactly one valid encoding.
+var strictB64 = base64.RawURLEncoding.Strict()
+
 var (
 	errSessionMalformed = errors.New("session cookie malformed")
 	errSessionSignature = errors.New("session cookie signature invalid")
@@ -97,13 +100,13 @@ func (c *sessionCodec) decode(value string, t time.Time) (Session, error) {
 		return Session{}, errSessionMalformed
 	}
 	var pbuf [maxSessionCookie]byte
-	n, err := base64.RawURLEncoding.Decode(pbuf[:], []byte(value[:dot]))
+	n, err := strictB64.Decode(pbuf[:], []byte(value[:dot]))
 	if err != nil || n < sessionHeaderLen {
 		return Session{}, errSessionMalformed
 	}
 	payload := pbuf[:n]
 	var got, want [32]byte
-	if m, err := base64.RawURLEncoding.Decode(got[:], []byte(value[dot+1:])); err != nil || m != 32 {
+	if m, err := strictB64.Decode(got[:], []byte(value[dot+1:])); err != nil || m != 32 {
 		return Session{}, errSessionMalformed
 	}
 	if !hmac.Equal(c.sign(payload, want[:0]), got[:]) {

@@ -49,6 +49,8 @@ const (
 	AccountInactive
 	// DropConnection: the connection is closed without an answer.
 	DropConnection
+	// NumberRejected: 400 with plain text, as when the server's number normalisation fails.
+	NumberRejected
 )
 
 // Server is a running fake Restcomm. Close it when done.
@@ -188,6 +190,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	switch failure {
+	case NumberRejected:
+		plain(w, http.StatusBadRequest, "Invalid To number: "+r.PostForm.Get("To"))
+		return
 	case InternalError:
 		plain(w, http.StatusInternalServerError, "java.lang.NullPointerException\n\tat org.restcomm.connect.http.SmsMessagesEndpoint.putSmsMessage")
 		return

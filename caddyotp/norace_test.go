@@ -1,0 +1,5 @@
+//go:build !race
+
+package caddyotp
+
+const raceEnabled = false

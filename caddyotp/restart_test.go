@@ -1,0 +1,123 @@
+package caddyotp
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+)
+
+// TestSessionSurvivesRestart runs this repository's Caddy as a real process, signs in, stops it
+// and starts it again: the session still passes, because the signing key was generated once and
+// kept in Caddy's storage. With other (empty) storage the same cookie is refused, which shows it
+// is the stored key, not luck, that carries the session.
+func TestSessionSurvivesRestart(t *testing.T) {
+	bin := buildCaddy(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	port := freePort(t)
+	storage := t.TempDir()
+	caddyfile := func(storage string) string {
+		path := filepath.Join(t.TempDir(), "Caddyfile")
+		cfg := fmt.Sprintf(`{
+	admin off
+	storage file_system %s
+}
+http://localhost:%d {
+	otp {
+		sender restcomm {
+			account_sid %s
+			auth_token {env.TEST_RESTCOMM_TOKEN}
+			from %s
+			base_url %s
+		}
+		phones %s
+	}
+	respond "hello {http.auth.user.id}"
+}
+`, storage, port, sms.AccountSID, fromNum, sms.BaseURL(), alice)
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	base := fmt.Sprintf("http://localhost:%d", port)
+	run := func(config string) func() {
+		cmd := exec.Command(bin, "run", "--config", config, "--adapter", "caddyfile")
+		cmd.Env = append(os.Environ(), "TEST_RESTCOMM_TOKEN="+sms.AuthToken, "HOME="+t.TempDir())
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitListening(t, port, &out)
+		return func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		}
+	}
+
+	stop := run(caddyfile(storage))
+	v := newVisitorAt(t, base)
+	v.signInWith(sms, alice)
+	wantStatus(t, "signed in", v.get("/"), http.StatusOK)
+	stop()
+
+	stop = run(caddyfile(storage))
+	r := v.get("/")
+	stop()
+	wantStatus(t, "after restart", r, http.StatusOK)
+	if r.body != "hello "+alice {
+		t.Errorf("body %q", r.body)
+	}
+
+	stop = run(caddyfile(t.TempDir()))
+	defer stop()
+	wantStatus(t, "with other storage", v.get("/"), http.StatusSeeOther)
+}
+
+// buildCaddy builds ./cmd/caddy into a temporary directory.
+func buildCaddy(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "caddy")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "../cmd/caddy")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/caddy: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitListening(t *testing.T, port int, out fmt.Stringer) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("caddy did not listen on %d:\n%s", port, out)
+}
