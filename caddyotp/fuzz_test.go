@@ -1,0 +1,79 @@
+package caddyotp
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzNormalizePhone: any input either fails or yields an E.164 number that normalises to itself.
+func FuzzNormalizePhone(f *testing.F) {
+	for _, s := range []string{"+12015550123", "(201) 555-0123", "+44 20 7946 0000", "", "+", "++1", "0", "+1 555 123 4567", "tel:+12015550123", "+١٢٠١٥٥٥٠١٢٣"} {
+		f.Add(s, "US")
+	}
+	f.Fuzz(func(t *testing.T, input, region string) {
+		e164, _, err := normalizePhone(input, region)
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(e164, "+") || len(e164) > 16 || strings.Trim(e164[1:], "0123456789") != "" {
+			t.Fatalf("normalizePhone(%q, %q) = %q, not E.164", input, region, e164)
+		}
+		again, _, err := normalizePhone(e164, "")
+		if err != nil || again != e164 {
+			t.Fatalf("E.164 %q does not normalise to itself: %q, %v", e164, again, err)
+		}
+		if m := maskPhone(e164); strings.Contains(m, e164[5:len(e164)-2]) && len(e164) > 9 {
+			t.Fatalf("mask %q shows the middle of %q", m, e164)
+		}
+	})
+}
+
+// FuzzSessionDecode: no input but a cookie the codec made itself decodes, and decoding never panics.
+func FuzzSessionDecode(f *testing.F) {
+	c := testCodec()
+	t0 := time.Unix(1_800_000_000, 0)
+	s, _ := c.issue(alice, t0)
+	valid := c.encode(s)
+	for _, seed := range []string{valid, valid[:len(valid)-1], "", ".", "a.b", strings.Repeat("A", 60) + "." + strings.Repeat("B", 43)} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, value string) {
+		got, err := c.decode(value, t0)
+		if err != nil {
+			return
+		}
+		if c.encode(got) != value {
+			t.Fatalf("accepted %q, which is not the codec's encoding of %+v", value, got)
+		}
+	})
+}
+
+// FuzzLocalPath: whatever next is, the result is "/" or a path a browser reads as this site's.
+func FuzzLocalPath(f *testing.F) {
+	for _, s := range []string{"/", "/a?b=c", "//evil", "/\\evil", "https://evil", "/%2F%2Fevil", "/\t/evil", "/.otp/login", "\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, next string) {
+		got := localPath(next, "/.otp")
+		if got == "/" {
+			return
+		}
+		if got != next || got[0] != '/' || (len(got) > 1 && (got[1] == '/' || got[1] == '\\')) || strings.ContainsAny(got, "\\\t\r\n") {
+			t.Fatalf("localPath(%q) = %q", next, got)
+		}
+	})
+}
+
+// FuzzCleanCode: the result is empty or exactly n ASCII digits.
+func FuzzCleanCode(f *testing.F) {
+	for _, s := range []string{"123456", "123 456", "12-34-56", "١٢٣٤٥٦", "1234567", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := cleanCode(s, 6)
+		if got != "" && (len(got) != 6 || strings.Trim(got, "0123456789") != "") {
+			t.Fatalf("cleanCode(%q) = %q", s, got)
+		}
+	})
+}
