@@ -1,6 +1,8 @@
 package caddyotp
 
 import (
+	"encoding/json"
+	"errors"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -29,25 +31,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
-	for d.NextBlock(0) {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("otp: %s given twice", name)
-		}
-		seen[name] = true
+	return parseBlock(d, "otp", func(name string) error {
 		var err error
 		switch name {
 		case "sender":
-			err = h.unmarshalSender(d)
+			h.SenderRaw, err = guestModule(d, "sender", "http.handlers.otp.senders.", "`sender restcomm { ... }` or `sender log`")
 		case "store":
-			err = h.unmarshalStore(d)
+			h.StoreRaw, err = guestModule(d, "store", "http.handlers.otp.stores.", "`store memory`")
 		case "phones":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
+			if h.Phones = d.RemainingArgs(); len(h.Phones) == 0 {
 				return d.ArgErr()
 			}
-			h.Phones = append(h.Phones, args...)
 		case "phones_file":
 			err = oneString(d, &h.PhonesFile)
 		case "default_region":
@@ -85,41 +79,44 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "message":
 			err = oneString(d, &h.Message)
 		default:
-			return d.Errf("otp: unknown subdirective %q", name)
+			return errUnknown
 		}
-		if err != nil {
+		return err
+	})
+}
+
+// errUnknown is what a parseBlock callback returns for a subdirective it does not know.
+var errUnknown = errors.New("unknown subdirective")
+
+// parseBlock reads each subdirective of a block with parse, refusing unknown and repeated ones.
+func parseBlock(d *caddyfile.Dispenser, what string, parse func(name string) error) error {
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("%s: %s given twice", what, name)
+		}
+		seen[name] = true
+		if err := parse(name); err == errUnknown {
+			return d.Errf("%s: unknown subdirective %q", what, name)
+		} else if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// unmarshalSender reads `sender NAME [{ ... }]` and hands the block to the sender module.
-func (h *Handler) unmarshalSender(d *caddyfile.Dispenser) error {
+// guestModule reads `KIND NAME [{ ... }]` and hands the rest to the module NAME of namespace.
+func guestModule(d *caddyfile.Dispenser, kind, namespace, example string) (json.RawMessage, error) {
 	if !d.NextArg() {
-		return d.Errf("otp: sender needs a name, e.g. `sender restcomm { ... }` or `sender log`")
+		return nil, d.Errf("otp: %s needs a name, e.g. %s", kind, example)
 	}
 	name := d.Val()
-	unm, err := caddyfile.UnmarshalModule(d, "http.handlers.otp.senders."+name)
+	unm, err := caddyfile.UnmarshalModule(d, namespace+name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	h.SenderRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
-	return nil
-}
-
-// unmarshalStore reads `store memory [NAME]` or `store NAME { ... }`.
-func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
-	if !d.NextArg() {
-		return d.Errf("otp: store needs a name, e.g. `store memory`")
-	}
-	name := d.Val()
-	unm, err := caddyfile.UnmarshalModule(d, "http.handlers.otp.stores."+name)
-	if err != nil {
-		return err
-	}
-	h.StoreRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
-	return nil
+	return caddyconfig.JSONModuleObject(unm, "module", name, nil), nil
 }
 
 // UnmarshalCaddyfile reads the restcomm sender's block.
@@ -128,33 +125,21 @@ func (s *Restcomm) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
-	for d.NextBlock(0) {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("restcomm sender: %s given twice", name)
-		}
-		seen[name] = true
-		var err error
+	return parseBlock(d, "restcomm sender", func(name string) error {
 		switch name {
 		case "account_sid":
-			err = oneString(d, &s.AccountSID)
+			return oneString(d, &s.AccountSID)
 		case "auth_token":
-			err = oneString(d, &s.AuthToken)
+			return oneString(d, &s.AuthToken)
 		case "from":
-			err = oneString(d, &s.From)
+			return oneString(d, &s.From)
 		case "base_url":
-			err = oneString(d, &s.BaseURL)
+			return oneString(d, &s.BaseURL)
 		case "timeout":
-			err = oneDuration(d, &s.Timeout)
-		default:
-			return d.Errf("restcomm sender: unknown subdirective %q", name)
+			return oneDuration(d, &s.Timeout)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return errUnknown
+	})
 }
 
 // UnmarshalCaddyfile reads `log`: the log sender takes no options.
