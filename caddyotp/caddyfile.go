@@ -64,6 +64,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.IPLimit, err = limitArgs(d)
 		case "lockout":
 			h.Lockout, err = limitArgs(d)
+		case "max_sms_per_hour":
+			err = oneInt(d, &h.MaxSMSPerHour)
 		case "session_ttl":
 			err = oneDuration(d, &h.SessionTTL)
 		case "session_idle":

@@ -101,20 +101,30 @@ func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Req
 	return nil
 }
 
-// smsBody fills the operator's message (request placeholders such as {http.request.host}, which
-// the Caddyfile makes of {host}, then {host} and {code}) and appends the origin-bound line
+// smsBody fills the operator's message ({code}, and {host} which the Caddyfile writes as
+// {http.request.host}; then any other request placeholder) and appends the origin-bound line
 // "@host #code" that Safari and Chrome read to offer the code for autofill.
 func (h *Handler) smsBody(code string, r *http.Request) string {
+	host := smsHost(r)
+	text := strings.NewReplacer("{code}", code, "{host}", host, "{http.request.host}", host).Replace(h.Message)
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		text = repl.ReplaceKnown(text, "")
+	}
+	return text + "\n\n@" + host + " #" + code
+}
+
+// smsHost is the host the code is bound to. On HTTPS it is the TLS server name, which only a
+// host Caddy holds a certificate for can be; the Host header is the client's to choose, and a
+// code bound to a host of the attacker's choosing would autofill on the attacker's page.
+func smsHost(r *http.Request) string {
+	if r.TLS != nil && r.TLS.ServerName != "" {
+		return strings.ToLower(r.TLS.ServerName)
+	}
 	host := r.Host
 	if hn, _, err := net.SplitHostPort(host); err == nil {
 		host = hn
 	}
-	text := h.Message
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		text = repl.ReplaceKnown(text, "")
-	}
-	text = strings.NewReplacer("{code}", code, "{host}", host).Replace(text)
-	return text + "\n\n@" + host + " #" + code
+	return strings.ToLower(host)
 }
 
 // verdict is the outcome of checking a code.

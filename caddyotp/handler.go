@@ -210,11 +210,8 @@ func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request) error {
 		msg := "Codes cannot be sent to numbers in this country."
 		return h.render(w, http.StatusBadRequest, "login.html", page{Title: "Sign in", CSRF: csrf, Phone: clip(input, 40), Error: msg})
 	}
-	if wait, err := h.lockedFor(ctx, phone); err != nil || wait > 0 {
-		return h.limited(w, err, wait, "lockout")
-	}
-	if wait, err := h.hit(ctx, "send", phone, h.SendLimit); err != nil || wait > 0 {
-		return h.limited(w, err, wait, "send")
+	if wait, limit, err := h.sendAllowed(ctx, phone); err != nil || wait > 0 {
+		return h.limited(w, err, wait, limit)
 	}
 	f, err := h.loadFlow(ctx, id)
 	if err != nil {
@@ -246,11 +243,8 @@ func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
 	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
 		return h.limited(w, err, wait, "ip")
 	}
-	if wait, err := h.lockedFor(ctx, f.Phone); err != nil || wait > 0 {
-		return h.limited(w, err, wait, "lockout")
-	}
-	if wait, err := h.hit(ctx, "send", f.Phone, h.SendLimit); err != nil || wait > 0 {
-		return h.limited(w, err, wait, "send")
+	if wait, limit, err := h.sendAllowed(ctx, f.Phone); err != nil || wait > 0 {
+		return h.limited(w, err, wait, limit)
 	}
 	return h.sendAndContinue(w, r, id, f)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,9 @@ const (
 // gate is one running Caddy with the otp handler in front of a page, and a fake Restcomm.
 type gate struct {
 	t       *testing.T
+	global  string // extra global options
+	faulty  bool   // use the store that tests can switch off
+	phones  string // who may sign in: alice and bob unless set
 	tester  *caddytest.Tester
 	sms     *restcommtest.Server
 	logFile string
@@ -39,8 +43,25 @@ type gate struct {
 // the test's own, and extra subdirectives. The protected page echoes the user and the cookies it got.
 func startGate(t *testing.T, extra string) *gate {
 	t.Helper()
-	g := &gate{t: t, sms: restcommtest.NewServer(), logFile: filepath.Join(t.TempDir(), "caddy.log")}
+	return newGate(t).start(extra)
+}
+
+func newGate(t *testing.T) *gate {
+	g := &gate{t: t, sms: restcommtest.NewServer(), logFile: filepath.Join(t.TempDir(), "caddy.log"), phones: alice + " " + bob}
 	t.Cleanup(g.sms.Close)
+	return g
+}
+
+func (g *gate) storeModule() string {
+	if g.faulty {
+		return "test_fault"
+	}
+	return "memory"
+}
+
+func (g *gate) start(extra string) *gate {
+	t := g.t
+	t.Helper()
 	g.tester = caddytest.NewTester(t)
 	g.tester.InitServer(g.config(extra, "upstream"), "caddyfile")
 	if t.Failed() {
@@ -60,6 +81,7 @@ func (g *gate) config(extra, body string) string {
 		format json
 		level DEBUG
 	}
+	%s
 }
 http://localhost:9080 {
 	otp {
@@ -70,13 +92,13 @@ http://localhost:9080 {
 			base_url %s
 			timeout 2s
 		}
-		phones %s %s
-		store memory %s
+		phones %s
+		store %s %s
 		%s
 	}
 	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
 }
-`, g.logFile, g.sms.AccountSID, g.sms.AuthToken, fromNum, g.sms.BaseURL(), alice, bob, storeName(g.t), extra, body)
+`, g.logFile, g.global, g.sms.AccountSID, g.sms.AuthToken, fromNum, g.sms.BaseURL(), g.phones, g.storeModule(), storeName(g.t), extra, body)
 }
 
 // reload loads the same gate with a different page body, as an operator's `caddy reload` would.
@@ -233,4 +255,15 @@ func wantStatus(t *testing.T, what string, r response, status int) {
 	if r.status != status {
 		t.Fatalf("%s: status %d, want %d; body: %.300s", what, r.status, status, r.body)
 	}
+}
+
+var (
+	regexpNonce = regexp.MustCompile(`nonce="[^"]*"`)
+	regexpCSRF  = regexp.MustCompile(`name="csrf" value="[^"]*"`)
+)
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
 }

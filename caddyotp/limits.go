@@ -38,6 +38,23 @@ func (h *Handler) hit(ctx context.Context, kind, subject string, l *Limit) (time
 	return time.Unix(0, (slot+1)*int64(win)).Sub(t), nil
 }
 
+// sendAllowed checks, in order, the phone's lockout, its send limit and the site's hourly cap,
+// and counts the send against the latter two. It says how long to wait and which limit refused.
+func (h *Handler) sendAllowed(ctx context.Context, phone string) (time.Duration, string, error) {
+	if wait, err := h.lockedFor(ctx, phone); err != nil || wait > 0 {
+		return wait, "lockout", err
+	}
+	if wait, err := h.hit(ctx, "send", phone, h.SendLimit); err != nil || wait > 0 {
+		return wait, "send", err
+	}
+	if h.MaxSMSPerHour > 0 {
+		if wait, err := h.hit(ctx, "site", "", &Limit{Count: h.MaxSMSPerHour, Window: caddy.Duration(time.Hour)}); err != nil || wait > 0 {
+			return wait, "site", err
+		}
+	}
+	return 0, "", nil
+}
+
 // lockedFor returns how long phone stays locked after too many consecutive failures, or 0.
 func (h *Handler) lockedFor(ctx context.Context, phone string) (time.Duration, error) {
 	v, err := h.store.Get(ctx, "lock:"+h.subjectKey(phone))

@@ -110,6 +110,9 @@ type Handler struct {
 	IPLimit *Limit `json:"ip_limit,omitempty"`
 	// Consecutive failures per phone (count) before it is locked for window. Default 10, 15m.
 	Lockout *Limit `json:"lockout,omitempty"`
+	// Codes issued per hour for the whole site (counted whether or not the number may sign in,
+	// so the cap reveals nothing); 0 means no cap. Bounds what a bot can cost in SMS.
+	MaxSMSPerHour int `json:"max_sms_per_hour,omitempty"`
 
 	// Absolute lifetime of a session. Default 12h.
 	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
@@ -275,6 +278,9 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("otp: cookie_name %q may hold only letters, digits, - and _", h.CookieName)
 	case !strings.Contains(h.Message, "{code}"):
 		return errors.New("otp: message must contain {code}")
+	}
+	if h.MaxSMSPerHour < 0 {
+		return errors.New("otp: max_sms_per_hour must not be negative")
 	}
 	for name, l := range map[string]*Limit{"send_limit": h.SendLimit, "ip_limit": h.IPLimit, "lockout": h.Lockout} {
 		if l.Count < 1 || l.Window <= 0 {

@@ -1,0 +1,62 @@
+package caddyotp
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(faultStore{})
+}
+
+// storeDown switches every faultStore off: each operation then fails as an unreachable store would.
+var storeDown atomic.Bool
+
+var errStoreDown = errors.New("store unreachable (injected)")
+
+// faultStore is the memory store with a switch, so tests can take the store away mid-flow
+// (module http.handlers.otp.stores.test_fault, registered only in tests).
+type faultStore struct{ MemoryStore }
+
+func (faultStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.otp.stores.test_fault", New: func() caddy.Module { return new(faultStore) }}
+}
+
+func (s *faultStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if storeDown.Load() {
+		return nil, errStoreDown
+	}
+	return s.MemoryStore.Get(ctx, key)
+}
+
+func (s *faultStore) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if storeDown.Load() {
+		return errStoreDown
+	}
+	return s.MemoryStore.Set(ctx, key, value, ttl)
+}
+
+func (s *faultStore) Take(ctx context.Context, key string) ([]byte, error) {
+	if storeDown.Load() {
+		return nil, errStoreDown
+	}
+	return s.MemoryStore.Take(ctx, key)
+}
+
+func (s *faultStore) Delete(ctx context.Context, key string) error {
+	if storeDown.Load() {
+		return errStoreDown
+	}
+	return s.MemoryStore.Delete(ctx, key)
+}
+
+func (s *faultStore) Incr(ctx context.Context, key string, ttl time.Duration) (int64, error) {
+	if storeDown.Load() {
+		return 0, errStoreDown
+	}
+	return s.MemoryStore.Incr(ctx, key, ttl)
+}
