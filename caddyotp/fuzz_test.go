@@ -1,6 +1,8 @@
 package caddyotp
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +76,44 @@ func FuzzCleanCode(f *testing.F) {
 		got := cleanCode(s, 6)
 		if got != "" && (len(got) != 6 || strings.Trim(got, "0123456789") != "") {
 			t.Fatalf("cleanCode(%q) = %q", s, got)
+		}
+	})
+}
+
+// FuzzFormHandlers posts arbitrary bodies to every form endpoint with a valid flow and token:
+// the gate never panics, answers only with its documented statuses, and never signs anyone in
+// (nobody can know the code).
+func FuzzFormHandlers(f *testing.F) {
+	h, _ := newUnitHandler(f, nil)
+	flowCookie, csrf := unitFlow(f, h)
+	for _, seed := range []string{
+		"phone=%2B12015550123", "phone=%2B12015550199", "phone=", "code=123456", "code=12%2034%2056", "code=" + strings.Repeat("9", 100),
+		"phone=%2B1&phone=%2B2", "%zz", strings.Repeat("a=b&", 3000), "phone=\x00", "csrf=x",
+	} {
+		for path := uint8(0); path < 4; path++ {
+			f.Add(path, seed, true)
+		}
+	}
+	paths := []string{"/.otp/send", "/.otp/verify", "/.otp/resend", "/.otp/logout"}
+	allowed := map[int]bool{303: true, 400: true, 401: true, 403: true, 413: true, 429: true, 502: true, 503: true}
+	f.Fuzz(func(t *testing.T, path uint8, body string, withCSRF bool) {
+		if withCSRF {
+			body = "csrf=" + csrf + "&" + body
+		}
+		r := httptest.NewRequest(http.MethodPost, paths[int(path)%len(paths)], strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.AddCookie(flowCookie)
+		w := httptest.NewRecorder()
+		if err := serve(h, w, r); err != nil {
+			t.Fatalf("handler error: %v", err)
+		}
+		if !allowed[w.Code] {
+			t.Fatalf("POST %s %q: status %d", r.URL.Path, body, w.Code)
+		}
+		for _, c := range w.Result().Cookies() {
+			if c.Name == "caddy_otp" && c.MaxAge > 0 {
+				t.Fatalf("POST %s %q signed someone in", r.URL.Path, body)
+			}
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -310,4 +311,62 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Header.Set(k, v)
 	}
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+func TestPagesCarrySecurityHeadersAndNoExternalAssets(t *testing.T) {
+	g := startGate(t, "")
+	v := newVisitor(t)
+	csrf, _ := v.startSignIn("/", alice)
+	g.code(1)
+	pages := map[string]response{
+		"phone page":   v.get("/.otp/login"),
+		"code page":    v.get("/.otp/verify"),
+		"wrong code":   v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {"000000"}}),
+		"rate limited": v.post("/.otp/resend", url.Values{"csrf": {csrf}}),
+		"logout page":  v.get("/.otp/logout"),
+		"not found":    v.get("/.otp/nope"),
+	}
+	for name, r := range pages {
+		csp := r.header.Get("Content-Security-Policy")
+		for _, want := range []string{"default-src 'none'", "frame-ancestors 'none'", "form-action 'self'", "base-uri 'none'"} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("%s: CSP %q lacks %s", name, csp, want)
+			}
+		}
+		if strings.Contains(csp, "unsafe-inline") {
+			t.Errorf("%s: CSP allows unsafe-inline", name)
+		}
+		for h, want := range map[string]string{"X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
+			if got := r.header.Get(h); got != want {
+				t.Errorf("%s: %s = %q, want %q", name, h, got, want)
+			}
+		}
+		if strings.Contains(r.body, "src=\"http") || strings.Contains(r.body, "href=\"http") || strings.Contains(r.body, "url(") {
+			t.Errorf("%s references an external asset", name)
+		}
+		if !strings.Contains(r.body, `<html lang="en">`) {
+			t.Errorf("%s has no language", name)
+		}
+	}
+}
+
+func TestStoreKeysHoldNoPhoneNumberOrIP(t *testing.T) {
+	h, _ := newUnitHandler(t, nil)
+	flowCookie, csrf := unitFlow(t, h)
+	r := httptest.NewRequest(http.MethodPost, "/.otp/send", strings.NewReader("csrf="+csrf+"&phone=%2B12015550123"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.AddCookie(flowCookie)
+	w := httptest.NewRecorder()
+	if err := serve(h, w, r); err != nil || w.Code != http.StatusSeeOther {
+		t.Fatalf("send: %d %v", w.Code, err)
+	}
+	items := h.store.(*MemoryStore).mem.c.Items()
+	if len(items) < 3 {
+		t.Fatalf("only %d store keys after a send: the limits did not count", len(items))
+	}
+	for key := range items {
+		if strings.Contains(key, "2015550123") || strings.Contains(key, "192.0.2.1") {
+			t.Errorf("store key %q holds the phone or the client IP", key)
+		}
+	}
 }

@@ -1,0 +1,95 @@
+package caddyotp
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	caddy.RegisterModule(new(recordingSender))
+}
+
+// recordingSender keeps messages in memory (module http.handlers.otp.senders.test_record,
+// registered only in tests): for benchmarks and fuzzing of the handler without a network.
+type recordingSender struct {
+	mu   *sync.Mutex
+	last Message
+	n    int
+}
+
+func (*recordingSender) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.otp.senders.test_record", New: func() caddy.Module { return &recordingSender{mu: new(sync.Mutex)} }}
+}
+
+func (s *recordingSender) Send(_ context.Context, m Message) error {
+	s.mu.Lock()
+	s.last, s.n = m, s.n+1
+	s.mu.Unlock()
+	return nil
+}
+
+// newUnitHandler provisions a Handler outside a server, with the recording sender, a memory
+// store of the test's own and the JSON fields in cfg. Requests go through serve.
+func newUnitHandler(tb testing.TB, cfg map[string]any) (*Handler, *recordingSender) {
+	tb.Helper()
+	base := map[string]any{
+		"sender": map[string]any{"module": "test_record"},
+		"store":  map[string]any{"module": "memory", "name": "unit-" + tb.Name()},
+		"phones": []string{alice, bob},
+		"secret": "0123456789abcdef0123456789abcdef",
+	}
+	for k, v := range cfg {
+		base[k] = v
+	}
+	raw, _ := json.Marshal(base)
+	h := new(Handler)
+	if err := json.Unmarshal(raw, h); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	tb.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	if err := h.Validate(); err != nil {
+		tb.Fatal(err)
+	}
+	return h, h.sender.(*recordingSender)
+}
+
+// upstream stands for the protected site.
+var upstream = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.WriteHeader(http.StatusOK)
+	return nil
+})
+
+// serve runs one request through the handler as Caddy would: with a replacer and vars in the context.
+func serve(h *Handler, w http.ResponseWriter, r *http.Request) error {
+	repl := caddy.NewReplacer()
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"})
+	return h.ServeHTTP(w, r.WithContext(ctx), upstream)
+}
+
+// unitFlow is a browser's flow cookie and its CSRF token, made by opening the phone page.
+func unitFlow(tb testing.TB, h *Handler) (*http.Cookie, string) {
+	tb.Helper()
+	w := httptest.NewRecorder()
+	if err := serve(h, w, httptest.NewRequest(http.MethodGet, "/.otp/login", nil)); err != nil {
+		tb.Fatal(err)
+	}
+	for _, c := range w.Result().Cookies() {
+		if c.Name == "caddy_otp_flow" {
+			return c, h.csrfToken(c.Value)
+		}
+	}
+	tb.Fatal("no flow cookie")
+	return nil, ""
+}
