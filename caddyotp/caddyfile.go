@@ -80,6 +80,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneString(d, &h.Templates)
 		case "message":
 			err = oneString(d, &h.Message)
+		case "site_name":
+			err = oneString(d, &h.SiteName)
+		case "logo":
+			err = oneString(d, &h.Logo)
+		case "language":
+			err = oneString(d, &h.Language)
 		default:
 			return errUnknown
 		}

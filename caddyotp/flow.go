@@ -101,12 +101,17 @@ func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Req
 	return nil
 }
 
-// smsBody fills the operator's message ({code}, and {host} which the Caddyfile writes as
-// {http.request.host}; then any other request placeholder) and appends the origin-bound line
-// "@host #code" that Safari and Chrome read to offer the code for autofill.
+// smsBody fills the message (the operator's, or the default in the visitor's language) with
+// {code}, {site} and {host} (which the Caddyfile writes as {http.request.host}), then any other
+// request placeholder, and appends the origin-bound line "@host #code" that Safari and Chrome read
+// to offer the code for autofill.
 func (h *Handler) smsBody(code string, r *http.Request) string {
 	host := smsHost(r)
-	text := strings.NewReplacer("{code}", code, "{host}", host, "{http.request.host}", host).Replace(h.Message)
+	text := h.Message
+	if text == "" {
+		text = h.words(r)["sms"]
+	}
+	text = strings.NewReplacer("{code}", code, "{site}", h.siteName(r), "{host}", host, "{http.request.host}", host).Replace(text)
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		text = repl.ReplaceKnown(text, "")
 	}

@@ -35,7 +35,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	s, ok, err := h.session(r)
 	if err != nil {
 		h.logger.Error("session check failed: store unavailable", zap.Error(err))
-		return h.unavailable(w)
+		return h.unavailable(w, r)
 	}
 	if !ok {
 		return h.deny(w, r)
@@ -109,11 +109,11 @@ func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string)
 	case "/logout":
 		rt = route{"GET, HEAD, POST", h.serveLogout}
 	default:
-		return h.message(w, http.StatusNotFound, "Not found", "There is no such page.", h.Path+"/login", "Sign in")
+		return h.message(w, r, http.StatusNotFound, "not_found")
 	}
 	if !slices.Contains(strings.Split(rt.methods, ", "), r.Method) {
 		w.Header().Set("Allow", rt.methods)
-		return h.message(w, http.StatusMethodNotAllowed, "Method not allowed", "This page does not accept "+r.Method+" requests.", h.Path+"/login", "Sign in")
+		return h.message(w, r, http.StatusMethodNotAllowed, "method")
 	}
 	if r.Method != http.MethodPost {
 		return rt.serve(w, r)
@@ -122,12 +122,12 @@ func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string)
 	if err := r.ParseForm(); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return h.message(w, http.StatusRequestEntityTooLarge, "Too much data", "The form sent more than this page accepts.", h.Path+"/login", "Start again")
+			return h.message(w, r, http.StatusRequestEntityTooLarge, "too_large")
 		}
-		return h.message(w, http.StatusBadRequest, "Bad request", "The form could not be read.", h.Path+"/login", "Start again")
+		return h.message(w, r, http.StatusBadRequest, "bad_request")
 	}
 	if !h.sameOrigin(r) || !h.validCSRF(r) {
-		return h.message(w, http.StatusForbidden, "Form expired", "This form is out of date or came from another site. Please start again.", h.Path+"/login", "Start again")
+		return h.message(w, r, http.StatusForbidden, "form_expired")
 	}
 	return rt.serve(w, r)
 }
@@ -178,17 +178,21 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
 	if next := localPath(r.URL.Query().Get("next"), h.Path); next != "/" {
 		f, err := h.loadFlow(r.Context(), id)
 		if err != nil {
-			return h.storeFailed(w, err)
+			return h.storeFailed(w, r, err)
 		}
 		if f == nil {
 			f = &flow{}
 		}
 		f.Next = next
 		if err := h.saveFlow(r.Context(), id, f); err != nil {
-			return h.storeFailed(w, err)
+			return h.storeFailed(w, r, err)
 		}
 	}
-	return h.render(w, http.StatusOK, "login.html", page{Title: "Sign in", CSRF: h.csrfToken(id)})
+	p := page{Title: h.words(r)["title_sign_in"], CSRF: h.csrfToken(id)}
+	if r.URL.Query().Has("signed_out") {
+		p.Info = h.words(r)["signed_out"]
+	}
+	return h.render(w, r, http.StatusOK, "login.html", p)
 }
 
 // serveSend takes the phone number and sends a code. Whether or not the number may sign in,
@@ -198,24 +202,22 @@ func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request) error {
 	id := cookieValue(r, h.cookieName(r, true))
 	csrf := h.csrfToken(id)
 	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
-		return h.limited(w, err, wait, "ip")
+		return h.limited(w, r, err, wait, "ip")
 	}
 	input := r.PostForm.Get("phone")
 	phone, region, err := normalizePhone(input, h.DefaultRegion)
 	if err != nil {
-		msg := "That is not a phone number we can read. Include the country code, e.g. +1 201 555 0123."
-		return h.render(w, http.StatusBadRequest, "login.html", page{Title: "Sign in", CSRF: csrf, Phone: clip(input, 40), Error: msg})
+		return h.phonePage(w, r, csrf, input, "err_not_phone")
 	}
 	if h.regions != nil && !h.regions[region] {
-		msg := "Codes cannot be sent to numbers in this country."
-		return h.render(w, http.StatusBadRequest, "login.html", page{Title: "Sign in", CSRF: csrf, Phone: clip(input, 40), Error: msg})
+		return h.phonePage(w, r, csrf, input, "err_region")
 	}
 	if wait, limit, err := h.sendAllowed(ctx, phone); err != nil || wait > 0 {
-		return h.limited(w, err, wait, limit)
+		return h.limited(w, r, err, wait, limit)
 	}
 	f, err := h.loadFlow(ctx, id)
 	if err != nil {
-		return h.storeFailed(w, err)
+		return h.storeFailed(w, r, err)
 	}
 	if f == nil {
 		f = &flow{}
@@ -230,21 +232,22 @@ func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
 	id := cookieValue(r, h.cookieName(r, true))
 	f, err := h.loadFlow(ctx, id)
 	if err != nil {
-		return h.storeFailed(w, err)
+		return h.storeFailed(w, r, err)
 	}
 	if f == nil || f.Phone == "" {
 		return h.seeOther(w, h.Path+"/login")
 	}
 	if wait := time.Unix(0, f.Sent).Add(time.Duration(h.ResendAfter)).Sub(now()); wait > 0 {
 		setRetryAfter(w, wait)
-		return h.render(w, http.StatusTooManyRequests, "message.html", page{Title: "Please wait",
-			Text: "A new code can be sent in " + humanDuration(wait) + ".", Link: h.Path + "/verify", LinkText: "Back to the code"})
+		t := h.words(r)
+		return h.render(w, r, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
+			Text: t.Say("text_resend_wait", "wait", t.duration(ceilSeconds(wait))), Link: h.Path + "/verify", LinkText: t["back_to_code"]})
 	}
 	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
-		return h.limited(w, err, wait, "ip")
+		return h.limited(w, r, err, wait, "ip")
 	}
 	if wait, limit, err := h.sendAllowed(ctx, f.Phone); err != nil || wait > 0 {
-		return h.limited(w, err, wait, limit)
+		return h.limited(w, r, err, wait, limit)
 	}
 	return h.sendAndContinue(w, r, id, f)
 }
@@ -267,12 +270,11 @@ func (h *Handler) sendAndContinue(w http.ResponseWriter, r *http.Request, id str
 			status = http.StatusServiceUnavailable
 			setRetryAfter(w, 30*time.Second)
 		}
-		return h.render(w, status, "message.html", page{Title: "Code not sent",
-			Text:       "We could not send your code just now. Please try again in a moment.",
-			CSRF:       h.csrfToken(id),
-			RetryPhone: f.Phone, Link: h.Path + "/login", LinkText: "Use another number"})
+		t := h.words(r)
+		return h.render(w, r, status, "message.html", page{Title: t["title_not_sent"], Text: t["text_not_sent"],
+			CSRF: h.csrfToken(id), RetryPhone: f.Phone, Link: h.Path + "/login", LinkText: t["other_number"]})
 	default:
-		return h.storeFailed(w, err)
+		return h.storeFailed(w, r, err)
 	}
 }
 
@@ -284,37 +286,37 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	var err error
 	if validFlowID(id) {
 		if f, err = h.loadFlow(ctx, id); err != nil {
-			return h.storeFailed(w, err)
+			return h.storeFailed(w, r, err)
 		}
 	}
 	if r.Method != http.MethodPost {
 		if f == nil || f.Phone == "" {
 			return h.seeOther(w, h.Path+"/login")
 		}
-		return h.codePage(w, http.StatusOK, id, f, "")
+		return h.codePage(w, r, http.StatusOK, id, f, "")
 	}
 	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
-		return h.limited(w, err, wait, "ip")
+		return h.limited(w, r, err, wait, "ip")
 	}
 	if f == nil || f.Phone == "" {
-		return h.message(w, http.StatusUnauthorized, "Code expired", "This sign-in has expired. Please start again.", h.Path+"/login", "Start again")
+		return h.message(w, r, http.StatusUnauthorized, "flow_expired")
 	}
 	if wait, err := h.lockedFor(ctx, f.Phone); err != nil || wait > 0 {
-		return h.limited(w, err, wait, "lockout")
+		return h.limited(w, r, err, wait, "lockout")
 	}
 	v, left, err := h.checkCode(ctx, id, f, cleanCode(r.PostForm.Get("code"), h.CodeLength))
 	if err != nil {
-		return h.storeFailed(w, err)
+		return h.storeFailed(w, r, err)
 	}
 	switch v {
 	case codeWrong:
 		h.logger.Info("wrong code", zap.String("phone", maskPhone(f.Phone)), zap.Int("attempts_left", left))
-		return h.codePage(w, http.StatusUnauthorized, id, f, fmt.Sprintf("That code is not right. %d %s left.", left, plural(left, "try", "tries")))
+		return h.codePage(w, r, http.StatusUnauthorized, id, f, h.words(r).count("err_wrong", left))
 	case codeExpired:
-		return h.codePage(w, http.StatusUnauthorized, id, f, "This code has expired. Send a new code.")
+		return h.codePage(w, r, http.StatusUnauthorized, id, f, h.words(r)["err_expired"])
 	case codeExhausted:
 		h.logger.Info("too many wrong codes", zap.String("phone", maskPhone(f.Phone)))
-		return h.message(w, http.StatusUnauthorized, "Too many wrong codes", "This code can no longer be used. Please start again.", h.Path+"/login", "Start again")
+		return h.message(w, r, http.StatusUnauthorized, "exhausted")
 	}
 	s, err := h.sessions.issue(f.Phone, now())
 	if err != nil {
@@ -326,8 +328,22 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	return h.seeOther(w, localPath(f.Next, h.Path))
 }
 
-func (h *Handler) codePage(w http.ResponseWriter, status int, id string, f *flow, errMsg string) error {
-	return h.render(w, status, "verify.html", page{Title: "Enter your code", CSRF: h.csrfToken(id), Masked: maskPhone(f.Phone), Error: errMsg})
+// codePage shows the code page for flow f, with an error line if errMsg is set.
+func (h *Handler) codePage(w http.ResponseWriter, r *http.Request, status int, id string, f *flow, errMsg string) error {
+	t := h.words(r)
+	resendIn := ceilSeconds(time.Unix(0, f.Sent).Add(time.Duration(h.ResendAfter)).Sub(now()))
+	return h.render(w, r, status, "verify.html", page{Title: t["title_code"], CSRF: h.csrfToken(id), Error: errMsg,
+		Intro:    t.Say("code_intro", "n", strconv.Itoa(h.CodeLength), "phone", unbreakable.Replace(maskPhoneDisplay(f.Phone))),
+		ResendIn: max(0, resendIn)})
+}
+
+// unbreakable keeps a number on one line: no-break spaces and hyphens.
+var unbreakable = strings.NewReplacer(" ", "\u00a0", "-", "\u2011")
+
+// phonePage shows the phone page again with the visitor's input and an error.
+func (h *Handler) phonePage(w http.ResponseWriter, r *http.Request, csrf, input, errKey string) error {
+	t := h.words(r)
+	return h.render(w, r, http.StatusBadRequest, "login.html", page{Title: t["title_sign_in"], CSRF: csrf, Phone: clip(input, 40), Error: t[errKey]})
 }
 
 // serveLogout shows a sign-out button (GET) or revokes the session (POST).
@@ -337,41 +353,42 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return caddyhttp.Error(http.StatusInternalServerError, err)
 		}
-		return h.render(w, http.StatusOK, "logout.html", page{Title: "Sign out", CSRF: h.csrfToken(id)})
+		return h.render(w, r, http.StatusOK, "logout.html", page{Title: h.words(r)["title_sign_out"], CSRF: h.csrfToken(id)})
 	}
 	if value := cookieValue(r, h.cookieName(r, false)); value != "" {
 		// A session past its limits needs no revocation; a valid one is revoked until it would expire.
 		if s, err := h.sessions.decode(value, now()); err == nil {
 			if err := h.store.Set(r.Context(), revocationKey(s.ID), []byte{1}, s.Expires.Sub(now())); err != nil {
-				return h.storeFailed(w, err)
+				return h.storeFailed(w, r, err)
 			}
 			h.logger.Info("signed out", zap.String("phone", maskPhone(s.Subject)))
 		}
 	}
 	h.setCookie(w, r, h.cookieName(r, false), "", -1)
-	return h.seeOther(w, h.Path+"/login")
+	return h.seeOther(w, h.Path+"/login?signed_out")
 }
 
 // limited answers a refused request: 429 with Retry-After, or a store failure.
-func (h *Handler) limited(w http.ResponseWriter, err error, wait time.Duration, limit string) error {
+func (h *Handler) limited(w http.ResponseWriter, r *http.Request, err error, wait time.Duration, limit string) error {
 	if err != nil {
-		return h.storeFailed(w, err)
+		return h.storeFailed(w, r, err)
 	}
 	h.logger.Info("rate limited", zap.String("limit", limit), zap.Duration("retry_after", wait))
 	setRetryAfter(w, wait)
-	return h.render(w, http.StatusTooManyRequests, "message.html", page{Title: "Please wait",
-		Text: "Too many attempts. Please try again in " + humanDuration(wait) + ".", Link: h.Path + "/login", LinkText: "Start again"})
+	t := h.words(r)
+	return h.render(w, r, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
+		Text: t.Say("text_wait", "wait", t.duration(ceilSeconds(wait))), Link: h.Path + "/login", LinkText: t["start_again"]})
 }
 
 // storeFailed fails closed: nobody passes, the visitor is told, the log says why.
-func (h *Handler) storeFailed(w http.ResponseWriter, err error) error {
+func (h *Handler) storeFailed(w http.ResponseWriter, r *http.Request, err error) error {
 	h.logger.Error("store unavailable", zap.Error(err))
-	return h.unavailable(w)
+	return h.unavailable(w, r)
 }
 
-func (h *Handler) unavailable(w http.ResponseWriter) error {
+func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request) error {
 	setRetryAfter(w, 30*time.Second)
-	return h.message(w, http.StatusServiceUnavailable, "Sign-in unavailable", "Sign-in is not working right now. Please try again in a minute.", "", "")
+	return h.render(w, r, http.StatusServiceUnavailable, "message.html", page{Title: h.words(r)["title_unavailable"], Text: h.words(r)["text_unavailable"]})
 }
 
 func (h *Handler) seeOther(w http.ResponseWriter, location string) error {
@@ -501,23 +518,12 @@ func clientIP(r *http.Request) string {
 }
 
 func setRetryAfter(w http.ResponseWriter, d time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
+	w.Header().Set("Retry-After", strconv.Itoa(ceilSeconds(d)))
 }
 
-func humanDuration(d time.Duration) string {
-	secs := int((d + time.Second - 1) / time.Second)
-	if secs < 60 {
-		return fmt.Sprintf("%d %s", secs, plural(secs, "second", "seconds"))
-	}
-	mins := (secs + 59) / 60
-	return fmt.Sprintf("%d %s", mins, plural(mins, "minute", "minutes"))
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
+// ceilSeconds is d in whole seconds, rounded up.
+func ceilSeconds(d time.Duration) int {
+	return int((d + time.Second - 1) / time.Second)
 }
 
 func clip(s string, n int) string {

@@ -65,7 +65,7 @@ func TestSignInEndToEnd(t *testing.T) {
 
 	page := v.get("/.otp/verify")
 	wantStatus(t, "code page", page, http.StatusOK)
-	for _, want := range []string{`action="/.otp/verify"`, `name="code"`, `autocomplete="one-time-code"`, `inputmode="numeric"`, `action="/.otp/resend"`, "&#43;1201*****23"} {
+	for _, want := range []string{`action="/.otp/verify"`, `name="code"`, `autocomplete="one-time-code"`, `inputmode="numeric"`, `action="/.otp/resend"`, "&#43;1\u00a0201\u2011***\u2011**23"} {
 		if !strings.Contains(page.body, want) {
 			t.Errorf("code page lacks %s", want)
 		}
@@ -187,8 +187,11 @@ func TestLogoutRevokesSession(t *testing.T) {
 	}
 	r := v.post("/.otp/logout", url.Values{"csrf": {page.csrf()}})
 	wantStatus(t, "logout", r, http.StatusSeeOther)
-	if loc := r.header.Get("Location"); loc != "/.otp/login" {
+	if loc := r.header.Get("Location"); loc != "/.otp/login?signed_out" {
 		t.Errorf("logout Location = %q", loc)
+	}
+	if out := v.get("/.otp/login?signed_out"); !strings.Contains(out.body, "You are signed out.") {
+		t.Errorf("the phone page after logout does not say so")
 	}
 	if v.cookie("caddy_otp") != "" {
 		t.Errorf("session cookie not cleared")
@@ -207,7 +210,7 @@ func TestPhonePageRejectsWhatIsNotAPhoneNumber(t *testing.T) {
 		csrf, r := v.startSignIn("/", input)
 		_ = csrf
 		wantStatus(t, "send "+input, r, http.StatusBadRequest)
-		if !strings.Contains(r.body, `name="phone"`) || !strings.Contains(r.body, "not a phone number") {
+		if !strings.Contains(r.body, `name="phone"`) || !strings.Contains(r.body, "Enter a phone number with its country code") {
 			t.Errorf("send %q: not the phone page with the error: %.300s", input, r.body)
 		}
 	}
@@ -328,5 +331,27 @@ func TestMessageFromCaddyfileFillsHostAndCode(t *testing.T) {
 	m, code := g.code(1)
 	if want := "Code " + code + " for localhost.\n\n@localhost #" + code; m.Body != want {
 		t.Errorf("SMS body %q, want %q", m.Body, want)
+	}
+}
+
+func TestSMSSpeaksTheVisitorsLanguageAndNamesTheSite(t *testing.T) {
+	g := startGate(t, `site_name "Example Docs"`)
+	v := newVisitor(t)
+	login := v.get("/.otp/login")
+	req, _ := http.NewRequest(http.MethodPost, site+"/.otp/send", strings.NewReader(url.Values{"csrf": {login.csrf()}, "phone": {alice}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept-Language", "es-ES,es;q=0.9")
+	wantStatus(t, "send", v.do(req), http.StatusSeeOther)
+	m, code := g.code(1)
+	if want := code + " es tu código de acceso a Example Docs.\n\n@localhost #" + code; m.Body != want {
+		t.Errorf("SMS %q, want %q", m.Body, want)
+	}
+	if m.Encoding != "UCS-2" {
+		t.Errorf("Encoding %q: Spanish needs UCS-2, GSM would mangle it", m.Encoding)
+	}
+
+	newVisitor(t).startSignIn("/", bob)
+	if m, _ := g.code(2); m.Encoding != "" || !strings.Contains(m.Body, "is your Example Docs sign-in code.") {
+		t.Errorf("English SMS %q with encoding %q", m.Body, m.Encoding)
 	}
 }

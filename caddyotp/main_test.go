@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,5 +20,9 @@ func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 func TestMain(m *testing.M) {
 	now = clock.Now // set once, before any server starts
-	os.Exit(m.Run())
+	code := m.Run()
+	if built.bin != "" {
+		os.RemoveAll(filepath.Dir(built.bin))
+	}
+	os.Exit(code)
 }

@@ -66,7 +66,6 @@ const (
 	defaultResendAfter = 30 * time.Second
 	defaultSessionTTL  = 12 * time.Hour
 	defaultSessionIdle = 30 * time.Minute
-	defaultMessage     = "{code} is your {host} sign-in code."
 )
 
 var (
@@ -129,9 +128,17 @@ type Handler struct {
 	Secret string `json:"secret,omitempty"`
 	// A directory whose files replace the embedded pages of the same name.
 	Templates string `json:"templates,omitempty"`
-	// The SMS text; {code} and {host} are filled in. The line "@host #code" is appended for
-	// browser autofill. Default "{code} is your {host} sign-in code."
+	// The SMS text; {code}, {site} (site_name or the host) and {host} are filled in. The line
+	// "@host #code" is appended for browser autofill. Default: "{code} is your {site} sign-in
+	// code." in the visitor's language.
 	Message string `json:"message,omitempty"`
+	// The site's name on the pages and in the SMS. Default: the host.
+	SiteName string `json:"site_name,omitempty"`
+	// A logo shown on the pages: a path on this site (the pages load nothing from elsewhere).
+	Logo string `json:"logo,omitempty"`
+	// Pins the pages' and the default SMS's language (en, de, es, fr); default: the visitor's
+	// Accept-Language.
+	Language string `json:"language,omitempty"`
 
 	sender   Sender
 	store    Store
@@ -159,6 +166,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.setDefaults()
 	h.Secret = repl.ReplaceKnown(h.Secret, "")
 	h.Message = repl.ReplaceKnown(h.Message, "")
+	h.SiteName = strings.TrimSpace(repl.ReplaceKnown(h.SiteName, ""))
+	h.Logo = repl.ReplaceKnown(h.Logo, "")
+	h.Language = strings.ToLower(repl.ReplaceKnown(h.Language, ""))
 	h.DefaultRegion = strings.ToUpper(repl.ReplaceKnown(h.DefaultRegion, ""))
 
 	if h.SenderRaw != nil {
@@ -248,9 +258,6 @@ func (h *Handler) setDefaults() {
 	if h.SessionIdle == 0 {
 		h.SessionIdle = caddy.Duration(defaultSessionIdle)
 	}
-	if h.Message == "" {
-		h.Message = defaultMessage
-	}
 }
 
 // Validate rejects configurations that would be unsafe or could not work, saying how to fix them.
@@ -276,8 +283,14 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("otp: path %q must start with / and not end with one, e.g. /.otp", h.Path)
 	case !validCookieName(h.CookieName):
 		return fmt.Errorf("otp: cookie_name %q may hold only letters, digits, - and _", h.CookieName)
-	case !strings.Contains(h.Message, "{code}"):
+	case h.Message != "" && !strings.Contains(h.Message, "{code}"):
 		return errors.New("otp: message must contain {code}")
+	case len(h.SiteName) > 64 || strings.ContainsAny(h.SiteName, "\r\n"):
+		return errors.New("otp: site_name must be one line of at most 64 characters")
+	case h.Logo != "" && (!strings.HasPrefix(h.Logo, "/") || strings.HasPrefix(h.Logo, "//") || strings.ContainsAny(h.Logo, "\\ \"'<>")):
+		return fmt.Errorf("otp: logo %q must be a path on this site, e.g. /logo.svg", h.Logo)
+	case h.Language != "" && catalog[h.Language] == nil:
+		return fmt.Errorf("otp: language %q is not one of en, de, es, fr", h.Language)
 	}
 	if h.MaxSMSPerHour < 0 {
 		return errors.New("otp: max_sms_per_hour must not be negative")

@@ -17,15 +17,22 @@ import (
 
 // page is what a template sees.
 type page struct {
+	Lang       string // the page's language
+	T          words  // its sentences, for labels and buttons: {{.T.key}}, {{.T.Say "key" "name" value}}
 	Title      string
-	Text       string // the message of message.html
+	Intro      string // verify.html: where the code went
+	Info       string // login.html: a notice, e.g. signed out
+	Text       string // message.html: the message
 	Error      string // a form's error line
 	Path       string // the gate's base path, for form actions and links
 	CSRF       string
-	Nonce      string // for the inline style (and script) under the Content-Security-Policy
-	Phone      string // the phone page's input, kept after an error
-	Masked     string // the masked phone the code went to
+	Nonce      string // for the inline style and script under the Content-Security-Policy
+	SiteName   string // site_name, if set
+	Site       string // site_name, or the host
+	Logo       string // logo, if set
+	Phone      string // login.html: the input, kept after an error
 	CodeLength int
+	ResendIn   int    // verify.html: seconds until a new code may be sent
 	RetryPhone string // message.html: resend to this number with a "Try again" button
 	Link       string // message.html: where to go next
 	LinkText   string
@@ -77,16 +84,15 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 
 // render writes a page with the headers every page gets: a strict Content-Security-Policy with a
 // fresh nonce, no framing, no referrer, no caching.
-func (h *Handler) render(w http.ResponseWriter, status int, name string, p page) error {
+func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) error {
 	var nonce [16]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	p.Nonce = base64.RawStdEncoding.EncodeToString(nonce[:])
-	p.Path = h.Path
-	if p.CodeLength == 0 {
-		p.CodeLength = h.CodeLength
-	}
+	p.Lang = h.language(r)
+	p.T = catalog[p.Lang]
+	p.Path, p.SiteName, p.Site, p.Logo, p.CodeLength = h.Path, h.SiteName, h.siteName(r), h.Logo, h.CodeLength
 	var buf bytes.Buffer
 	if err := h.pages[name].Execute(&buf, p); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("rendering %s: %v", name, err))
@@ -94,7 +100,7 @@ func (h *Handler) render(w http.ResponseWriter, status int, name string, p page)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
 	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+p.Nonce+"'; script-src 'nonce-"+p.Nonce+
-		"'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		"'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	hdr.Set("X-Frame-Options", "DENY")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
@@ -104,7 +110,26 @@ func (h *Handler) render(w http.ResponseWriter, status int, name string, p page)
 	return err
 }
 
-// message renders message.html: a title, a sentence, and a way forward.
-func (h *Handler) message(w http.ResponseWriter, status int, title, text, link, linkText string) error {
-	return h.render(w, status, "message.html", page{Title: title, Text: text, Link: link, LinkText: linkText})
+// message renders message.html with the sentences title_KEY and text_KEY and a link to start again.
+func (h *Handler) message(w http.ResponseWriter, r *http.Request, status int, key string) error {
+	t := h.words(r)
+	return h.render(w, r, status, "message.html", page{Title: t["title_"+key], Text: t["text_"+key], Link: h.Path + "/login", LinkText: t["start_again"]})
+}
+
+// language is the pinned language, or the best match for the visitor's Accept-Language.
+func (h *Handler) language(r *http.Request) string {
+	if h.Language != "" {
+		return h.Language
+	}
+	return pickLanguage(r.Header.Get("Accept-Language"))
+}
+
+func (h *Handler) words(r *http.Request) words { return catalog[h.language(r)] }
+
+// siteName is what the pages and the SMS call the site: site_name, else the host.
+func (h *Handler) siteName(r *http.Request) string {
+	if h.SiteName != "" {
+		return h.SiteName
+	}
+	return smsHost(r)
 }

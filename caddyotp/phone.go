@@ -34,6 +34,33 @@ func maskPhone(e164 string) string {
 	return e164[:5] + strings.Repeat("*", len(e164)-7) + e164[len(e164)-2:]
 }
 
+// maskPhoneDisplay is the masked number as the code page shows it, grouped the way the
+// number's country writes it: +1 201-***-**23, +44 20 **** **00.
+func maskPhoneDisplay(e164 string) string {
+	num, err := phonenumbers.Parse(e164, "")
+	if err != nil {
+		return maskPhone(e164)
+	}
+	s := []byte(phonenumbers.Format(num, phonenumbers.INTERNATIONAL))
+	// Keep the country code and the first group, and the last two digits.
+	keep := strings.IndexByte(string(s), ' ')
+	if next := strings.IndexAny(string(s[keep+1:]), " -"); keep >= 0 && next >= 0 {
+		keep += 1 + next
+	}
+	last := 2
+	for i := len(s) - 1; i > keep; i-- {
+		if s[i] < '0' || s[i] > '9' {
+			continue
+		}
+		if last > 0 {
+			last--
+			continue
+		}
+		s[i] = '*'
+	}
+	return string(s)
+}
+
 // phoneList is who may sign in: a set of E.164 numbers, or anyone with a phone.
 type phoneList struct {
 	anyone bool

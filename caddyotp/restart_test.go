@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -84,19 +85,33 @@ http://localhost:%d {
 	wantStatus(t, "with other storage", v.get("/"), http.StatusSeeOther)
 }
 
-// buildCaddy builds ./cmd/caddy into a temporary directory.
+var built struct {
+	sync.Once
+	bin string
+	err error
+	out []byte
+}
+
+// buildCaddy builds ./cmd/caddy once per test run.
 func buildCaddy(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "caddy")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
+	built.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-otp-bin")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.bin = filepath.Join(dir, "caddy")
+		args := []string{"build", "-o", built.bin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		built.out, built.err = exec.Command("go", append(args, "../cmd/caddy")...).CombinedOutput()
+	})
+	if built.err != nil {
+		t.Fatalf("go build ./cmd/caddy: %v\n%s", built.err, built.out)
 	}
-	cmd := exec.Command("go", append(args, "../cmd/caddy")...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/caddy: %v\n%s", err, out)
-	}
-	return bin
+	return built.bin
 }
 
 func freePort(t *testing.T) int {
@@ -120,4 +135,21 @@ func waitListening(t *testing.T, port int, out fmt.Stringer) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("caddy did not listen on %d:\n%s", port, out)
+}
+
+func TestExportTemplatesCommand(t *testing.T) {
+	bin := buildCaddy(t)
+	dir := filepath.Join(t.TempDir(), "pages")
+	out, err := exec.Command(bin, "otp", "export-templates", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("caddy otp export-templates: %v\n%s", err, out)
+	}
+	for _, name := range []string{"layout.html", "login.html", "verify.html", "message.html", "logout.html"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("%s not exported", name)
+		}
+	}
+	if out, err := exec.Command(bin, "otp", "export-templates", dir).CombinedOutput(); err == nil || !strings.Contains(string(out), "exists already") {
+		t.Errorf("second export did not refuse: %v %s", err, out)
+	}
 }

@@ -114,6 +114,9 @@ func (s *Restcomm) Cleanup() error {
 // fix, 5xx, 429, timeouts and dropped connections are temporary.
 func (s *Restcomm) Send(ctx context.Context, msg Message) error {
 	form := url.Values{"From": {s.From}, "To": {msg.To}, "Body": {msg.Body}}
+	if !isGSM7(msg.Body) {
+		form.Set("Encoding", "UCS-2") // Restcomm's default, GSM, would mangle the text
+	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.Timeout))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, strings.NewReader(form.Encode()))
@@ -143,6 +146,20 @@ func (s *Restcomm) Send(ctx context.Context, msg Message) error {
 	e := &SendError{Provider: "restcomm", Status: resp.StatusCode, Detail: responseDetail(resp.StatusCode, body)}
 	e.Temporary = resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
 	return e
+}
+
+// gsm7 is the GSM 03.38 alphabet with its extension table: what an SMS carries in its default
+// encoding.
+const gsm7 = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà" +
+	"\f^{}\\[~]|€"
+
+func isGSM7(s string) bool {
+	for _, r := range s {
+		if !strings.ContainsRune(gsm7, r) {
+			return false
+		}
+	}
+	return true
 }
 
 // transportDetail describes a failed round trip without the URL (url.Error would repeat it).

@@ -180,7 +180,7 @@ func sameAnswer(t *testing.T, what string, a, b response) {
 		body := regexpNonce.ReplaceAllString(r.body, "NONCE")
 		body = regexpCSRF.ReplaceAllString(body, "CSRF")
 		for _, p := range []string{alice, stranger} { // the number the visitor typed, masked, as html/template writes it
-			body = strings.ReplaceAll(body, strings.ReplaceAll(maskPhone(p), "+", "&#43;"), "MASKED")
+			body = strings.ReplaceAll(body, strings.ReplaceAll(unbreakable.Replace(maskPhoneDisplay(p)), "+", "&#43;"), "MASKED")
 		}
 		return strconv.Itoa(r.status) + "\n" + strings.Join(sortedCopy(keys), "\n") + "\n" + body
 	}

@@ -32,6 +32,7 @@ type Message struct {
 	From       string
 	To         string
 	Body       string
+	Encoding   string // as sent: "" means Restcomm's default, GSM
 	Received   time.Time
 }
 
@@ -204,7 +205,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	msg := Message{SID: "SM" + randomHex(16), AccountSID: s.AccountSID, From: r.PostForm.Get("From"),
-		To: r.PostForm.Get("To"), Body: r.PostForm.Get("Body"), Received: time.Now()}
+		To: r.PostForm.Get("To"), Body: r.PostForm.Get("Body"), Encoding: r.PostForm.Get("Encoding"), Received: time.Now()}
 	s.mu.Lock()
 	s.messages = append(s.messages, msg)
 	close(s.notify)

@@ -1,0 +1,144 @@
+package caddyotp
+
+import (
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddy-otp/caddy-otp/templates"
+)
+
+func TestEveryLanguageHasEveryKey(t *testing.T) {
+	for lang, w := range catalog {
+		for key := range catalog["en"] {
+			if strings.TrimSpace(w[key]) == "" {
+				t.Errorf("%s lacks %q", lang, key)
+			}
+		}
+		for key := range w {
+			if _, ok := catalog["en"][key]; !ok {
+				t.Errorf("%s has %q, which English lacks", lang, key)
+			}
+		}
+	}
+	if len(catalog) != len(languages) {
+		t.Errorf("%d catalogs for %d languages", len(catalog), len(languages))
+	}
+}
+
+// TestEveryPageRendersInEveryLanguage renders each page with every field a handler may set, in
+// each language: no template error, no "<no value>", the lang attribute right, no English left
+// in a translated page's labels.
+func TestEveryPageRendersInEveryLanguage(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"site_name": "Example", "logo": "/logo.svg"})
+	full := page{Title: "T", Intro: "I", Info: "N", Text: "X", Error: "E", CSRF: "c", Phone: "+1", ResendIn: 5, RetryPhone: "+1", Link: "/l", LinkText: "L"}
+	for lang := range catalog {
+		for _, name := range templates.Pages {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Accept-Language", lang)
+			w := httptest.NewRecorder()
+			if err := h.render(w, r, http.StatusOK, name, full); err != nil {
+				t.Fatalf("%s in %s: %v", name, lang, err)
+			}
+			body := w.Body.String()
+			if strings.Contains(body, "<no value>") || !strings.Contains(body, `<html lang="`+lang+`">`) {
+				t.Errorf("%s in %s: missing value or language", name, lang)
+			}
+			if !strings.Contains(body, `<img src="/logo.svg" alt="">`) || !strings.Contains(body, "Example") {
+				t.Errorf("%s in %s: no branding", name, lang)
+			}
+			if lang != "en" && (strings.Contains(body, ">Send code<") || strings.Contains(body, ">Verify<") || strings.Contains(body, ">Sign out<")) {
+				t.Errorf("%s in %s: English label left", name, lang)
+			}
+		}
+	}
+}
+
+func TestAcceptLanguagePicksThePagesLanguageAndLanguagePinsIt(t *testing.T) {
+	for header, want := range map[string]string{
+		"de-DE,de;q=0.9,en;q=0.8": "de", "fr-CA": "fr", "es-419,es;q=0.9": "es", "ja,en;q=0.5": "en", "": "en", "pt-BR": "en",
+	} {
+		if got := pickLanguage(header); got != want {
+			t.Errorf("pickLanguage(%q) = %q, want %q", header, got, want)
+		}
+	}
+	h, _ := newUnitHandler(t, map[string]any{"language": "fr"})
+	r := httptest.NewRequest(http.MethodGet, "/.otp/login", nil)
+	r.Header.Set("Accept-Language", "de")
+	w := httptest.NewRecorder()
+	_ = serve(h, w, r)
+	if !strings.Contains(w.Body.String(), "Envoyer le code") {
+		t.Errorf("language fr did not pin the page's language")
+	}
+}
+
+func TestTemplateOverrideReplacesExactlyOnePage(t *testing.T) {
+	dir := t.TempDir()
+	custom := `{{template "top" .}}<h1>Welcome to ACME</h1><form method="post" action="{{.Path}}/send"><input type="hidden" name="csrf" value="{{.CSRF}}"><label for="p">{{.T.phone_label}}</label><input id="p" name="phone" type="tel" autocomplete="tel"></form>{{template "bottom" .}}`
+	if err := os.WriteFile(filepath.Join(dir, "login.html"), []byte(custom), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	overridden, err := loadPages(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	embedded, _ := loadPages("")
+	h, _ := newUnitHandler(t, nil)
+	for _, name := range templates.Pages {
+		var a, b strings.Builder
+		p := page{T: catalog["en"], Lang: "en", Nonce: "n", CSRF: "c", Path: "/.otp"}
+		_ = overridden[name].Execute(&a, p)
+		_ = embedded[name].Execute(&b, p)
+		same := a.String() == b.String()
+		if name == "login.html" && (same || !strings.Contains(a.String(), "Welcome to ACME")) {
+			t.Errorf("login.html was not replaced")
+		}
+		if name != "login.html" && !same {
+			t.Errorf("%s changed, but only login.html was overridden", name)
+		}
+	}
+	_ = h
+}
+
+func TestBrokenTemplateOverrideFailsWithFileAndLine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "verify.html")
+	_ = os.WriteFile(path, []byte("{{template \"top\" .}}\n<h1>ok</h1>\n{{if .Error}\n{{template \"bottom\" .}}"), 0o600)
+	_, err := loadPages(dir)
+	if err == nil || !strings.Contains(err.Error(), path+":3") {
+		t.Errorf("error %v does not name %s:3", err, path)
+	}
+}
+
+func TestExportedTemplatesAreTheEmbeddedOnes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "otp-templates")
+	if err := exportTemplates(dir); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := fs.Glob(templates.FS, "*.html")
+	for _, name := range names {
+		want, _ := fs.ReadFile(templates.FS, name)
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%s not exported as embedded: %v", name, err)
+		}
+	}
+	if err := exportTemplates(dir); err == nil {
+		t.Errorf("exporting over existing files did not refuse")
+	}
+	if _, err := loadPages(dir); err != nil {
+		t.Errorf("exported templates do not load: %v", err)
+	}
+}
+
+func TestMaskPhoneDisplayGroupsLikeTheCountry(t *testing.T) {
+	for in, want := range map[string]string{"+12015550123": "+1 201-***-**23", "+442079460000": "+44 20 **** **00"} {
+		if got := maskPhoneDisplay(in); got != want {
+			t.Errorf("maskPhoneDisplay(%s) = %q, want %q", in, got, want)
+		}
+	}
+}
