@@ -285,10 +285,11 @@ func TestBrowserCodePageStates(t *testing.T) {
 	b.shot("expired")
 }
 
-// TestBrowserPagesInGerman: a browser that prefers German gets German pages.
+// TestBrowserPagesInGerman: a browser that prefers German gets German pages, which (with the
+// longest words of the four languages) still fit a 320 px screen.
 func TestBrowserPagesInGerman(t *testing.T) {
 	startGate(t, "")
-	b := newBrowser(t, "phone", 390, 844, "de-DE")
+	b := newBrowser(t, "small-phone", 320, 640, "de-DE")
 	b.open("/")
 	if h, label := b.text("h1"), b.text("label[for=phone]"); h != "Anmelden" || label != "Telefonnummer" {
 		t.Errorf("German browser got %q / %q", h, label)
