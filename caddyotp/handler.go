@@ -61,11 +61,11 @@ func (h *Handler) session(r *http.Request) (Session, bool, error) {
 	if err != nil || !h.phones.allows(s.Subject) {
 		return Session{}, false, nil
 	}
-	revoked, err := h.store.Get(r.Context(), revocationKey(s.ID))
+	revoked, err := h.store.Revoked(r.Context(), revocationID(s.ID))
 	if err != nil {
 		return Session{}, false, err
 	}
-	return s, revoked == nil, nil
+	return s, !revoked, nil
 }
 
 // deny sends browsers to the phone page and tells other clients where it is.
@@ -358,7 +358,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 	if value := cookieValue(r, h.cookieName(r, false)); value != "" {
 		// A session past its limits needs no revocation; a valid one is revoked until it would expire.
 		if s, err := h.sessions.decode(value, now()); err == nil {
-			if err := h.store.Set(r.Context(), revocationKey(s.ID), []byte{1}, s.Expires.Sub(now())); err != nil {
+			if err := h.store.Revoke(r.Context(), revocationID(s.ID), s.Expires.Sub(now())); err != nil {
 				return h.storeFailed(w, r, err)
 			}
 			h.logger.Info("signed out", zap.String("phone", maskPhone(s.Subject)))

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,13 +31,15 @@ const (
 
 // gate is one running Caddy with the otp handler in front of a page, and a fake Restcomm.
 type gate struct {
-	t       *testing.T
-	global  string // extra global options
-	faulty  bool   // use the store that tests can switch off
-	phones  string // who may sign in: alice and bob unless set
-	tester  *caddytest.Tester
-	sms     *restcommtest.Server
-	logFile string
+	t         *testing.T
+	global    string // extra global options
+	faulty    bool   // use the store that tests can switch off
+	phones    string // who may sign in: alice and bob unless set
+	redis     string // if set, the address of the Redis to use as store
+	redisOpts string // more lines for the redis store's block
+	tester    *caddytest.Tester
+	sms       *restcommtest.Server
+	logFile   string
 }
 
 // startGate loads a Caddyfile whose otp block holds the restcomm sender, alice and bob, a store of
@@ -52,11 +55,16 @@ func newGate(t *testing.T) *gate {
 	return g
 }
 
-func (g *gate) storeModule() string {
-	if g.faulty {
-		return "test_fault"
+// store is the otp block's store line: a memory store of the test's own, the switchable one,
+// or Redis.
+func (g *gate) store() string {
+	switch {
+	case g.redis != "":
+		return fmt.Sprintf("redis {\n\t\t\taddress %s\n\t\t\tkey_prefix %s:\n\t\t\t%s\n\t\t}", g.redis, storeName(g.t), g.redisOpts)
+	case g.faulty:
+		return "test_fault " + storeName(g.t)
 	}
-	return "memory"
+	return "memory " + storeName(g.t)
 }
 
 func (g *gate) start(extra string) *gate {
@@ -93,12 +101,12 @@ http://localhost:9080 {
 			timeout 2s
 		}
 		phones %s
-		store %s %s
+		store %s
 		%s
 	}
 	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
 }
-`, g.logFile, g.global, g.sms.AccountSID, g.sms.AuthToken, fromNum, g.sms.BaseURL(), g.phones, g.storeModule(), storeName(g.t), extra, body)
+`, g.logFile, g.global, g.sms.AccountSID, g.sms.AuthToken, fromNum, g.sms.BaseURL(), g.phones, g.store(), extra, body)
 }
 
 // reload loads the same gate with a different page body, as an operator's `caddy reload` would.
@@ -266,4 +274,22 @@ func sortedCopy(s []string) []string {
 	out := append([]string(nil), s...)
 	sort.Strings(out)
 	return out
+}
+
+// output collects a child process's output; safe to read while the process writes.
+type output struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
 }

@@ -54,12 +54,12 @@ http://localhost:%d {
 	run := func(config string) func() {
 		cmd := exec.Command(bin, "run", "--config", config, "--adapter", "caddyfile")
 		cmd.Env = append(os.Environ(), "TEST_RESTCOMM_TOKEN="+sms.AuthToken, "HOME="+t.TempDir())
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
+		out := new(output)
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitListening(t, port, &out)
+		waitListening(t, port, out)
 		return func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			_ = cmd.Wait()

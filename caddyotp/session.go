@@ -140,10 +140,7 @@ func (c *sessionCodec) needsSlide(s Session, t time.Time) bool {
 	return t.Sub(s.Seen) >= step
 }
 
-// revocationKey is the store key that marks a session id as signed out.
-func revocationKey(id [16]byte) string {
-	var buf [4 + 32]byte
-	copy(buf[:], "rev:")
-	hex.Encode(buf[4:], id[:])
-	return string(buf[:])
+// revocationID is how the store names a session id.
+func revocationID(id [16]byte) string {
+	return hex.EncodeToString(id[:])
 }

@@ -29,6 +29,11 @@ type Store interface {
 	// Incr adds one to the counter at key and returns the new count, atomically. A counter
 	// that did not exist starts at 1 and expires after ttl; later increments keep that expiry.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
+	// Revoke marks the session id as signed out for ttl, for every user of the store.
+	Revoke(ctx context.Context, id string, ttl time.Duration) error
+	// Revoked says whether the session id is signed out. It runs on every protected request,
+	// so it must answer from local state; an error means that state is too old to trust.
+	Revoked(ctx context.Context, id string) (bool, error)
 }
 
 // memoryPool holds the memory stores by name, so their state outlives a config reload.
@@ -100,6 +105,15 @@ func (s *MemoryStore) Delete(_ context.Context, key string) error {
 	defer s.mem.mu.Unlock()
 	s.mem.c.Delete(key)
 	return nil
+}
+
+func (s *MemoryStore) Revoke(ctx context.Context, id string, ttl time.Duration) error {
+	return s.Set(ctx, "rev:"+id, []byte{1}, ttl)
+}
+
+func (s *MemoryStore) Revoked(_ context.Context, id string) (bool, error) {
+	_, ok := s.mem.c.Get("rev:" + id)
+	return ok, nil
 }
 
 func (s *MemoryStore) Incr(_ context.Context, key string, ttl time.Duration) (int64, error) {

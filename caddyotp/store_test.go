@@ -10,51 +10,144 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-func newTestMemoryStore(t *testing.T) *MemoryStore {
+// TestStoreConformance runs the same contract against every Store: what the gate relies on.
+func TestStoreConformance(t *testing.T) {
+	stores := map[string]func(t *testing.T) Store{
+		"memory": func(t *testing.T) Store { return provisionStore(t, &MemoryStore{Name: t.Name()}) },
+		"redis": func(t *testing.T) Store {
+			return provisionStore(t, &RedisStore{Address: startRedis(t).Addr(), KeyPrefix: "conformance:"})
+		},
+	}
+	for name, newStore := range stores {
+		t.Run(name, func(t *testing.T) { storeContract(t, newStore) })
+	}
+}
+
+func provisionStore[S interface {
+	Store
+	caddy.Provisioner
+	caddy.CleanerUpper
+}](t *testing.T, s S) Store {
 	t.Helper()
-	s := &MemoryStore{Name: t.Name()}
-	if err := s.Provision(caddy.Context{}); err != nil {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := s.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Cleanup() })
 	return s
 }
 
-func TestMemoryStoreTakeGivesTheValueToExactlyOne(t *testing.T) {
-	s := newTestMemoryStore(t)
+func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 	ctx := context.Background()
-	for round := 0; round < 50; round++ {
-		_ = s.Set(ctx, "k", []byte("v"), time.Minute)
-		var winners atomic.Int32
+
+	t.Run("missing key reads nil", func(t *testing.T) {
+		s := newStore(t)
+		if v, err := s.Get(ctx, "nothing"); v != nil || err != nil {
+			t.Errorf("Get = %q, %v", v, err)
+		}
+		if v, err := s.Take(ctx, "nothing"); v != nil || err != nil {
+			t.Errorf("Take = %q, %v", v, err)
+		}
+		if err := s.Delete(ctx, "nothing"); err != nil {
+			t.Errorf("Delete = %v", err)
+		}
+	})
+
+	t.Run("set get replace delete", func(t *testing.T) {
+		s := newStore(t)
+		_ = s.Set(ctx, "k", []byte("one"), time.Minute)
+		_ = s.Set(ctx, "k", []byte("two"), time.Minute)
+		if v, _ := s.Get(ctx, "k"); string(v) != "two" {
+			t.Errorf("Get after replace = %q", v)
+		}
+		_ = s.Delete(ctx, "k")
+		if v, _ := s.Get(ctx, "k"); v != nil {
+			t.Errorf("Get after Delete = %q", v)
+		}
+	})
+
+	t.Run("values expire after their ttl", func(t *testing.T) {
+		s := newStore(t)
+		_ = s.Set(ctx, "short", []byte("v"), 100*time.Millisecond)
+		_ = s.Set(ctx, "long", []byte("v"), time.Minute)
+		eventually(t, "short-lived value gone", func() bool { v, _ := s.Get(ctx, "short"); return v == nil })
+		if v, _ := s.Get(ctx, "long"); v == nil {
+			t.Error("a value expired before its ttl")
+		}
+	})
+
+	t.Run("take gives the value to exactly one", func(t *testing.T) {
+		s := newStore(t)
+		for round := 0; round < 30; round++ {
+			_ = s.Set(ctx, "flow", []byte("v"), time.Minute)
+			var winners atomic.Int32
+			var wg sync.WaitGroup
+			for i := 0; i < 8; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if v, err := s.Take(ctx, "flow"); v != nil && err == nil {
+						winners.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			if n := winners.Load(); n != 1 {
+				t.Fatalf("round %d: %d takers got the value", round, n)
+			}
+		}
+	})
+
+	t.Run("incr is atomic and keeps the first expiry", func(t *testing.T) {
+		s := newStore(t)
 		var wg sync.WaitGroup
-		for i := 0; i < 8; i++ {
+		for i := 0; i < 100; i++ {
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if v, _ := s.Take(ctx, "k"); v != nil {
-					winners.Add(1)
-				}
-			}()
+			go func() { defer wg.Done(); _, _ = s.Incr(ctx, "n", time.Minute) }()
 		}
 		wg.Wait()
-		if n := winners.Load(); n != 1 {
-			t.Fatalf("round %d: %d takers got the value", round, n)
+		if n, err := s.Incr(ctx, "n", time.Minute); n != 101 || err != nil {
+			t.Errorf("count after 100 concurrent increments and one more = %d, %v", n, err)
 		}
-	}
+		if n, _ := s.Incr(ctx, "window", 150*time.Millisecond); n != 1 {
+			t.Fatalf("new counter starts at %d", n)
+		}
+		// Increments do not push the expiry back: the counter ends 150ms after it began.
+		for i := 0; i < 3; i++ {
+			_, _ = s.Incr(ctx, "window", time.Hour)
+		}
+		eventually(t, "counter expired", func() bool { n, _ := s.Incr(ctx, "window", 150*time.Millisecond); return n == 1 })
+	})
+
+	t.Run("revocations", func(t *testing.T) {
+		s := newStore(t)
+		if r, err := s.Revoked(ctx, "abc"); r || err != nil {
+			t.Fatalf("Revoked before Revoke = %v, %v", r, err)
+		}
+		if err := s.Revoke(ctx, "abc", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := s.Revoked(ctx, "abc"); !r || err != nil {
+			t.Errorf("Revoked after Revoke = %v, %v", r, err)
+		}
+		if r, _ := s.Revoked(ctx, "abd"); r {
+			t.Error("another id is revoked too")
+		}
+		_ = s.Revoke(ctx, "brief", 100*time.Millisecond)
+		eventually(t, "revocation ended", func() bool { r, _ := s.Revoked(ctx, "brief"); return !r })
+	})
 }
 
-func TestMemoryStoreIncrIsAtomic(t *testing.T) {
-	s := newTestMemoryStore(t)
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	for i := 0; i < 100; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); _, _ = s.Incr(ctx, "n", time.Minute) }()
+// eventually polls cond for up to 5 seconds: for TTLs, which run on the store's own clock.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
 	}
-	wg.Wait()
-	if n, _ := s.Incr(ctx, "n", time.Minute); n != 101 {
-		t.Errorf("count after 100 concurrent increments and one more = %d, want 101", n)
-	}
+	t.Fatalf("%s: not within 5s", what)
 }
 
 func TestMemoryStoreStateOutlivesReloadButNotTheLastUser(t *testing.T) {
@@ -77,5 +170,20 @@ func TestMemoryStoreStateOutlivesReloadButNotTheLastUser(t *testing.T) {
 	defer fresh.Cleanup()
 	if v, _ := fresh.Get(ctx, "flow:x"); v != nil {
 		t.Errorf("state survived its last user: %q", v)
+	}
+}
+
+func TestRedisStoreKeysCarryThePrefix(t *testing.T) {
+	r := startRedis(t)
+	a := provisionStore(t, &RedisStore{Address: r.Addr(), KeyPrefix: "siteA:"})
+	b := provisionStore(t, &RedisStore{Address: r.Addr(), KeyPrefix: "siteB:"})
+	ctx := context.Background()
+	_ = a.Set(ctx, "k", []byte("a"), time.Minute)
+	if v, _ := b.Get(ctx, "k"); v != nil {
+		t.Errorf("a store with another prefix sees %q", v)
+	}
+	raw := provisionStore(t, &RedisStore{Address: r.Addr(), KeyPrefix: "siteA"})
+	if v, _ := raw.Get(ctx, ":k"); string(v) != "a" {
+		t.Errorf("key not stored under the prefix: %q", v)
 	}
 }

@@ -1,0 +1,238 @@
+package caddyotp
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+	"github.com/redis/go-redis/v9"
+)
+
+// instance is one Caddy process of a site served by several.
+type instance struct {
+	base string
+	cmd  *exec.Cmd
+	out  *output
+}
+
+// startInstances runs n Caddy processes of this repository's build, each on its own port, all
+// with one Redis store and one storage directory (so one generated signing key).
+func startInstances(t *testing.T, n int, redisAddr string, sms *restcommtest.Server) []*instance {
+	t.Helper()
+	bin := buildCaddy(t)
+	storage := t.TempDir()
+	var all []*instance
+	for i := 0; i < n; i++ {
+		port := freePort(t)
+		cfg := fmt.Sprintf(`{
+	admin off
+	storage file_system %s
+}
+http://localhost:%d {
+	otp {
+		sender restcomm {
+			account_sid %s
+			auth_token %s
+			from %s
+			base_url %s
+		}
+		phones %s %s
+		store redis {
+			address %s
+			timeout 300ms
+			dial_timeout 300ms
+		}
+	}
+	respond "instance %d user={http.auth.user.id}"
+}
+`, storage, port, sms.AccountSID, sms.AuthToken, fromNum, sms.BaseURL(), alice, bob, redisAddr, i)
+		path := filepath.Join(t.TempDir(), "Caddyfile")
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		in := &instance{base: fmt.Sprintf("http://localhost:%d", port), out: new(output)}
+		in.cmd = exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
+		in.cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		in.cmd.Stdout, in.cmd.Stderr = in.out, in.out
+		if err := in.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = in.cmd.Process.Signal(syscall.SIGTERM); _ = in.cmd.Wait() })
+		waitListening(t, port, in.out)
+		all = append(all, in)
+	}
+	return all
+}
+
+// at points the visitor at one instance, as a load balancer would send it there.
+func (v *visitor) at(in *instance) *visitor {
+	v.base, v.origin = in.base, in.base
+	return v
+}
+
+func TestSeveralInstancesShareCodesSessionsAndSignOuts(t *testing.T) {
+	r := startRedis(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	in := startInstances(t, 2, r.Addr(), sms)
+	a, b := in[0], in[1]
+
+	// A code asked for on A verifies on B, and the session from it passes on both.
+	v := newVisitorAt(t, a.base)
+	csrf, sent := v.startSignIn("/", alice)
+	wantStatus(t, "send on A", sent, http.StatusSeeOther)
+	_, code := smsCode(t, sms, 1)
+	wantStatus(t, "verify on B", v.at(b).post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), http.StatusSeeOther)
+	for _, at := range in {
+		if r := v.at(at).get("/"); r.status != http.StatusOK || !strings.Contains(r.body, "user="+alice) {
+			t.Fatalf("signed-in visitor on %s: %d %q", at.base, r.status, r.body)
+		}
+	}
+
+	// Sign out on B; a copy of the cookie is refused on A within the revocation bound.
+	thief := newVisitorAt(t, a.base)
+	thief.setCookie("caddy_otp", v.cookie("caddy_otp"))
+	wantStatus(t, "copied cookie before logout", thief.get("/"), http.StatusOK)
+	logout := v.at(b).get("/.otp/logout")
+	start := time.Now()
+	wantStatus(t, "logout on B", v.post("/.otp/logout", url.Values{"csrf": {logout.csrf()}}), http.StatusSeeOther)
+	for thief.get("/").status != http.StatusSeeOther {
+		if time.Since(start) > revocationBound {
+			t.Fatalf("the sign-out on B had not reached A after %s", revocationBound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("sign-out on B reached A after %s", time.Since(start).Round(time.Millisecond))
+}
+
+func TestRacingVerificationsOnTwoInstancesMakeExactlyOneSession(t *testing.T) {
+	r := startRedis(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	in := startInstances(t, 2, r.Addr(), sms)
+	for round := 1; round <= 5; round++ {
+		v := newVisitorAt(t, in[0].base)
+		csrf, _ := v.startSignIn("/", bob)
+		_, code := smsCode(t, sms, round)
+		flow := v.cookie("caddy_otp_flow")
+		var wg sync.WaitGroup
+		results := make([]response, 2)
+		for i := range in {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w := newVisitorAt(t, in[i].base)
+				w.setCookie("caddy_otp_flow", flow)
+				results[i] = w.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}})
+			}()
+		}
+		wg.Wait()
+		sessions := 0
+		for _, res := range results {
+			if res.status == http.StatusSeeOther && strings.Contains(strings.Join(res.header.Values("Set-Cookie"), ";"), "caddy_otp=") {
+				sessions++
+			}
+		}
+		if sessions != 1 {
+			t.Fatalf("round %d: %d sessions from one code (statuses %d, %d)", round, sessions, results[0].status, results[1].status)
+		}
+	}
+}
+
+func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
+	r := startRedis(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	in := startInstances(t, 1, r.Addr(), sms)
+	v := newVisitorAt(t, in[0].base)
+	v.signInWith(sms, alice)
+	wantStatus(t, "signed in", v.get("/"), http.StatusOK)
+
+	r.Stop()
+	start := time.Now()
+	for v.get("/").status != http.StatusServiceUnavailable {
+		if time.Since(start) > 2*revocationBound {
+			t.Fatalf("signed-in visitor still passes %s after Redis went away", 2*revocationBound)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("sessions refused %s after Redis went away", time.Since(start).Round(time.Millisecond))
+	down := v.get("/.otp/login")
+	if page := v.post("/.otp/send", url.Values{"csrf": {down.csrf()}, "phone": {alice}}); page.status != http.StatusServiceUnavailable || !strings.Contains(page.body, "not working right now") {
+		t.Errorf("send while Redis is down: %d %.200s", page.status, page.body)
+	}
+	if !strings.Contains(in[0].out.String(), "store unavailable") {
+		t.Errorf("no log line says the store failed")
+	}
+
+	r.Start()
+	start = time.Now()
+	for v.get("/").status != http.StatusOK {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("no recovery 10s after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("sessions accepted again %s after Redis came back", time.Since(start).Round(time.Millisecond))
+	w := newVisitorAt(t, in[0].base)
+	w.signInWith(sms, bob)
+	wantStatus(t, "new sign-in after recovery", w.get("/"), http.StatusOK)
+}
+
+// TestRedisStoreLeaksNoGoroutinesOrConnectionsAcrossReloads reloads a Caddy with a Redis store
+// many times, half of them with other store settings (so the old client must close), and counts
+// goroutines and Redis connections.
+func TestRedisStoreLeaksNoGoroutinesOrConnectionsAcrossReloads(t *testing.T) {
+	r := startRedis(t)
+	g := newGate(t)
+	g.redis = r.Addr()
+	g.start("")
+	v := newVisitor(t)
+	v.signIn(g, alice) // starts the store's listeners
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rdb.Close()
+	clients := func() int {
+		list, err := rdb.ClientList(context.Background()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(list, "\n")
+	}
+	settle := func() (int, int) {
+		time.Sleep(300 * time.Millisecond) // let closed connections and stopped goroutines go
+		runtime.GC()
+		return runtime.NumGoroutine(), clients()
+	}
+	goroutines0, clients0 := settle()
+	for i := 0; i < 10; i++ {
+		if i%2 == 0 {
+			g.redisOpts = "" // the same store settings as before: the client is shared
+		} else {
+			g.redisOpts = fmt.Sprintf("timeout %dms", 900+i) // other settings: a new client, the old one closes
+		}
+		g.reload("", fmt.Sprintf("reload %d", i))
+		wantStatus(t, "after reload", v.get("/"), http.StatusOK)
+	}
+	g.redisOpts = ""
+	g.reload("", "last")
+	wantStatus(t, "after the last reload", v.get("/"), http.StatusOK)
+	goroutines1, clients1 := settle()
+	if goroutines1 > goroutines0+5 {
+		t.Errorf("goroutines grew from %d to %d over 11 reloads", goroutines0, goroutines1)
+	}
+	if clients1 > clients0+2 {
+		t.Errorf("Redis connections grew from %d to %d over 11 reloads", clients0, clients1)
+	}
+	t.Logf("goroutines %d -> %d, redis clients %d -> %d", goroutines0, goroutines1, clients0, clients1)
+}

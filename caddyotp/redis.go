@@ -1,0 +1,389 @@
+package caddyotp
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(RedisStore{})
+}
+
+// Revocations reach every instance through pub/sub at once, and through a full refresh at
+// least every revocationRefresh; an instance whose last refresh is older than revocationBound
+// no longer trusts its view and fails closed.
+const (
+	revocationRefresh = 500 * time.Millisecond
+	revocationBound   = 2 * time.Second
+)
+
+var errRevocationsStale = errors.New("redis store: revocations not refreshed for " + revocationBound.String())
+
+// redisPool shares one client, and its view of revocations, among the configs that name the
+// same Redis, so that a reload neither reconnects nor forgets.
+var redisPool = caddy.NewUsagePool()
+
+// RedisStore keeps the gate's state in Redis (module http.handlers.otp.stores.redis), so that
+// several Caddy instances behind one site share codes, limits and sign-outs. Every operation has
+// the memory store's semantics: TTLs are Redis's own, counters are atomic (INCR and PEXPIRE in one
+// script), a code is consumed with GETDEL. A protected request makes no Redis round trip:
+// revocations are kept locally, fed by pub/sub and refreshed every half second.
+type RedisStore struct {
+	// host:port of a single Redis. Default 127.0.0.1:6379.
+	Address string `json:"address,omitempty"`
+	// Several addresses: a Redis Cluster, or the Sentinels when master_name is set.
+	Addresses []string `json:"addresses,omitempty"`
+	// The Sentinel master's name.
+	MasterName string `json:"master_name,omitempty"`
+	Username   string `json:"username,omitempty"`
+	// The password; placeholders such as {env.REDIS_PASSWORD} are resolved at Provision.
+	Password string `json:"password,omitempty"`
+	DB       int    `json:"db,omitempty"`
+	// Prefix of every key and of the pub/sub channel. Default "caddy-otp:".
+	KeyPrefix string `json:"key_prefix,omitempty"`
+	// Connect with TLS.
+	TLS bool `json:"tls,omitempty"`
+	// The server name TLS expects, if not the address's host.
+	TLSServerName string `json:"tls_server_name,omitempty"`
+	// How long to wait for a connection. Default 2s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+	// How long to wait for one command's answer. Default 1s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	be *redisBackend
+}
+
+// CaddyModule returns the Caddy module information.
+func (RedisStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.otp.stores.redis",
+		New: func() caddy.Module { return new(RedisStore) },
+	}
+}
+
+// Provision resolves placeholders and attaches to the shared client for these settings. The
+// client connects lazily, so `caddy validate` and `caddy adapt` make no network call.
+func (s *RedisStore) Provision(ctx caddy.Context) error {
+	repl := caddy.NewReplacer()
+	s.Address = repl.ReplaceKnown(s.Address, "")
+	for i := range s.Addresses {
+		s.Addresses[i] = repl.ReplaceKnown(s.Addresses[i], "")
+	}
+	s.Username = repl.ReplaceKnown(s.Username, "")
+	s.Password = repl.ReplaceKnown(s.Password, "")
+	if s.Address == "" && len(s.Addresses) == 0 {
+		s.Address = "127.0.0.1:6379"
+	}
+	if s.KeyPrefix == "" {
+		s.KeyPrefix = "caddy-otp:"
+	}
+	if s.DialTimeout <= 0 {
+		s.DialTimeout = caddy.Duration(2 * time.Second)
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = caddy.Duration(time.Second)
+	}
+	if s.Address != "" && len(s.Addresses) > 0 {
+		return errors.New("redis store: give address or addresses, not both")
+	}
+	addrs := s.Addresses
+	if s.Address != "" {
+		addrs = []string{s.Address}
+	}
+	opts := &redis.UniversalOptions{
+		Addrs: addrs, MasterName: s.MasterName, Username: s.Username, Password: s.Password, DB: s.DB,
+		DialTimeout: time.Duration(s.DialTimeout), ReadTimeout: time.Duration(s.Timeout), WriteTimeout: time.Duration(s.Timeout),
+		ContextTimeoutEnabled: true,
+	}
+	if s.TLS {
+		opts.TLSConfig = &tls.Config{ServerName: s.TLSServerName, MinVersion: tls.VersionTLS12}
+	}
+	logger := ctx.Logger()
+	v, _, err := redisPool.LoadOrNew(s.poolKey(), func() (caddy.Destructor, error) {
+		return newRedisBackend(redis.NewUniversalClient(opts), s.KeyPrefix, logger), nil
+	})
+	if err != nil {
+		return err
+	}
+	s.be = v.(*redisBackend)
+	return nil
+}
+
+// poolKey names the settings, the password only by a hash.
+func (s *RedisStore) poolKey() string {
+	pw := sha256.Sum256([]byte(s.Password))
+	b, _ := json.Marshal([]any{s.Address, s.Addresses, s.MasterName, s.Username, hex.EncodeToString(pw[:8]), s.DB, s.KeyPrefix, s.TLS, s.TLSServerName, s.DialTimeout, s.Timeout})
+	return "otp.store.redis." + string(b)
+}
+
+// Cleanup releases this config's hold on the client; the last holder closes it.
+func (s *RedisStore) Cleanup() error {
+	if s.be == nil {
+		return nil
+	}
+	_, err := redisPool.Delete(s.poolKey())
+	return err
+}
+
+func (s *RedisStore) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := s.be.client.Get(ctx, s.be.prefix+key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	return b, err
+}
+
+func (s *RedisStore) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return s.be.client.Set(ctx, s.be.prefix+key, value, ttl).Err()
+}
+
+func (s *RedisStore) Take(ctx context.Context, key string) ([]byte, error) {
+	b, err := s.be.client.GetDel(ctx, s.be.prefix+key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	return b, err
+}
+
+func (s *RedisStore) Delete(ctx context.Context, key string) error {
+	return s.be.client.Del(ctx, s.be.prefix+key).Err()
+}
+
+// incrScript increments and, for a new counter, sets its expiry: one round trip, atomic.
+var incrScript = redis.NewScript(`
+local n = redis.call("INCR", KEYS[1])
+if n == 1 then redis.call("PEXPIRE", KEYS[1], ARGV[1]) end
+return n`)
+
+func (s *RedisStore) Incr(ctx context.Context, key string, ttl time.Duration) (int64, error) {
+	return incrScript.Run(ctx, s.be.client, []string{s.be.prefix + key}, max(1, ttl.Milliseconds())).Int64()
+}
+
+// Revoke records the revocation in a sorted set (scored by its end) and announces it.
+func (s *RedisStore) Revoke(ctx context.Context, id string, ttl time.Duration) error {
+	until := time.Now().Add(ttl).UnixMilli()
+	if err := s.be.client.ZAdd(ctx, s.be.prefix+"revocations", redis.Z{Score: float64(until), Member: id}).Err(); err != nil {
+		return err
+	}
+	s.be.add(id, until)
+	return s.be.client.Publish(ctx, s.be.prefix+"revoked", id+" "+strconv.FormatInt(until, 10)).Err()
+}
+
+// Revoked answers from the local view, and fails when that view is older than revocationBound.
+func (s *RedisStore) Revoked(ctx context.Context, id string) (bool, error) {
+	return s.be.revoked(ctx, id)
+}
+
+// redisBackend is one client and its view of the revocations, shared by the configs that use it.
+type redisBackend struct {
+	client redis.UniversalClient
+	prefix string
+	logger *zap.Logger
+
+	startOnce sync.Once
+	stop      context.CancelFunc
+	done      sync.WaitGroup
+
+	mu       sync.RWMutex
+	revs     map[string]int64 // session id -> end of the revocation, Unix ms
+	lastSync atomic.Int64     // when the last full refresh succeeded, Unix ns
+}
+
+func newRedisBackend(c redis.UniversalClient, prefix string, logger *zap.Logger) *redisBackend {
+	return &redisBackend{client: c, prefix: prefix, logger: logger, revs: map[string]int64{}}
+}
+
+// start begins listening for revocations on first use, not at Provision, and loads them once
+// before it returns so that the first request has a fresh view.
+func (b *redisBackend) start(ctx context.Context) {
+	b.startOnce.Do(func() {
+		var bg context.Context
+		bg, b.stop = context.WithCancel(context.Background())
+		sub := b.client.Subscribe(bg, b.prefix+"revoked")
+		b.done.Add(2)
+		go b.listen(bg, sub)
+		go b.refreshLoop(bg)
+		_ = b.refresh(ctx)
+	})
+}
+
+func (b *redisBackend) revoked(ctx context.Context, id string) (bool, error) {
+	b.start(ctx)
+	if time.Since(time.Unix(0, b.lastSync.Load())) > revocationBound {
+		return false, errRevocationsStale
+	}
+	b.mu.RLock()
+	until, ok := b.revs[id]
+	b.mu.RUnlock()
+	return ok && until > time.Now().UnixMilli(), nil
+}
+
+func (b *redisBackend) add(id string, until int64) {
+	b.mu.Lock()
+	b.revs[id] = until
+	b.mu.Unlock()
+}
+
+// listen applies revocations announced by any instance as they come.
+func (b *redisBackend) listen(ctx context.Context, sub *redis.PubSub) {
+	defer b.done.Done()
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			var id string
+			var until int64
+			if _, err := fmt.Sscanf(m.Payload, "%s %d", &id, &until); err == nil {
+				b.add(id, until)
+			}
+		}
+	}
+}
+
+// refreshLoop reloads every live revocation, which bounds how stale the view can be even if
+// pub/sub messages are lost (Redis restarted, a connection dropped).
+func (b *redisBackend) refreshLoop(ctx context.Context) {
+	defer b.done.Done()
+	t := time.NewTicker(revocationRefresh)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			err := b.refresh(ctx)
+			if err != nil && !failing && ctx.Err() == nil {
+				b.logger.Error("redis store: cannot refresh revocations; sessions are refused until it can", zap.Error(err))
+			} else if err == nil && failing {
+				b.logger.Info("redis store: revocations refreshed again")
+			}
+			failing = err != nil
+		}
+	}
+}
+
+func (b *redisBackend) refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, revocationRefresh)
+	defer cancel()
+	nowMS := time.Now().UnixMilli()
+	key := b.prefix + "revocations"
+	pipe := b.client.TxPipeline()
+	pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(nowMS, 10))
+	live := pipe.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Min: strconv.FormatInt(nowMS, 10), Max: "+inf"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	// Merge, never replace: a revocation announced while the range was read stays, and since
+	// revocations only ever end by expiring, dropping the expired ones is the only removal.
+	revs := make(map[string]int64, len(live.Val()))
+	for _, z := range live.Val() {
+		if id, ok := z.Member.(string); ok {
+			revs[id] = int64(z.Score)
+		}
+	}
+	b.mu.Lock()
+	for id, until := range b.revs {
+		if _, ok := revs[id]; !ok && until > nowMS {
+			revs[id] = until
+		}
+	}
+	b.revs = revs
+	b.mu.Unlock()
+	b.lastSync.Store(time.Now().UnixNano())
+	return nil
+}
+
+// Destruct stops the listeners and closes the client when the last config using it is gone.
+func (b *redisBackend) Destruct() error {
+	if b.stop != nil {
+		b.stop()
+		b.done.Wait()
+	}
+	return b.client.Close()
+}
+
+// UnmarshalCaddyfile reads:
+//
+//	redis {
+//	    address 127.0.0.1:6379            # or: addresses HOST:PORT... (Cluster, or Sentinels with master_name)
+//	    master_name mymaster
+//	    username otp
+//	    password {env.REDIS_PASSWORD}
+//	    db 0
+//	    key_prefix caddy-otp:
+//	    tls
+//	    tls_server_name redis.internal
+//	    dial_timeout 2s
+//	    timeout 1s
+//	}
+func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if d.NextArg() {
+		s.Address = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return parseBlock(d, "redis store", func(name string) error {
+		switch name {
+		case "address":
+			return oneString(d, &s.Address)
+		case "addresses":
+			if s.Addresses = d.RemainingArgs(); len(s.Addresses) == 0 {
+				return d.ArgErr()
+			}
+			return nil
+		case "master_name":
+			return oneString(d, &s.MasterName)
+		case "username":
+			return oneString(d, &s.Username)
+		case "password":
+			return oneString(d, &s.Password)
+		case "db":
+			return oneInt(d, &s.DB)
+		case "key_prefix":
+			return oneString(d, &s.KeyPrefix)
+		case "tls":
+			s.TLS = true
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			return nil
+		case "tls_server_name":
+			return oneString(d, &s.TLSServerName)
+		case "dial_timeout":
+			return oneDuration(d, &s.DialTimeout)
+		case "timeout":
+			return oneDuration(d, &s.Timeout)
+		}
+		return errUnknown
+	})
+}
+
+var (
+	_ Store                 = (*RedisStore)(nil)
+	_ caddy.Provisioner     = (*RedisStore)(nil)
+	_ caddy.CleanerUpper    = (*RedisStore)(nil)
+	_ caddyfile.Unmarshaler = (*RedisStore)(nil)
+)
