@@ -61,14 +61,14 @@ func (s *faultStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 	return s.MemoryStore.Incr(ctx, key, ttl)
 }
 
-func (s *faultStore) Revoke(ctx context.Context, id string, ttl time.Duration) error {
+func (s *faultStore) Revoke(ctx context.Context, id [16]byte, ttl time.Duration) error {
 	if storeDown.Load() {
 		return errStoreDown
 	}
 	return s.MemoryStore.Revoke(ctx, id, ttl)
 }
 
-func (s *faultStore) Revoked(ctx context.Context, id string) (bool, error) {
+func (s *faultStore) Revoked(ctx context.Context, id [16]byte) (bool, error) {
 	if storeDown.Load() {
 		return false, errStoreDown
 	}

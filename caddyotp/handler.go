@@ -32,7 +32,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if rest, ok := strings.CutPrefix(r.URL.Path, h.Path); ok && (rest == "" || rest[0] == '/') {
 		return h.serveGate(w, r, rest)
 	}
-	s, ok, err := h.session(r)
+	t := now()
+	s, ok, err := h.session(r, t)
 	if err != nil {
 		h.logger.Error("session check failed: store unavailable", zap.Error(err))
 		return h.unavailable(w, r)
@@ -40,8 +41,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok {
 		return h.deny(w, r)
 	}
-	if h.sessions.needsSlide(s, now()) {
-		s.Seen = now()
+	if h.sessions.needsSlide(s, t) {
+		s.Seen = t
 		h.setSession(w, r, s)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -52,16 +53,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // session returns the request's session if its cookie is valid, unexpired, not revoked and its
 // subject may still sign in here. An error means the store could not be asked.
-func (h *Handler) session(r *http.Request) (Session, bool, error) {
+func (h *Handler) session(r *http.Request, t time.Time) (Session, bool, error) {
 	value := cookieValue(r, h.cookieName(r, false))
 	if value == "" {
 		return Session{}, false, nil
 	}
-	s, err := h.sessions.decode(value, now())
+	s, err := h.sessions.decode(value, t)
 	if err != nil || !h.phones.allows(s.Subject) {
 		return Session{}, false, nil
 	}
-	revoked, err := h.store.Revoked(r.Context(), revocationID(s.ID))
+	revoked, err := h.store.Revoked(r.Context(), s.ID)
 	if err != nil {
 		return Session{}, false, err
 	}
@@ -358,7 +359,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 	if value := cookieValue(r, h.cookieName(r, false)); value != "" {
 		// A session past its limits needs no revocation; a valid one is revoked until it would expire.
 		if s, err := h.sessions.decode(value, now()); err == nil {
-			if err := h.store.Revoke(r.Context(), revocationID(s.ID), s.Expires.Sub(now())); err != nil {
+			if err := h.store.Revoke(r.Context(), s.ID, s.Expires.Sub(now())); err != nil {
 				return h.storeFailed(w, r, err)
 			}
 			h.logger.Info("signed out", zap.String("phone", maskPhone(s.Subject)))
@@ -441,28 +442,22 @@ func cookieValue(r *http.Request, name string) string {
 }
 
 // stripCookies removes the gate's cookies from the request before it goes upstream: the site
-// behind the gate never sees a session or flow token.
+// behind the gate never sees a session or flow token. It rewrites the header in place.
 func (h *Handler) stripCookies(r *http.Request) {
 	lines := r.Header["Cookie"]
-	if len(lines) == 0 {
-		return
-	}
-	ours := func(k string) bool {
-		k = strings.TrimPrefix(k, "__Host-")
-		return k == h.CookieName || k == h.CookieName+"_flow"
-	}
-	kept := lines[:0:0]
+	kept := lines[:0]
 	for _, line := range lines {
 		if !strings.Contains(line, h.CookieName) {
 			kept = append(kept, line)
 			continue
 		}
 		var b strings.Builder
+		b.Grow(len(line))
 		for rest := line; rest != ""; {
 			var part string
 			part, rest, _ = strings.Cut(rest, ";")
 			part = strings.TrimSpace(part)
-			if k, _, _ := strings.Cut(part, "="); part == "" || ours(k) {
+			if k, _, _ := strings.Cut(part, "="); part == "" || h.isGateCookie(k) {
 				continue
 			}
 			if b.Len() > 0 {
@@ -479,6 +474,12 @@ func (h *Handler) stripCookies(r *http.Request) {
 	} else {
 		r.Header["Cookie"] = kept
 	}
+}
+
+// isGateCookie says whether a cookie name is the session's or the flow's, prefixed or not.
+func (h *Handler) isGateCookie(name string) bool {
+	name = strings.TrimPrefix(name, "__Host-")
+	return name == h.CookieName || (len(name) == len(h.CookieName)+5 && strings.HasPrefix(name, h.CookieName) && strings.HasSuffix(name, "_flow"))
 }
 
 // localPath returns next if it is a path on this site outside the gate, else "/". It refuses

@@ -20,10 +20,15 @@ func normalizePhone(input, defaultRegion string) (e164, region string, err error
 		return "", "", errNotPhone
 	}
 	num, err := phonenumbers.Parse(input, defaultRegion)
-	if err != nil || !phonenumbers.IsValidNumber(num) {
+	if err != nil {
 		return "", "", errNotPhone
 	}
-	return phonenumbers.Format(num, phonenumbers.E164), phonenumbers.GetRegionCodeForNumber(num), nil
+	// IsValidNumber would look the region up again: find it once, then check the number in it.
+	region = phonenumbers.GetRegionCodeForNumber(num)
+	if region == "" || !phonenumbers.IsValidNumberForRegion(num, region) {
+		return "", "", errNotPhone
+	}
+	return phonenumbers.Format(num, phonenumbers.E164), region, nil
 }
 
 // maskPhone keeps the country and area prefix and the last two digits: +1201*****23.

@@ -7,8 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,12 +23,14 @@ func init() {
 	caddy.RegisterModule(RedisStore{})
 }
 
-// Revocations reach every instance through pub/sub at once, and through a full refresh at
-// least every revocationRefresh; an instance whose last refresh is older than revocationBound
-// no longer trusts its view and fails closed.
+// Revocations reach every instance through pub/sub at once, and through a full refresh every
+// revocationRefresh. An instance whose view may be older than revocationBound no longer trusts
+// it and fails closed: the refresh loop marks the view stale once the last success is more than
+// revocationBound minus one refresh period old, since it only looks once a period.
 const (
 	revocationRefresh = 500 * time.Millisecond
 	revocationBound   = 2 * time.Second
+	staleAfter        = revocationBound - revocationRefresh
 )
 
 var errRevocationsStale = errors.New("redis store: revocations not refreshed for " + revocationBound.String())
@@ -173,18 +175,20 @@ func (s *RedisStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 	return incrScript.Run(ctx, s.be.client, []string{s.be.prefix + key}, max(1, ttl.Milliseconds())).Int64()
 }
 
-// Revoke records the revocation in a sorted set (scored by its end) and announces it.
-func (s *RedisStore) Revoke(ctx context.Context, id string, ttl time.Duration) error {
-	until := time.Now().Add(ttl).UnixMilli()
-	if err := s.be.client.ZAdd(ctx, s.be.prefix+"revocations", redis.Z{Score: float64(until), Member: id}).Err(); err != nil {
+// Revoke records the revocation in a sorted set (member: the hex id, score: its end in Unix ms)
+// and announces it to every instance.
+func (s *RedisStore) Revoke(ctx context.Context, id [16]byte, ttl time.Duration) error {
+	until := time.Now().Add(ttl)
+	member := hex.EncodeToString(id[:])
+	if err := s.be.client.ZAdd(ctx, s.be.prefix+"revocations", redis.Z{Score: float64(until.UnixMilli()), Member: member}).Err(); err != nil {
 		return err
 	}
-	s.be.add(id, until)
-	return s.be.client.Publish(ctx, s.be.prefix+"revoked", id+" "+strconv.FormatInt(until, 10)).Err()
+	s.be.revs.add(id, until.UnixNano())
+	return s.be.client.Publish(ctx, s.be.prefix+"revoked", member+" "+strconv.FormatInt(until.UnixMilli(), 10)).Err()
 }
 
 // Revoked answers from the local view, and fails when that view is older than revocationBound.
-func (s *RedisStore) Revoked(ctx context.Context, id string) (bool, error) {
+func (s *RedisStore) Revoked(ctx context.Context, id [16]byte) (bool, error) {
 	return s.be.revoked(ctx, id)
 }
 
@@ -198,19 +202,20 @@ type redisBackend struct {
 	stop      context.CancelFunc
 	done      sync.WaitGroup
 
-	mu       sync.RWMutex
-	revs     map[string]int64 // session id -> end of the revocation, Unix ms
-	lastSync atomic.Int64     // when the last full refresh succeeded, Unix ns
+	revs     revocations
+	lastSync atomic.Int64 // when the last full refresh succeeded, Unix ns
+	stale    atomic.Bool  // set by the refresh loop: the view may be older than revocationBound
 }
 
 func newRedisBackend(c redis.UniversalClient, prefix string, logger *zap.Logger) *redisBackend {
-	return &redisBackend{client: c, prefix: prefix, logger: logger, revs: map[string]int64{}}
+	return &redisBackend{client: c, prefix: prefix, logger: logger}
 }
 
 // start begins listening for revocations on first use, not at Provision, and loads them once
 // before it returns so that the first request has a fresh view.
 func (b *redisBackend) start(ctx context.Context) {
 	b.startOnce.Do(func() {
+		b.stale.Store(true) // until the first refresh succeeds
 		var bg context.Context
 		bg, b.stop = context.WithCancel(context.Background())
 		sub := b.client.Subscribe(bg, b.prefix+"revoked")
@@ -221,21 +226,23 @@ func (b *redisBackend) start(ctx context.Context) {
 	})
 }
 
-func (b *redisBackend) revoked(ctx context.Context, id string) (bool, error) {
+func (b *redisBackend) revoked(ctx context.Context, id [16]byte) (bool, error) {
 	b.start(ctx)
-	if time.Since(time.Unix(0, b.lastSync.Load())) > revocationBound {
+	if b.stale.Load() {
 		return false, errRevocationsStale
 	}
-	b.mu.RLock()
-	until, ok := b.revs[id]
-	b.mu.RUnlock()
-	return ok && until > time.Now().UnixMilli(), nil
+	return b.revs.has(id), nil
 }
 
-func (b *redisBackend) add(id string, until int64) {
-	b.mu.Lock()
-	b.revs[id] = until
-	b.mu.Unlock()
+// parseRevocation reads a member (hex id) and its end in Unix ms.
+func parseRevocation(member string, untilMS int64) (id [16]byte, until int64, ok bool) {
+	if len(member) != 32 {
+		return id, 0, false
+	}
+	if _, err := hex.Decode(id[:], []byte(member)); err != nil {
+		return id, 0, false
+	}
+	return id, untilMS * int64(time.Millisecond), true
 }
 
 // listen applies revocations announced by any instance as they come.
@@ -251,10 +258,10 @@ func (b *redisBackend) listen(ctx context.Context, sub *redis.PubSub) {
 			if !ok {
 				return
 			}
-			var id string
-			var until int64
-			if _, err := fmt.Sscanf(m.Payload, "%s %d", &id, &until); err == nil {
-				b.add(id, until)
+			member, ms, _ := strings.Cut(m.Payload, " ")
+			untilMS, _ := strconv.ParseInt(ms, 10, 64)
+			if id, until, ok := parseRevocation(member, untilMS); ok {
+				b.revs.add(id, until)
 			}
 		}
 	}
@@ -273,6 +280,9 @@ func (b *redisBackend) refreshLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			err := b.refresh(ctx)
+			if err != nil && time.Since(time.Unix(0, b.lastSync.Load())) > staleAfter {
+				b.stale.Store(true)
+			}
 			if err != nil && !failing && ctx.Err() == nil {
 				b.logger.Error("redis store: cannot refresh revocations; sessions are refused until it can", zap.Error(err))
 			} else if err == nil && failing {
@@ -294,23 +304,16 @@ func (b *redisBackend) refresh(ctx context.Context) error {
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err
 	}
-	// Merge, never replace: a revocation announced while the range was read stays, and since
-	// revocations only ever end by expiring, dropping the expired ones is the only removal.
-	revs := make(map[string]int64, len(live.Val()))
+	all := make(map[[16]byte]int64, len(live.Val()))
 	for _, z := range live.Val() {
-		if id, ok := z.Member.(string); ok {
-			revs[id] = int64(z.Score)
+		member, _ := z.Member.(string)
+		if id, until, ok := parseRevocation(member, int64(z.Score)); ok {
+			all[id] = until
 		}
 	}
-	b.mu.Lock()
-	for id, until := range b.revs {
-		if _, ok := revs[id]; !ok && until > nowMS {
-			revs[id] = until
-		}
-	}
-	b.revs = revs
-	b.mu.Unlock()
+	b.revs.merge(all, time.Now().UnixNano())
 	b.lastSync.Store(time.Now().UnixNano())
+	b.stale.Store(false)
 	return nil
 }
 

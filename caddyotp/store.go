@@ -30,10 +30,12 @@ type Store interface {
 	// that did not exist starts at 1 and expires after ttl; later increments keep that expiry.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
 	// Revoke marks the session id as signed out for ttl, for every user of the store.
-	Revoke(ctx context.Context, id string, ttl time.Duration) error
+	Revoke(ctx context.Context, id [16]byte, ttl time.Duration) error
 	// Revoked says whether the session id is signed out. It runs on every protected request,
-	// so it must answer from local state; an error means that state is too old to trust.
-	Revoked(ctx context.Context, id string) (bool, error)
+	// so it must answer from local state, without allocating; an error means that state is too
+	// old to trust. A revocation lasts as long as its session would have, so it may answer true
+	// for one whose time is up: the session has then expired too.
+	Revoked(ctx context.Context, id [16]byte) (bool, error)
 }
 
 // memoryPool holds the memory stores by name, so their state outlives a config reload.
@@ -107,13 +109,13 @@ func (s *MemoryStore) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-func (s *MemoryStore) Revoke(ctx context.Context, id string, ttl time.Duration) error {
-	return s.Set(ctx, "rev:"+id, []byte{1}, ttl)
+func (s *MemoryStore) Revoke(_ context.Context, id [16]byte, ttl time.Duration) error {
+	s.mem.revs.add(id, time.Now().Add(ttl).UnixNano())
+	return nil
 }
 
-func (s *MemoryStore) Revoked(_ context.Context, id string) (bool, error) {
-	_, ok := s.mem.c.Get("rev:" + id)
-	return ok, nil
+func (s *MemoryStore) Revoked(_ context.Context, id [16]byte) (bool, error) {
+	return s.mem.revs.has(id), nil
 }
 
 func (s *MemoryStore) Incr(_ context.Context, key string, ttl time.Duration) (int64, error) {
@@ -130,8 +132,62 @@ func (s *MemoryStore) Incr(_ context.Context, key string, ttl time.Duration) (in
 // memoryBackend is the state shared by every MemoryStore of one name. Its mutex orders the
 // writes, so that Take and Incr are atomic; plain reads only take go-cache's lock.
 type memoryBackend struct {
-	mu sync.Mutex
-	c  *cache.Cache
+	mu   sync.Mutex
+	c    *cache.Cache
+	revs revocations
+}
+
+// revocations are session ids signed out until a time (Unix ns). Expired ones are swept when
+// the set has doubled since the last sweep, so it stays within twice its live size.
+type revocations struct {
+	mu    sync.RWMutex
+	until map[[16]byte]int64
+	swept int
+}
+
+func (r *revocations) add(id [16]byte, until int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.until == nil {
+		r.until = make(map[[16]byte]int64)
+	}
+	r.until[id] = max(until, r.until[id])
+	if len(r.until) >= 2*max(r.swept, 512) {
+		now := time.Now().UnixNano()
+		for id, t := range r.until {
+			if t <= now {
+				delete(r.until, id)
+			}
+		}
+		r.swept = len(r.until)
+	}
+}
+
+func (r *revocations) clear() {
+	r.mu.Lock()
+	r.until, r.swept = nil, 0
+	r.mu.Unlock()
+}
+
+// has says whether id was revoked; expired entries linger until a sweep, harmlessly (see Store).
+func (r *revocations) has(id [16]byte) bool {
+	r.mu.RLock()
+	_, ok := r.until[id]
+	r.mu.RUnlock()
+	return ok
+}
+
+// merge makes all the set, keeping local entries that all lacks: a revocation only ends by
+// expiring, so one announced while all was being read must stay.
+func (r *revocations) merge(all map[[16]byte]int64, now int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, until := range r.until {
+		if _, ok := all[id]; !ok && until > now {
+			all[id] = until
+		}
+	}
+	r.until, r.swept = all, len(all)
 }
 
 func (m *memoryBackend) get(key string) []byte {
@@ -146,6 +202,7 @@ func (m *memoryBackend) get(key string) []byte {
 // Destruct empties the backend when its last config is gone.
 func (m *memoryBackend) Destruct() error {
 	m.c.Flush()
+	m.revs.clear()
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -61,6 +62,7 @@ func newUnitHandler(tb testing.TB, cfg map[string]any) (*Handler, *recordingSend
 	if err := h.Validate(); err != nil {
 		tb.Fatal(err)
 	}
+	h.logger = zap.NewNop() // benchmarks and fuzzing measure the gate, not the log
 	return h, h.sender.(*recordingSender)
 }
 
@@ -72,10 +74,14 @@ var upstream = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request
 
 // serve runs one request through the handler as Caddy would: with a replacer and vars in the context.
 func serve(h *Handler, w http.ResponseWriter, r *http.Request) error {
-	repl := caddy.NewReplacer()
-	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
+	return h.ServeHTTP(w, withCaddyContext(r), upstream)
+}
+
+// withCaddyContext gives r what Caddy's server puts in every request's context.
+func withCaddyContext(r *http.Request) *http.Request {
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
 	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"})
-	return h.ServeHTTP(w, r.WithContext(ctx), upstream)
+	return r.WithContext(ctx)
 }
 
 // unitFlow is a browser's flow cookie and its CSRF token, made by opening the phone page.

@@ -84,6 +84,18 @@ func (s *Server) Messages() []Message {
 	return append([]Message(nil), s.messages...)
 }
 
+// LastMessageTo returns the newest message accepted for the number to.
+func (s *Server) LastMessageTo(to string) (Message, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.messages) - 1; i >= 0; i-- {
+		if s.messages[i].To == to {
+			return s.messages[i], true
+		}
+	}
+	return Message{}, false
+}
+
 // Fail sets how every following send fails; None restores success.
 func (s *Server) Fail(f Failure) {
 	s.mu.Lock()
