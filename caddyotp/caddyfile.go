@@ -86,6 +86,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneString(d, &h.Logo)
 		case "language":
 			err = oneString(d, &h.Language)
+		case "log_phones":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.LogPhones = true
 		default:
 			return errUnknown
 		}

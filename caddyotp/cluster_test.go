@@ -172,7 +172,7 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	if page := v.post("/.otp/send", url.Values{"csrf": {down.csrf()}, "phone": {alice}}); page.status != http.StatusServiceUnavailable || !strings.Contains(page.body, "not working right now") {
 		t.Errorf("send while Redis is down: %d %.200s", page.status, page.body)
 	}
-	if !strings.Contains(in[0].out.String(), "store unavailable") {
+	if !strings.Contains(in[0].out.String(), "store error") {
 		t.Errorf("no log line says the store failed")
 	}
 

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -77,28 +78,47 @@ func (h *Handler) saveFlow(ctx context.Context, id string, f *flow) error {
 }
 
 // issueCode gives the flow a new code, which kills the previous one, sends it when the phone
-// may sign in, and saves the flow. When the send fails nothing is saved: the old state stands.
-// For a phone that may not sign in the flow gets a code nobody knows, so every answer matches.
-func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Request) error {
+// may sign in, and saves the flow. When the send fails nothing is saved: the old state stands,
+// and the error is a *SendError. For a phone that may not sign in the flow gets a code nobody
+// knows, so every answer matches. It returns the provider's id for the message, if any.
+func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Request) (string, error) {
 	code, err := newCode(h.CodeLength)
 	if err != nil {
-		return err
+		return "", err
 	}
 	t := now()
 	next := *f
 	next.Hash = codeHash(h.keys.code, id, code)
 	next.Sent = t.UnixNano()
 	next.Expires = t.Add(time.Duration(h.CodeTTL)).UnixNano()
+	var sid string
 	if next.Allowed {
-		if err := h.sender.Send(ctx, Message{To: next.Phone, Body: h.smsBody(code, r)}); err != nil {
-			return err
+		started := time.Now()
+		sid, err = h.sender.Send(ctx, Message{To: next.Phone, Body: h.smsBody(code, r)})
+		metrics.senderDuration.Observe(time.Since(started).Seconds())
+		if err != nil {
+			var se *SendError
+			if !errors.As(err, &se) { // a sender that says nothing more: assume it may pass later
+				se = &SendError{Provider: "sender", Temporary: true, Detail: err.Error()}
+			}
+			if se.Temporary {
+				metrics.smsSent.WithLabelValues("failed_temporary").Inc()
+			} else {
+				metrics.smsSent.WithLabelValues("failed_permanent").Inc()
+			}
+			return "", se
 		}
 	}
 	if err := h.saveFlow(ctx, id, &next); err != nil {
-		return err
+		return "", err
+	}
+	if next.Allowed {
+		metrics.smsSent.WithLabelValues("sent").Inc()
+	} else {
+		metrics.smsSent.WithLabelValues("not_allowed").Inc()
 	}
 	*f = next
-	return nil
+	return sid, nil
 }
 
 // smsBody fills the message (the operator's, or the default in the visitor's language) with
@@ -141,6 +161,10 @@ const (
 	codeExpired           // no live code: never sent, past code_ttl, or already used
 	codeExhausted         // max_attempts reached: the flow is void
 )
+
+func (v verdict) String() string {
+	return [...]string{"accepted", "wrong", "expired", "exhausted"}[v]
+}
 
 // checkCode counts the attempt, then compares the code in constant time. A right code is
 // consumed atomically (Store.Take), so it signs in exactly once even when raced.

@@ -35,8 +35,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	t := now()
 	s, ok, err := h.session(r, t)
 	if err != nil {
-		h.logger.Error("session check failed: store unavailable", zap.Error(err))
-		return h.unavailable(w, r)
+		return h.storeFailed(w, r, err)
 	}
 	if !ok {
 		return h.deny(w, r)
@@ -239,6 +238,7 @@ func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
 		return h.seeOther(w, h.Path+"/login")
 	}
 	if wait := time.Unix(0, f.Sent).Add(time.Duration(h.ResendAfter)).Sub(now()); wait > 0 {
+		metrics.rateLimited.WithLabelValues("resend").Inc()
 		setRetryAfter(w, wait)
 		t := h.words(r)
 		return h.render(w, r, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
@@ -257,14 +257,14 @@ func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) sendAndContinue(w http.ResponseWriter, r *http.Request, id string, f *flow) error {
 	// The visitor leaving must not cut a send half-way: its outcome decides what is saved.
 	ctx := context.WithoutCancel(r.Context())
-	err := h.issueCode(ctx, id, f, r)
+	sid, err := h.issueCode(ctx, id, f, r)
 	var sendErr *SendError
 	switch {
 	case err == nil:
-		h.logger.Info("code issued", zap.String("phone", maskPhone(f.Phone)), zap.Bool("allowed", f.Allowed))
+		h.logger.Info("code sent", h.phoneField(f.Phone), zap.Bool("sms_sent", f.Allowed), zap.String("message_id", sid), zap.String("client_ip", clientIP(r)))
 		return h.seeOther(w, h.Path+"/verify")
 	case errors.As(err, &sendErr):
-		h.logger.Error("sms not sent", zap.String("phone", maskPhone(f.Phone)), zap.String("provider", sendErr.Provider),
+		h.logger.Error("sender error", h.phoneField(f.Phone), zap.String("provider", sendErr.Provider),
 			zap.Int("status", sendErr.Status), zap.Bool("temporary", sendErr.Temporary), zap.String("detail", sendErr.Detail))
 		status := http.StatusBadGateway
 		if sendErr.Temporary {
@@ -309,14 +309,16 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return h.storeFailed(w, r, err)
 	}
+	metrics.verifications.WithLabelValues(v.String()).Inc()
+	if v != codeAccepted {
+		h.logger.Info("code failed", h.phoneField(f.Phone), zap.String("reason", v.String()), zap.Int("attempts_left", left), zap.String("client_ip", clientIP(r)))
+	}
 	switch v {
 	case codeWrong:
-		h.logger.Info("wrong code", zap.String("phone", maskPhone(f.Phone)), zap.Int("attempts_left", left))
 		return h.codePage(w, r, http.StatusUnauthorized, id, f, h.words(r).count("err_wrong", left))
 	case codeExpired:
 		return h.codePage(w, r, http.StatusUnauthorized, id, f, h.words(r)["err_expired"])
 	case codeExhausted:
-		h.logger.Info("too many wrong codes", zap.String("phone", maskPhone(f.Phone)))
 		return h.message(w, r, http.StatusUnauthorized, "exhausted")
 	}
 	s, err := h.sessions.issue(f.Phone, now())
@@ -325,8 +327,17 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.setSession(w, r, s)
 	h.setCookie(w, r, h.cookieName(r, true), "", -1)
-	h.logger.Info("signed in", zap.String("phone", maskPhone(f.Phone)))
+	metrics.sessions.Inc()
+	h.logger.Info("code verified", h.phoneField(f.Phone), zap.String("client_ip", clientIP(r)))
 	return h.seeOther(w, localPath(f.Next, h.Path))
+}
+
+// phoneField is a phone for the log: masked, unless log_phones is on.
+func (h *Handler) phoneField(phone string) zap.Field {
+	if h.LogPhones {
+		return zap.String("phone", phone)
+	}
+	return zap.String("phone", maskPhone(phone))
 }
 
 // codePage shows the code page for flow f, with an error line if errMsg is set.
@@ -362,7 +373,8 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 			if err := h.store.Revoke(r.Context(), s.ID, s.Expires.Sub(now())); err != nil {
 				return h.storeFailed(w, r, err)
 			}
-			h.logger.Info("signed out", zap.String("phone", maskPhone(s.Subject)))
+			metrics.revoked.Inc()
+			h.logger.Info("session revoked", h.phoneField(s.Subject))
 		}
 	}
 	h.setCookie(w, r, h.cookieName(r, false), "", -1)
@@ -374,7 +386,8 @@ func (h *Handler) limited(w http.ResponseWriter, r *http.Request, err error, wai
 	if err != nil {
 		return h.storeFailed(w, r, err)
 	}
-	h.logger.Info("rate limited", zap.String("limit", limit), zap.Duration("retry_after", wait))
+	metrics.rateLimited.WithLabelValues(limit).Inc()
+	h.logger.Info("rate limited", zap.String("limit", limit), zap.Duration("retry_after", wait), zap.String("client_ip", clientIP(r)))
 	setRetryAfter(w, wait)
 	t := h.words(r)
 	return h.render(w, r, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
@@ -383,7 +396,8 @@ func (h *Handler) limited(w http.ResponseWriter, r *http.Request, err error, wai
 
 // storeFailed fails closed: nobody passes, the visitor is told, the log says why.
 func (h *Handler) storeFailed(w http.ResponseWriter, r *http.Request, err error) error {
-	h.logger.Error("store unavailable", zap.Error(err))
+	metrics.storeErrors.Inc()
+	h.logger.Error("store error", zap.Error(err))
 	return h.unavailable(w, r)
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 // Limit is Count events per Window (for lockout: Count consecutive failures, then locked for Window).
@@ -77,6 +78,7 @@ func (h *Handler) failed(ctx context.Context, phone string) error {
 	if err := h.store.Set(ctx, "lock:"+subj, []byte(strconv.FormatInt(until, 10)), lock); err != nil {
 		return err
 	}
+	h.logger.Warn("phone locked", h.phoneField(phone), zap.Int("failures", h.Lockout.Count), zap.Duration("for", lock))
 	return h.store.Delete(ctx, "fail:"+subj)
 }
 

@@ -136,6 +136,8 @@ type Handler struct {
 	SiteName string `json:"site_name,omitempty"`
 	// A logo shown on the pages: a path on this site (the pages load nothing from elsewhere).
 	Logo string `json:"logo,omitempty"`
+	// Log full phone numbers instead of masked ones (+1201*****23). Off by default.
+	LogPhones bool `json:"log_phones,omitempty"`
 	// Pins the pages' and the default SMS's language (en, de, es, fr); default: the visitor's
 	// Accept-Language.
 	Language string `json:"language,omitempty"`
@@ -213,6 +215,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.regions[r] = true
 	}
 
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 	master, err := masterKey(ctx, h.Secret)
 	if err != nil {
 		return err

@@ -112,7 +112,7 @@ func (s *Restcomm) Cleanup() error {
 // Send posts one SMS. Restcomm answers 200 when it has queued the message; every other answer
 // becomes a *SendError: 401/403/400 are configuration or input problems that retrying will not
 // fix, 5xx, 429, timeouts and dropped connections are temporary.
-func (s *Restcomm) Send(ctx context.Context, msg Message) error {
+func (s *Restcomm) Send(ctx context.Context, msg Message) (string, error) {
 	form := url.Values{"From": {s.From}, "To": {msg.To}, "Body": {msg.Body}}
 	if !isGSM7(msg.Body) {
 		form.Set("Encoding", "UCS-2") // Restcomm's default, GSM, would mangle the text
@@ -121,7 +121,7 @@ func (s *Restcomm) Send(ctx context.Context, msg Message) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
-		return &SendError{Provider: "restcomm", Detail: "building request: " + err.Error()}
+		return "", &SendError{Provider: "restcomm", Detail: "building request: " + err.Error()}
 	}
 	req.SetBasicAuth(s.AccountSID, s.AuthToken)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -129,23 +129,21 @@ func (s *Restcomm) Send(ctx context.Context, msg Message) error {
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return &SendError{Provider: "restcomm", Temporary: true, Detail: transportDetail(ctx, err)}
+		return "", &SendError{Provider: "restcomm", Temporary: true, Detail: transportDetail(ctx, err)}
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		var accepted struct {
-			SID    string `json:"sid"`
-			Status string `json:"status"`
+			SID string `json:"sid"`
 		}
 		_ = json.Unmarshal(body, &accepted) // the status code is the contract; the body is informative
-		s.logger.Debug("sms accepted", zap.String("sid", accepted.SID), zap.String("status", accepted.Status))
-		return nil
+		return accepted.SID, nil
 	}
 	e := &SendError{Provider: "restcomm", Status: resp.StatusCode, Detail: responseDetail(resp.StatusCode, body)}
 	e.Temporary = resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
-	return e
+	return "", e
 }
 
 // gsm7 is the GSM 03.38 alphabet with its extension table: what an SMS carries in its default

@@ -36,12 +36,16 @@ func TestRestcommSendPostsTheFormWithBasicAuth(t *testing.T) {
 		t.Fatal("{env.*} placeholder in auth_token not resolved at Provision")
 	}
 	body := "123456 is your example.com sign-in code.\n\n@example.com #123456"
-	if err := s.Send(context.Background(), Message{To: alice, Body: body}); err != nil {
+	sid, err := s.Send(context.Background(), Message{To: alice, Body: body})
+	if err != nil {
 		t.Fatal(err)
 	}
 	msgs := sms.Messages()
 	if len(msgs) != 1 || msgs[0].From != fromNum || msgs[0].To != alice || msgs[0].Body != body {
 		t.Fatalf("received %+v", msgs)
+	}
+	if sid != msgs[0].SID {
+		t.Errorf("Send returned id %q, the provider's is %q", sid, msgs[0].SID)
 	}
 }
 
@@ -79,7 +83,7 @@ func TestRestcommErrorsAreClassifiedAndHoldNoSecrets(t *testing.T) {
 			defer func() { sms.Fail(restcommtest.None); sms.Delay(0) }()
 
 			body := "987654 is your code"
-			err := s.Send(context.Background(), Message{To: alice, Body: body})
+			_, err := s.Send(context.Background(), Message{To: alice, Body: body})
 			var se *SendError
 			if !errors.As(err, &se) {
 				t.Fatalf("error %v is not a *SendError", err)

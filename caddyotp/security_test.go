@@ -38,7 +38,7 @@ func TestStoreDownFailsClosed(t *testing.T) {
 	if n := len(g.sms.Messages()); n != 2 {
 		t.Errorf("%d SMS, want no new one while the store is down", n)
 	}
-	if !strings.Contains(g.logs(), `"msg":"store unavailable"`) {
+	if !strings.Contains(g.logs(), `"msg":"store error"`) {
 		t.Errorf("no log line says the store failed")
 	}
 
@@ -273,7 +273,7 @@ func TestLogsNeverHoldCodesTokensCookiesOrFullNumbers(t *testing.T) {
 	v.post("/.otp/logout", url.Values{"csrf": {logout.csrf()}})
 
 	logs := g.logs()
-	for _, want := range []string{"code issued", "wrong code", "signed in", "sms not sent", "signed out"} {
+	for _, want := range []string{"code sent", "code failed", "code verified", "sender error", "session revoked"} {
 		if !strings.Contains(logs, `"msg":"`+want+`"`) {
 			t.Errorf("no %q event in the log", want)
 		}

@@ -12,11 +12,12 @@ func init() {
 	caddy.RegisterModule(LogSender{})
 }
 
-// Sender delivers one text message to one phone number. It returns nil once the provider has
-// accepted the message, and an error otherwise; a *SendError says whether trying again later
-// may help. Implementations must never put credentials or the message body in an error.
+// Sender delivers one text message to one phone number. It returns the provider's id for the
+// message (empty if it has none) once the provider has accepted it, and an error otherwise; a
+// *SendError says whether trying again later may help. Implementations must never put
+// credentials or the message body in an error.
 type Sender interface {
-	Send(ctx context.Context, msg Message) error
+	Send(ctx context.Context, msg Message) (id string, err error)
 }
 
 // Message is one text message to send.
@@ -62,11 +63,11 @@ func (s *LogSender) Provision(ctx caddy.Context) error {
 }
 
 // Send logs the message. The phone is masked; the body, which holds the code, is not.
-func (s *LogSender) Send(_ context.Context, msg Message) error {
+func (s *LogSender) Send(_ context.Context, msg Message) (string, error) {
 	s.logger.Warn("DEVELOPMENT ONLY: SMS not sent, logged instead",
 		zap.String("to", maskPhone(msg.To)),
 		zap.String("body", msg.Body))
-	return nil
+	return "", nil
 }
 
 var (

@@ -42,7 +42,7 @@ func TestSenderFailuresShowRetryPageAndLogStatusWithoutSecrets(t *testing.T) {
 			if tc.status == http.StatusServiceUnavailable && r.header.Get("Retry-After") == "" {
 				t.Errorf("503 without Retry-After")
 			}
-			line := lastLogLine(t, g.logs(), "sms not sent")
+			line := lastLogLine(t, g.logs(), "sender error")
 			if got := int(line["status"].(float64)); got != tc.logged {
 				t.Errorf("logged status %d, want %d (line %v)", got, tc.logged, line)
 			}
@@ -65,7 +65,7 @@ func TestWrongCredentialsAreAConfigurationErrorForTheVisitorAndTheLog(t *testing
 	v := newVisitor(t)
 	_, r := v.startSignIn("/", alice)
 	wantStatus(t, "send", r, http.StatusBadGateway)
-	line := lastLogLine(t, g.logs(), "sms not sent")
+	line := lastLogLine(t, g.logs(), "sender error")
 	if line["status"].(float64) != 401 || !strings.Contains(line["detail"].(string), "auth_token") {
 		t.Errorf("log line does not point at the credentials: %v", line)
 	}

@@ -29,11 +29,11 @@ func (*recordingSender) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.otp.senders.test_record", New: func() caddy.Module { return &recordingSender{mu: new(sync.Mutex)} }}
 }
 
-func (s *recordingSender) Send(_ context.Context, m Message) error {
+func (s *recordingSender) Send(_ context.Context, m Message) (string, error) {
 	s.mu.Lock()
 	s.last, s.n = m, s.n+1
 	s.mu.Unlock()
-	return nil
+	return "", nil
 }
 
 // newUnitHandler provisions a Handler outside a server, with the recording sender, a memory
