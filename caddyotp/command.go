@@ -1,12 +1,17 @@
 package caddyotp
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
@@ -16,13 +21,31 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "otp",
-		Usage: "export-templates <dir>",
+		Usage: "export-templates <dir> | send-test --config <file> <phone>",
 		Short: "Tools for the otp gate",
 		Long: `Tools for the otp gate.
 
 export-templates writes the embedded pages to <dir>, as a start for the otp
-handler's "templates" option. It refuses to overwrite existing files.`,
+handler's "templates" option. It refuses to overwrite existing files.
+
+send-test sends one test SMS (no code in it) to <phone> through the sender of
+the first otp handler in the config, and prints the provider's answer: a way to
+check credentials and the sender number before going live.`,
 		CobraFunc: func(cmd *cobra.Command) {
+			send := &cobra.Command{
+				Use:   "send-test --config <file> [--adapter <name>] <phone>",
+				Short: "Send a test SMS through the configured sender",
+				Args:  cobra.ExactArgs(1),
+				RunE: func(cmd *cobra.Command, args []string) error {
+					config, _ := cmd.Flags().GetString("config")
+					adapter, _ := cmd.Flags().GetString("adapter")
+					return sendTest(cmd.Context(), cmd.OutOrStdout(), config, adapter, args[0])
+				},
+			}
+			send.Flags().StringP("config", "c", "", "the Caddy config file (Caddyfile or JSON)")
+			send.Flags().StringP("adapter", "a", "", "the config adapter, if the file name does not tell")
+			_ = send.MarkFlagRequired("config")
+			cmd.AddCommand(send)
 			cmd.AddCommand(&cobra.Command{
 				Use:   "export-templates <dir>",
 				Short: "Write the embedded pages to a directory",
@@ -37,6 +60,76 @@ handler's "templates" option. It refuses to overwrite existing files.`,
 			})
 		},
 	})
+}
+
+// sendTest loads the config, provisions the sender of its first otp handler (placeholders such
+// as {env.RESTCOMM_AUTH_TOKEN} resolved as at run time) and sends one message to phone.
+func sendTest(ctx context.Context, out io.Writer, configFile, adapter, phone string) error {
+	to, _, err := normalizePhone(phone, "")
+	if err != nil {
+		return fmt.Errorf("%q is not a phone number in E.164, e.g. +12015550123", phone)
+	}
+	cfg, _, _, err := caddycmd.LoadConfig(configFile, adapter)
+	if err != nil {
+		return err
+	}
+	var doc any
+	if err := json.Unmarshal(cfg, &doc); err != nil {
+		return err
+	}
+	handler := findOTPHandler(doc)
+	if handler == nil {
+		return fmt.Errorf("%s has no otp handler", configFile)
+	}
+	fields, _ := handler["sender"].(map[string]any)
+	name, _ := fields["module"].(string)
+	if name == "" {
+		return fmt.Errorf("the otp handler in %s has no sender", configFile)
+	}
+	delete(fields, "module") // the inline key names the module; it is not one of its fields
+	raw, _ := json.Marshal(fields)
+	cctx, cancel := caddy.NewContext(caddy.Context{Context: ctx})
+	defer cancel()
+	mod, err := cctx.LoadModuleByID("http.handlers.otp.senders."+name, raw)
+	if err != nil {
+		return err
+	}
+	id, err := mod.(Sender).Send(ctx, Message{To: to, Body: "Test message from caddy-otp: the " + name + " sender works."})
+	if err != nil {
+		return fmt.Errorf("not sent: %w", err)
+	}
+	if id == "" {
+		id = "(the provider gave none)"
+	}
+	fmt.Fprintf(out, "sent to %s through %s: accepted, message id %s\n", maskPhone(to), name, id)
+	return nil
+}
+
+// findOTPHandler returns the first {"handler": "otp", ...} object in a config, depth first.
+func findOTPHandler(v any) map[string]any {
+	switch v := v.(type) {
+	case map[string]any:
+		if v["handler"] == "otp" {
+			return v
+		}
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys) // a stable choice among several sites
+		for _, k := range keys {
+			if h := findOTPHandler(v[k]); h != nil {
+				return h
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if h := findOTPHandler(e); h != nil {
+				return h
+			}
+		}
+	}
+	return nil
 }
 
 // exportTemplates writes every embedded page to dir, creating it; it overwrites nothing.

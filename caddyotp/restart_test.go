@@ -153,3 +153,51 @@ func TestExportTemplatesCommand(t *testing.T) {
 		t.Errorf("second export did not refuse: %v %s", err, out)
 	}
 }
+
+func TestSendTestCommandReportsTheProvidersAnswer(t *testing.T) {
+	bin := buildCaddy(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	config := filepath.Join(t.TempDir(), "Caddyfile")
+	{
+		cfg := fmt.Sprintf(`http://localhost:1 {
+	otp {
+		sender restcomm {
+			account_sid %s
+			auth_token {env.TEST_RESTCOMM_TOKEN}
+			from %s
+			base_url %s
+		}
+		phones %s
+	}
+	respond "in"
+}
+`, sms.AccountSID, fromNum, sms.BaseURL(), alice)
+		if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(token string, args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"otp", "send-test", "--config", config}, args...)...)
+		cmd.Env = append(os.Environ(), "TEST_RESTCOMM_TOKEN="+token, "HOME="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	out, err := run(sms.AuthToken, bob)
+	msgs := sms.Messages()
+	if err != nil || len(msgs) != 1 || !strings.Contains(out, "accepted, message id "+msgs[0].SID) {
+		t.Fatalf("send-test: %v\n%s", err, out)
+	}
+	if msgs[0].To != bob || msgs[0].From != fromNum || !strings.Contains(msgs[0].Body, "the restcomm sender works") {
+		t.Errorf("test SMS %+v", msgs[0])
+	}
+
+	out, err = run("wrong-token", bob)
+	if err == nil || !strings.Contains(out, "HTTP 401") || !strings.Contains(out, "check account_sid and auth_token") || strings.Contains(out, "wrong-token") {
+		t.Errorf("with a wrong token: %v\n%s", err, out)
+	}
+	if out, err := run(sms.AuthToken, "2015550145"); err == nil || !strings.Contains(out, "E.164") {
+		t.Errorf("with a national number: %v\n%s", err, out)
+	}
+}
