@@ -5,13 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,15 +18,13 @@ import (
 // instance is one Caddy process of a site served by several.
 type instance struct {
 	base string
-	cmd  *exec.Cmd
-	out  *output
+	*caddyProcess
 }
 
 // startInstances runs n Caddy processes of this repository's build, each on its own port, all
 // with one Redis store and one storage directory (so one generated signing key).
 func startInstances(t *testing.T, n int, redisAddr string, sms *restcommtest.Server) []*instance {
 	t.Helper()
-	bin := buildCaddy(t)
 	storage := t.TempDir()
 	var all []*instance
 	for i := 0; i < n; i++ {
@@ -41,12 +35,7 @@ func startInstances(t *testing.T, n int, redisAddr string, sms *restcommtest.Ser
 }
 http://localhost:%d {
 	otp {
-		sender restcomm {
-			account_sid %s
-			auth_token %s
-			from %s
-			base_url %s
-		}
+		%s
 		phones %s %s
 		store redis {
 			address %s
@@ -56,21 +45,8 @@ http://localhost:%d {
 	}
 	respond "instance %d user={http.auth.user.id}"
 }
-`, storage, port, sms.AccountSID, sms.AuthToken, fromNum, sms.BaseURL(), alice, bob, redisAddr, i)
-		path := filepath.Join(t.TempDir(), "Caddyfile")
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		in := &instance{base: fmt.Sprintf("http://localhost:%d", port), out: new(output)}
-		in.cmd = exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
-		in.cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-		in.cmd.Stdout, in.cmd.Stderr = in.out, in.out
-		if err := in.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = in.cmd.Process.Signal(syscall.SIGTERM); _ = in.cmd.Wait() })
-		waitListening(t, port, in.out)
-		all = append(all, in)
+`, storage, port, senderBlock(sms, sms.AuthToken), alice, bob, redisAddr, i)
+		all = append(all, &instance{base: fmt.Sprintf("http://localhost:%d", port), caddyProcess: runCaddy(t, cfg, port)})
 	}
 	return all
 }

@@ -7,11 +7,13 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,20 +95,14 @@ func (g *gate) config(extra, body string) string {
 }
 http://localhost:9080 {
 	otp {
-		sender restcomm {
-			account_sid %s
-			auth_token %s
-			from %s
-			base_url %s
-			timeout 2s
-		}
+		%s
 		phones %s
 		store %s
 		%s
 	}
 	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
 }
-`, g.logFile, g.global, g.sms.AccountSID, g.sms.AuthToken, fromNum, g.sms.BaseURL(), g.phones, g.store(), extra, body)
+`, g.logFile, g.global, senderBlock(g.sms, g.sms.AuthToken), g.phones, g.store(), extra, body)
 }
 
 // reload loads the same gate with a different page body, as an operator's `caddy reload` would.
@@ -292,4 +288,52 @@ func (o *output) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.b.String()
+}
+
+// senderBlock is an otp block's sender for the fake Restcomm. An empty token writes the
+// placeholder {env.TEST_RESTCOMM_TOKEN} instead, as an operator keeps secrets out of the file.
+func senderBlock(sms *restcommtest.Server, token string) string {
+	if token == "" {
+		token = "{env.TEST_RESTCOMM_TOKEN}"
+	}
+	return fmt.Sprintf(`sender restcomm {
+			account_sid %s
+			auth_token %s
+			from %s
+			base_url %s
+			timeout 2s
+		}`, sms.AccountSID, token, fromNum, sms.BaseURL())
+}
+
+// caddyProcess is this repository's Caddy running as a process of its own.
+type caddyProcess struct {
+	cmd *exec.Cmd
+	out *output
+}
+
+// runCaddy writes the Caddyfile cfg, runs the built Caddy with it (and env), and waits until it
+// listens on port. The process is stopped when the test ends, if not before.
+func runCaddy(t *testing.T, cfg string, port int, env ...string) *caddyProcess {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &caddyProcess{cmd: exec.Command(buildCaddy(t), "run", "--config", path, "--adapter", "caddyfile"), out: new(output)}
+	p.cmd.Env = append(append(os.Environ(), "HOME="+t.TempDir()), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.stop)
+	waitListening(t, port, p.out)
+	return p
+}
+
+// stop ends the process gracefully; stopping twice is harmless.
+func (p *caddyProcess) stop() {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Wait()
+	}
 }

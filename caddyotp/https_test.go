@@ -28,18 +28,13 @@ func TestCookiesOnHTTPSAreHostPrefixedSecureHttpOnlyLax(t *testing.T) {
 https://localhost:9443 {
 	tls internal
 	otp {
-		sender restcomm {
-			account_sid %s
-			auth_token %s
-			from %s
-			base_url %s
-		}
+		%s
 		phones %s
 		store memory %s
 	}
 	respond "in"
 }
-`, sms.AccountSID, sms.AuthToken, fromNum, sms.BaseURL(), alice, storeName(t)), "caddyfile")
+`, senderBlock(sms, sms.AuthToken), alice, storeName(t)), "caddyfile")
 
 	v := newVisitorAt(t, "https://localhost:9443")
 	v.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // Caddy's internal CA

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,67 +20,42 @@ import (
 // kept in Caddy's storage. With other (empty) storage the same cookie is refused, which shows it
 // is the stored key, not luck, that carries the session.
 func TestSessionSurvivesRestart(t *testing.T) {
-	bin := buildCaddy(t)
 	sms := restcommtest.NewServer()
 	defer sms.Close()
 	port := freePort(t)
-	storage := t.TempDir()
-	caddyfile := func(storage string) string {
-		path := filepath.Join(t.TempDir(), "Caddyfile")
-		cfg := fmt.Sprintf(`{
+	config := func(storage string) string {
+		return fmt.Sprintf(`{
 	admin off
 	storage file_system %s
 }
 http://localhost:%d {
 	otp {
-		sender restcomm {
-			account_sid %s
-			auth_token {env.TEST_RESTCOMM_TOKEN}
-			from %s
-			base_url %s
-		}
+		%s
 		phones %s
 	}
 	respond "hello {http.auth.user.id}"
 }
-`, storage, port, sms.AccountSID, fromNum, sms.BaseURL(), alice)
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
+`, storage, port, senderBlock(sms, ""), alice)
 	}
+	token := "TEST_RESTCOMM_TOKEN=" + sms.AuthToken
+	storage := t.TempDir()
 	base := fmt.Sprintf("http://localhost:%d", port)
-	run := func(config string) func() {
-		cmd := exec.Command(bin, "run", "--config", config, "--adapter", "caddyfile")
-		cmd.Env = append(os.Environ(), "TEST_RESTCOMM_TOKEN="+sms.AuthToken, "HOME="+t.TempDir())
-		out := new(output)
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		waitListening(t, port, out)
-		return func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			_ = cmd.Wait()
-		}
-	}
 
-	stop := run(caddyfile(storage))
+	first := runCaddy(t, config(storage), port, token)
 	v := newVisitorAt(t, base)
 	v.signInWith(sms, alice)
 	wantStatus(t, "signed in", v.get("/"), http.StatusOK)
-	stop()
+	first.stop()
 
-	stop = run(caddyfile(storage))
+	second := runCaddy(t, config(storage), port, token)
 	r := v.get("/")
-	stop()
+	second.stop()
 	wantStatus(t, "after restart", r, http.StatusOK)
 	if r.body != "hello "+alice {
 		t.Errorf("body %q", r.body)
 	}
 
-	stop = run(caddyfile(t.TempDir()))
-	defer stop()
+	runCaddy(t, config(t.TempDir()), port, token)
 	wantStatus(t, "with other storage", v.get("/"), http.StatusSeeOther)
 }
 
@@ -159,23 +133,9 @@ func TestSendTestCommandReportsTheProvidersAnswer(t *testing.T) {
 	sms := restcommtest.NewServer()
 	defer sms.Close()
 	config := filepath.Join(t.TempDir(), "Caddyfile")
-	{
-		cfg := fmt.Sprintf(`http://localhost:1 {
-	otp {
-		sender restcomm {
-			account_sid %s
-			auth_token {env.TEST_RESTCOMM_TOKEN}
-			from %s
-			base_url %s
-		}
-		phones %s
-	}
-	respond "in"
-}
-`, sms.AccountSID, fromNum, sms.BaseURL(), alice)
-		if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	cfg := fmt.Sprintf("http://localhost:1 {\n\totp {\n\t\t%s\n\t\tphones %s\n\t}\n\trespond \"in\"\n}\n", senderBlock(sms, ""), alice)
+	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	run := func(token string, args ...string) (string, error) {
 		cmd := exec.Command(bin, append([]string{"otp", "send-test", "--config", config}, args...)...)
