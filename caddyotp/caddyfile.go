@@ -44,6 +44,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "phones_file":
 			err = oneString(d, &h.PhonesFile)
+		case "users":
+			err = h.unmarshalUsers(d)
+		case "users_file":
+			err = oneString(d, &h.UsersFile)
 		case "default_region":
 			err = oneString(d, &h.DefaultRegion)
 		case "regions":
@@ -96,6 +100,26 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		return err
 	})
+}
+
+// unmarshalUsers reads `users { NAME PHONE ... }`.
+func (h *Handler) unmarshalUsers(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	h.Users = map[string]string{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		user := d.Val()
+		var phone string
+		if !d.Args(&phone) || d.NextArg() {
+			return d.Errf("users: expected a user and a phone number, e.g. `alice +12015550123`")
+		}
+		if _, dup := h.Users[user]; dup {
+			return d.Errf("users: %s given twice", user)
+		}
+		h.Users[user] = phone
+	}
+	return nil
 }
 
 // errUnknown is what a parseBlock callback returns for a subdirective it does not know.

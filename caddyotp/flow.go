@@ -20,6 +20,7 @@ import (
 // 256-bit value in an HttpOnly cookie, so a code is bound to the browser that asked for it.
 type flow struct {
 	Next    string `json:"next,omitempty"`    // where to go after sign-in: a local path
+	User    string `json:"user,omitempty"`    // the first-factor user the phone is bound to, if any
 	Phone   string `json:"phone,omitempty"`   // E.164, once a code was asked for
 	Allowed bool   `json:"allowed,omitempty"` // whether Phone may sign in (if not, no SMS went out)
 	Hash    []byte `json:"hash,omitempty"`    // codeHash of the live code; nil when there is none

@@ -45,7 +45,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.setSession(w, r, s)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", s.Subject)
+	repl.Set("http.auth.user.id", strings.TrimPrefix(s.Subject, userPrefix))
 	h.stripCookies(r)
 	return next.ServeHTTP(w, r)
 }
@@ -58,7 +58,7 @@ func (h *Handler) session(r *http.Request, t time.Time) (Session, bool, error) {
 		return Session{}, false, nil
 	}
 	s, err := h.sessions.decode(value, t)
-	if err != nil || !h.phones.allows(s.Subject) {
+	if err != nil || !h.subjectAllowed(r, s.Subject) {
 		return Session{}, false, nil
 	}
 	revoked, err := h.store.Revoked(r.Context(), s.ID)
@@ -188,6 +188,9 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
 			return h.storeFailed(w, r, err)
 		}
 	}
+	if user, ok := h.boundUser(r); ok && !r.URL.Query().Has("signed_out") {
+		return h.startBound(w, r, id, user)
+	}
 	p := page{Title: h.words(r)["title_sign_in"], CSRF: h.csrfToken(id)}
 	if r.URL.Query().Has("signed_out") {
 		p.Info = h.words(r)["signed_out"]
@@ -201,6 +204,9 @@ func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	id := cookieValue(r, h.cookieName(r, true))
 	csrf := h.csrfToken(id)
+	if user, ok := h.boundUser(r); ok {
+		return h.startBound(w, r, id, user) // the code goes to the user's phone, whatever was typed
+	}
 	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
 		return h.limited(w, r, err, wait, "ip")
 	}
@@ -234,7 +240,7 @@ func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return h.storeFailed(w, r, err)
 	}
-	if f == nil || f.Phone == "" {
+	if f == nil || f.Phone == "" || f.User != "" && firstFactor(r) != f.User {
 		return h.seeOther(w, h.Path+"/login")
 	}
 	if wait := time.Unix(0, f.Sent).Add(time.Duration(h.ResendAfter)).Sub(now()); wait > 0 {
@@ -299,7 +305,7 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
 		return h.limited(w, r, err, wait, "ip")
 	}
-	if f == nil || f.Phone == "" {
+	if f == nil || f.Phone == "" || f.User != "" && firstFactor(r) != f.User {
 		return h.message(w, r, http.StatusUnauthorized, "flow_expired")
 	}
 	if wait, err := h.lockedFor(ctx, f.Phone); err != nil || wait > 0 {
@@ -321,7 +327,11 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	case codeExhausted:
 		return h.message(w, r, http.StatusUnauthorized, "exhausted")
 	}
-	s, err := h.sessions.issue(f.Phone, now())
+	subject := f.Phone
+	if f.User != "" {
+		subject = userPrefix + f.User
+	}
+	s, err := h.sessions.issue(subject, now())
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
@@ -331,6 +341,16 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	h.logger.Info("code verified", h.phoneField(f.Phone), zap.String("client_ip", clientIP(r)))
 	return h.seeOther(w, localPath(f.Next, h.Path))
 }
+
+// subjectField is a session's subject for the log: a user by name, a phone as phoneField.
+func (h *Handler) subjectField(subject string) zap.Field {
+	if user, ok := strings.CutPrefix(subject, userPrefix); ok {
+		return zapUser(user)
+	}
+	return h.phoneField(subject)
+}
+
+func zapUser(user string) zap.Field { return zap.String("user", user) }
 
 // phoneField is a phone for the log: masked, unless log_phones is on.
 func (h *Handler) phoneField(phone string) zap.Field {
@@ -374,7 +394,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 				return h.storeFailed(w, r, err)
 			}
 			metrics.revoked.Inc()
-			h.logger.Info("session revoked", h.phoneField(s.Subject))
+			h.logger.Info("session revoked", h.subjectField(s.Subject))
 		}
 	}
 	h.setCookie(w, r, h.cookieName(r, false), "", -1)

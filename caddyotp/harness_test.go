@@ -337,3 +337,10 @@ func (p *caddyProcess) stop() {
 		_ = p.cmd.Wait()
 	}
 }
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

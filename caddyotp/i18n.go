@@ -11,6 +11,10 @@ import (
 // language has every key (a test checks it); {name} marks a value filled in at render time.
 var catalog = map[string]map[string]string{
 	"en": {
+		"title_no_phone":     "No phone for this account",
+		"text_no_phone":      "Your account has no phone number for sign-in codes. Please ask the site’s administrator to add one.",
+		"title_no_account":   "Sign in with your account first",
+		"text_no_account":    "This site sends codes only to the phone of a signed-in account. Please sign in with your account first.",
 		"sms":                "{code} is your {site} sign-in code.",
 		"title_sign_in":      "Sign in",
 		"sign_in_to":         "Sign in to {site}",
@@ -64,6 +68,10 @@ var catalog = map[string]map[string]string{
 		"sign_out":           "Sign out",
 	},
 	"de": {
+		"title_no_phone":     "Keine Telefonnummer für dieses Konto",
+		"text_no_phone":      "Für Ihr Konto ist keine Telefonnummer für Anmeldecodes hinterlegt. Bitte wenden Sie sich an die Betreiber der Website.",
+		"title_no_account":   "Bitte zuerst mit Ihrem Konto anmelden",
+		"text_no_account":    "Diese Website sendet Codes nur an die Telefonnummer eines angemeldeten Kontos. Bitte melden Sie sich zuerst mit Ihrem Konto an.",
 		"sms":                "{code} ist Ihr Anmeldecode für {site}.",
 		"title_sign_in":      "Anmelden",
 		"sign_in_to":         "Bei {site} anmelden",
@@ -117,6 +125,10 @@ var catalog = map[string]map[string]string{
 		"sign_out":           "Abmelden",
 	},
 	"es": {
+		"title_no_phone":     "Esta cuenta no tiene teléfono",
+		"text_no_phone":      "Tu cuenta no tiene un número de teléfono para los códigos de acceso. Pide al administrador del sitio que añada uno.",
+		"title_no_account":   "Inicia sesión con tu cuenta primero",
+		"text_no_account":    "Este sitio solo envía códigos al teléfono de una cuenta con la sesión iniciada. Inicia sesión con tu cuenta primero.",
 		"sms":                "{code} es tu código de acceso a {site}.",
 		"title_sign_in":      "Iniciar sesión",
 		"sign_in_to":         "Iniciar sesión en {site}",
@@ -170,6 +182,10 @@ var catalog = map[string]map[string]string{
 		"sign_out":           "Cerrar sesión",
 	},
 	"fr": {
+		"title_no_phone":     "Aucun téléphone pour ce compte",
+		"text_no_phone":      "Votre compte n’a pas de numéro de téléphone pour les codes de connexion. Demandez à l’administrateur du site d’en ajouter un.",
+		"title_no_account":   "Connectez-vous d’abord avec votre compte",
+		"text_no_account":    "Ce site n’envoie de codes qu’au téléphone d’un compte connecté. Connectez-vous d’abord avec votre compte.",
 		"sms":                "{code} est votre code de connexion à {site}.",
 		"title_sign_in":      "Connexion",
 		"sign_in_to":         "Connexion à {site}",

@@ -90,6 +90,12 @@ type Handler struct {
 	Phones []string `json:"phones,omitempty"`
 	// A file of phones that may sign in: one a line, blank lines and # comments allowed.
 	PhonesFile string `json:"phones_file,omitempty"`
+	// Phones bound to first-factor users ({http.auth.user.id} from basic_auth or forward_auth,
+	// which must run before the gate): a signed-in user skips the phone page and the code goes
+	// to their phone; the session is bound to the user.
+	Users map[string]string `json:"users,omitempty"`
+	// A file of "USER PHONE" lines, blank lines and # comments allowed.
+	UsersFile string `json:"users_file,omitempty"`
 	// Region (ISO 3166 alpha-2, e.g. US) for numbers written without a +country prefix.
 	DefaultRegion string `json:"default_region,omitempty"`
 	// Regions that codes may be sent to; empty means any.
@@ -145,6 +151,7 @@ type Handler struct {
 	sender   Sender
 	store    Store
 	phones   phoneList
+	users    userPhones
 	regions  map[string]bool
 	keys     keys
 	sessions *sessionCodec
@@ -200,6 +207,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.PhonesFile != "" {
 		if err := h.phones.addFile(repl.ReplaceKnown(h.PhonesFile, ""), h.DefaultRegion); err != nil {
+			return err
+		}
+	}
+	h.users = userPhones{}
+	for user, phone := range h.Users {
+		if err := h.users.add(user, repl.ReplaceKnown(phone, ""), h.DefaultRegion, "users"); err != nil {
+			return err
+		}
+	}
+	if h.UsersFile != "" {
+		if err := h.users.addFile(repl.ReplaceKnown(h.UsersFile, ""), h.DefaultRegion); err != nil {
 			return err
 		}
 	}
@@ -270,8 +288,8 @@ func (h *Handler) Validate() error {
 	switch {
 	case h.sender == nil:
 		return errors.New("otp: no sender: add `sender restcomm { ... }` (or, for development only, `sender log`)")
-	case h.phones.empty():
-		return errors.New("otp: no one may sign in: add `phones +12015550123 ...`, `phones_file FILE`, or `phones *` to let anyone with a phone sign in")
+	case h.phones.empty() && len(h.users) == 0:
+		return errors.New("otp: no one may sign in: add `phones +12015550123 ...`, `phones_file FILE`, `phones *` to let anyone with a phone sign in, or `users { NAME PHONE }` after basic_auth")
 	case h.CodeLength < 6 || h.CodeLength > 10:
 		return fmt.Errorf("otp: code_length %d is outside 6..10", h.CodeLength)
 	case h.CodeTTL <= 0 || time.Duration(h.CodeTTL) > maxCodeTTL:

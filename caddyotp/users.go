@@ -1,0 +1,132 @@
+package caddyotp
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// userPrefix marks a session subject that is a first-factor user, not a phone (phones always
+// start with "+").
+const userPrefix = "u:"
+
+// userPhones binds first-factor users ({http.auth.user.id}, from basic_auth or forward_auth) to
+// the phone their code goes to.
+type userPhones map[string]string
+
+// add normalises a user's phone; where names the source in errors.
+func (u userPhones) add(user, phone, defaultRegion, where string) error {
+	if user == "" {
+		return fmt.Errorf("%s: a user needs a name", where)
+	}
+	e164, _, err := normalizePhone(phone, defaultRegion)
+	if err != nil {
+		return fmt.Errorf("%s: user %q: %q is not a valid phone number (write it in E.164, e.g. +12015550123)", where, user, phone)
+	}
+	u[user] = e164
+	return nil
+}
+
+// addFile reads "USER PHONE" lines (the phone is the rest of the line); blank lines and
+// # comments are skipped.
+func (u userPhones) addFile(path, defaultRegion string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("users_file: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		entry, _, _ := strings.Cut(sc.Text(), "#")
+		fields := strings.Fields(entry)
+		if len(fields) == 0 {
+			continue
+		}
+		where := fmt.Sprintf("users_file %s:%d", path, line)
+		if len(fields) < 2 {
+			return fmt.Errorf("%s: expected a user and a phone number", where)
+		}
+		// The rest of the line is the phone, which may be written with spaces.
+		if err := u.add(fields[0], strings.Join(fields[1:], " "), defaultRegion, where); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// firstFactor is the user a preceding handler authenticated, or "".
+func firstFactor(r *http.Request) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return ""
+	}
+	user, _ := repl.GetString("http.auth.user.id")
+	return user
+}
+
+// subjectAllowed says whether a session's subject may pass here, for this request: a user
+// session needs the same user from the first factor, and that user still bound to a phone; a
+// phone session needs the phone allowed, and no first-factor user whom a user session should
+// have named.
+func (h *Handler) subjectAllowed(r *http.Request, subject string) bool {
+	if user, ok := strings.CutPrefix(subject, userPrefix); ok {
+		return h.users[user] != "" && firstFactor(r) == user
+	}
+	if len(h.users) > 0 && firstFactor(r) != "" {
+		return false
+	}
+	return h.phones.allows(subject)
+}
+
+// boundUser is the first-factor user of the request when the gate binds users to phones;
+// ok is false when the phone flow applies instead.
+func (h *Handler) boundUser(r *http.Request) (user string, ok bool) {
+	if len(h.users) == 0 {
+		return "", false
+	}
+	user = firstFactor(r)
+	return user, user != "" || h.phones.empty()
+}
+
+// startBound sends the code to the bound user's phone at once (the phone page is skipped), or
+// explains why it cannot: no first factor, or no phone for this user.
+func (h *Handler) startBound(w http.ResponseWriter, r *http.Request, id, user string) error {
+	if user == "" {
+		return h.refuse(w, r, "no_account")
+	}
+	phone := h.users[user]
+	if phone == "" {
+		h.logger.Info("no phone for user", zapUser(user))
+		return h.refuse(w, r, "no_phone")
+	}
+	ctx := r.Context()
+	f, err := h.loadFlow(ctx, id)
+	if err != nil {
+		return h.storeFailed(w, r, err)
+	}
+	if f == nil {
+		f = &flow{}
+	}
+	if f.User == user && f.Hash != nil && now().UnixNano() < f.Expires {
+		return h.seeOther(w, h.Path+"/verify") // a live code is on its way already
+	}
+	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
+		return h.limited(w, r, err, wait, "ip")
+	}
+	if wait, limit, err := h.sendAllowed(ctx, phone); err != nil || wait > 0 {
+		return h.limited(w, r, err, wait, limit)
+	}
+	f.User, f.Phone, f.Allowed = user, phone, true
+	return h.sendAndContinue(w, r, id, f)
+}
+
+// refuse answers 403 with the sentences title_KEY and text_KEY and no way forward but the
+// site's administrator.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, key string) error {
+	t := h.words(r)
+	return h.render(w, r, http.StatusForbidden, "message.html", page{Title: t["title_"+key], Text: t["text_"+key]})
+}
