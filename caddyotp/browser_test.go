@@ -186,7 +186,7 @@ func TestBrowserSignInOnPhoneAndDesktop(t *testing.T) {
 		w, h int64
 	}{{"phone", 390, 844}, {"desktop", 1280, 800}} {
 		t.Run(size.name, func(t *testing.T) {
-			g := startGate(t, "site_name \"Example Docs\"")
+			g := startGate(t, "site_name \"Example Docs\"\n\t\ttrust_device 30d")
 			b := newBrowser(t, size.name, size.w, size.h, "en-US")
 
 			b.open("/reports/q3?year=2026")

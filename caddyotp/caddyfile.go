@@ -74,6 +74,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneDuration(d, &h.SessionTTL)
 		case "session_idle":
 			err = oneDuration(d, &h.SessionIdle)
+		case "trust_device":
+			err = oneDuration(d, &h.TrustDevice)
 		case "path":
 			err = oneString(d, &h.Path)
 		case "cookie_name":

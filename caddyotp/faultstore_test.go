@@ -61,16 +61,16 @@ func (s *faultStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 	return s.MemoryStore.Incr(ctx, key, ttl)
 }
 
-func (s *faultStore) Revoke(ctx context.Context, id [16]byte, ttl time.Duration) error {
+func (s *faultStore) Revoke(ctx context.Context, id [16]byte, at time.Time, ttl time.Duration) error {
 	if storeDown.Load() {
 		return errStoreDown
 	}
-	return s.MemoryStore.Revoke(ctx, id, ttl)
+	return s.MemoryStore.Revoke(ctx, id, at, ttl)
 }
 
-func (s *faultStore) Revoked(ctx context.Context, id [16]byte) (bool, error) {
+func (s *faultStore) RevokedAt(ctx context.Context, id [16]byte) (int64, error) {
 	if storeDown.Load() {
-		return false, errStoreDown
+		return 0, errStoreDown
 	}
-	return s.MemoryStore.Revoked(ctx, id)
+	return s.MemoryStore.RevokedAt(ctx, id)
 }

@@ -34,6 +34,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	t := now()
 	s, ok, err := h.session(r, t)
+	if err == nil && !ok {
+		s, ok, err = h.trustedBrowser(w, r, t)
+	}
 	if err != nil {
 		return h.storeFailed(w, r, err)
 	}
@@ -53,7 +56,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // session returns the request's session if its cookie is valid, unexpired, not revoked and its
 // subject may still sign in here. An error means the store could not be asked.
 func (h *Handler) session(r *http.Request, t time.Time) (Session, bool, error) {
-	value := cookieValue(r, h.cookieName(r, false))
+	value := cookieValue(r, h.cookieName(r, sessionCookie))
 	if value == "" {
 		return Session{}, false, nil
 	}
@@ -61,11 +64,45 @@ func (h *Handler) session(r *http.Request, t time.Time) (Session, bool, error) {
 	if err != nil || !h.subjectAllowed(r, s.Subject) {
 		return Session{}, false, nil
 	}
-	revoked, err := h.store.Revoked(r.Context(), s.ID)
+	revoked, err := h.revoked(r, s)
+	return s, !revoked && err == nil, err
+}
+
+// revoked asks the store whether a session or trusted browser, or its subject, was revoked.
+func (h *Handler) revoked(r *http.Request, s Session) (bool, error) {
+	own, err := h.store.RevokedAt(r.Context(), s.ID)
+	if err != nil {
+		return false, err
+	}
+	subject, err := h.store.RevokedAt(r.Context(), s.subjectID)
+	return revokedBy(s, own, subject), err
+}
+
+// trustedBrowser signs the visitor in from a valid trusted-browser cookie, without an SMS: a
+// new session for the same subject. ok is false when there is no such cookie.
+func (h *Handler) trustedBrowser(w http.ResponseWriter, r *http.Request, t time.Time) (Session, bool, error) {
+	if h.devices == nil {
+		return Session{}, false, nil
+	}
+	value := cookieValue(r, h.cookieName(r, deviceCookie))
+	if value == "" {
+		return Session{}, false, nil
+	}
+	d, err := h.devices.decode(value, t)
+	if err != nil || !h.subjectAllowed(r, d.Subject) {
+		return Session{}, false, nil
+	}
+	if revoked, err := h.revoked(r, d); err != nil || revoked {
+		return Session{}, false, err
+	}
+	s, err := h.sessions.issue(d.Subject, t)
 	if err != nil {
 		return Session{}, false, err
 	}
-	return s, !revoked, nil
+	h.setSession(w, r, s)
+	metrics.sessions.Inc()
+	h.logger.Info("signed in by a trusted browser", h.subjectField(s.Subject), zap.String("client_ip", clientIP(r)))
+	return s, true, nil
 }
 
 // deny sends browsers to the phone page and tells other clients where it is.
@@ -151,21 +188,21 @@ func (h *Handler) csrfToken(flowID string) string {
 }
 
 func (h *Handler) validCSRF(r *http.Request) bool {
-	id := cookieValue(r, h.cookieName(r, true))
+	id := cookieValue(r, h.cookieName(r, flowCookie))
 	got := r.PostForm.Get("csrf")
 	return validFlowID(id) && got != "" && hmac.Equal([]byte(got), []byte(h.csrfToken(id)))
 }
 
 // flowID returns the browser's flow id, giving it a new one if it has none.
 func (h *Handler) flowID(w http.ResponseWriter, r *http.Request) (string, error) {
-	if id := cookieValue(r, h.cookieName(r, true)); validFlowID(id) {
+	if id := cookieValue(r, h.cookieName(r, flowCookie)); validFlowID(id) {
 		return id, nil
 	}
 	id, err := newFlowID()
 	if err != nil {
 		return "", err
 	}
-	h.setCookie(w, r, h.cookieName(r, true), id, flowTTL)
+	h.setCookie(w, r, h.cookieName(r, flowCookie), id, flowTTL)
 	return id, nil
 }
 
@@ -202,7 +239,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
 // the answer is the same 303 to the code page; only allowed numbers get an SMS.
 func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	id := cookieValue(r, h.cookieName(r, true))
+	id := cookieValue(r, h.cookieName(r, flowCookie))
 	csrf := h.csrfToken(id)
 	if user, ok := h.boundUser(r); ok {
 		return h.startBound(w, r, id, user) // the code goes to the user's phone, whatever was typed
@@ -235,7 +272,7 @@ func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request) error {
 // serveResend issues a new code to the flow's phone, once resend_after has passed.
 func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	id := cookieValue(r, h.cookieName(r, true))
+	id := cookieValue(r, h.cookieName(r, flowCookie))
 	f, err := h.loadFlow(ctx, id)
 	if err != nil {
 		return h.storeFailed(w, r, err)
@@ -288,7 +325,7 @@ func (h *Handler) sendAndContinue(w http.ResponseWriter, r *http.Request, id str
 // serveVerify shows the code page (GET) or checks a code (POST).
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	id := cookieValue(r, h.cookieName(r, true))
+	id := cookieValue(r, h.cookieName(r, flowCookie))
 	var f *flow
 	var err error
 	if validFlowID(id) {
@@ -336,7 +373,14 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	h.setSession(w, r, s)
-	h.setCookie(w, r, h.cookieName(r, true), "", -1)
+	h.setCookie(w, r, h.cookieName(r, flowCookie), "", -1)
+	if h.devices != nil && r.PostForm.Get("trust") == "1" {
+		d, err := h.devices.issue(subject, now())
+		if err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		}
+		h.setCookie(w, r, h.cookieName(r, deviceCookie), h.devices.encode(d), d.Expires.Sub(now()))
+	}
 	metrics.sessions.Inc()
 	h.logger.Info("code verified", h.phoneField(f.Phone), zap.String("client_ip", clientIP(r)))
 	return h.seeOther(w, localPath(f.Next, h.Path))
@@ -378,7 +422,9 @@ func (h *Handler) phonePage(w http.ResponseWriter, r *http.Request, csrf, input,
 	return h.render(w, r, http.StatusBadRequest, "login.html", page{Title: t["title_sign_in"], CSRF: csrf, Phone: clip(input, 40), Error: t[errKey]})
 }
 
-// serveLogout shows a sign-out button (GET) or revokes the session (POST).
+// serveLogout shows the sign-out buttons (GET) or signs out (POST): on this browser, its session
+// and trusted-browser cookie are revoked and cleared; everywhere, so are every session and
+// trusted browser of the same subject, on any browser.
 func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		id, err := h.flowID(w, r)
@@ -387,17 +433,41 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 		}
 		return h.render(w, r, http.StatusOK, "logout.html", page{Title: h.words(r)["title_sign_out"], CSRF: h.csrfToken(id)})
 	}
-	if value := cookieValue(r, h.cookieName(r, false)); value != "" {
-		// A session past its limits needs no revocation; a valid one is revoked until it would expire.
-		if s, err := h.sessions.decode(value, now()); err == nil {
-			if err := h.store.Revoke(r.Context(), s.ID, s.Expires.Sub(now())); err != nil {
-				return h.storeFailed(w, r, err)
-			}
-			metrics.revoked.Inc()
-			h.logger.Info("session revoked", h.subjectField(s.Subject))
+	t := now()
+	everywhere := r.PostForm.Get("everywhere") == "1"
+	var subject *Session
+	for _, c := range []struct {
+		codec *sessionCodec
+		kind  string
+	}{{h.sessions, sessionCookie}, {h.devices, deviceCookie}} {
+		value := cookieValue(r, h.cookieName(r, c.kind))
+		if c.codec == nil || value == "" {
+			continue
+		}
+		h.setCookie(w, r, h.cookieName(r, c.kind), "", -1)
+		// One past its limits needs no revocation; a valid one is revoked until it would expire.
+		s, err := c.codec.decode(value, t)
+		if err != nil {
+			continue
+		}
+		if err := h.store.Revoke(r.Context(), s.ID, t, s.Expires.Sub(t)); err != nil {
+			return h.storeFailed(w, r, err)
+		}
+		if subject == nil {
+			subject = &s
 		}
 	}
-	h.setCookie(w, r, h.cookieName(r, false), "", -1)
+	if subject != nil {
+		if everywhere {
+			// Everything of this subject issued until now, sessions and trusted browsers alike.
+			keep := max(time.Duration(h.SessionTTL), time.Duration(h.TrustDevice))
+			if err := h.store.Revoke(r.Context(), subject.subjectID, t, keep); err != nil {
+				return h.storeFailed(w, r, err)
+			}
+		}
+		metrics.revoked.Inc()
+		h.logger.Info("session revoked", h.subjectField(subject.Subject), zap.Bool("everywhere", everywhere))
+	}
 	return h.seeOther(w, h.Path+"/login?signed_out")
 }
 
@@ -433,20 +503,23 @@ func (h *Handler) seeOther(w http.ResponseWriter, location string) error {
 	return nil
 }
 
-// cookieName is the session or flow cookie's name for this request: __Host- prefixed on HTTPS.
-func (h *Handler) cookieName(r *http.Request, forFlow bool) string {
-	name := h.CookieName
-	if forFlow {
-		name += "_flow"
-	}
+// The gate's cookies: the session's is named cookie_name, the others add a suffix.
+const (
+	sessionCookie = ""
+	flowCookie    = "_flow"
+	deviceCookie  = "_device"
+)
+
+// cookieName is one of the gate's cookies' names for this request: __Host- prefixed on HTTPS.
+func (h *Handler) cookieName(r *http.Request, kind string) string {
 	if r.TLS != nil {
-		return "__Host-" + name
+		return "__Host-" + h.CookieName + kind
 	}
-	return name
+	return h.CookieName + kind
 }
 
 func (h *Handler) setSession(w http.ResponseWriter, r *http.Request, s Session) {
-	h.setCookie(w, r, h.cookieName(r, false), h.sessions.encode(s), s.Expires.Sub(now()))
+	h.setCookie(w, r, h.cookieName(r, sessionCookie), h.sessions.encode(s), s.Expires.Sub(now()))
 }
 
 // setCookie sets (or, with maxAge < 0, clears) one of the gate's cookies.
@@ -510,10 +583,10 @@ func (h *Handler) stripCookies(r *http.Request) {
 	}
 }
 
-// isGateCookie says whether a cookie name is the session's or the flow's, prefixed or not.
+// isGateCookie says whether a cookie name is one of the gate's, prefixed or not.
 func (h *Handler) isGateCookie(name string) bool {
-	name = strings.TrimPrefix(name, "__Host-")
-	return name == h.CookieName || (len(name) == len(h.CookieName)+5 && strings.HasPrefix(name, h.CookieName) && strings.HasSuffix(name, "_flow"))
+	rest, ok := strings.CutPrefix(strings.TrimPrefix(name, "__Host-"), h.CookieName)
+	return ok && (rest == sessionCookie || rest == flowCookie || rest == deviceCookie)
 }
 
 // localPath returns next if it is a path on this site outside the gate, else "/". It refuses

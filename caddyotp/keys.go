@@ -27,6 +27,7 @@ const minSecretLen = 32
 type keys struct {
 	code    []byte // code hashes
 	session []byte // session cookies
+	device  []byte // trusted-browser cookies
 	csrf    []byte // form tokens
 	subject []byte // store keys for phones and IPs, so the store holds no plain numbers
 }
@@ -37,7 +38,7 @@ func deriveKeys(master []byte) keys {
 		m.Write([]byte("caddy-otp/" + purpose))
 		return m.Sum(nil)
 	}
-	return keys{code: derive("code"), session: derive("session"), csrf: derive("csrf"), subject: derive("subject")}
+	return keys{code: derive("code"), session: derive("session"), device: derive("device"), csrf: derive("csrf"), subject: derive("subject")}
 }
 
 // masterKey returns the configured secret, or else the key in Caddy's storage, generating and

@@ -123,6 +123,9 @@ type Handler struct {
 	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
 	// A session unused this long ends. Default 30m.
 	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
+	// Offers "trust this browser" on the code page: a signed cookie that skips the SMS for the
+	// same phone or user on that browser for this long. Off unless set; at most 400 days.
+	TrustDevice caddy.Duration `json:"trust_device,omitempty"`
 
 	// Where the gate's pages live. Default /.otp.
 	Path string `json:"path,omitempty"`
@@ -155,6 +158,7 @@ type Handler struct {
 	regions  map[string]bool
 	keys     keys
 	sessions *sessionCodec
+	devices  *sessionCodec // nil unless trust_device
 	pages    map[string]*template.Template
 	logger   *zap.Logger
 }
@@ -241,7 +245,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.keys = deriveKeys(master)
-	h.sessions = newSessionCodec(h.keys.session, time.Duration(h.SessionTTL), time.Duration(h.SessionIdle))
+	h.sessions = newSessionCodec(h.keys.session, h.keys.subject, time.Duration(h.SessionTTL), time.Duration(h.SessionIdle))
+	h.devices = nil
+	if h.TrustDevice > 0 {
+		h.devices = newSessionCodec(h.keys.device, h.keys.subject, time.Duration(h.TrustDevice), 0)
+	}
 
 	h.pages, err = loadPages(h.Templates)
 	return err
@@ -300,6 +308,8 @@ func (h *Handler) Validate() error {
 		return errors.New("otp: resend_after must not be negative")
 	case h.SessionTTL <= 0:
 		return errors.New("otp: session_ttl must be positive")
+	case h.TrustDevice < 0 || time.Duration(h.TrustDevice) > 400*24*time.Hour:
+		return fmt.Errorf("otp: trust_device %s must be between 0 (off) and 400d", time.Duration(h.TrustDevice))
 	case h.SessionIdle < 0 || h.SessionIdle > h.SessionTTL:
 		return fmt.Errorf("otp: session_idle %s must be between 0 and session_ttl (%s)", time.Duration(h.SessionIdle), time.Duration(h.SessionTTL))
 	case !strings.HasPrefix(h.Path, "/") || strings.HasSuffix(h.Path, "/") || strings.ContainsAny(h.Path, "?#% "):

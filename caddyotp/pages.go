@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/caddy-otp/caddy-otp/templates"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -33,6 +34,8 @@ type page struct {
 	Phone      string // login.html: the input, kept after an error
 	CodeLength int
 	ResendIn   int    // verify.html: seconds until a new code may be sent
+	TrustDays  int    // verify.html: offer "trust this browser" for this many days, if not 0
+	Devices    bool   // logout.html: trusted browsers are on, so say what "everywhere" ends
 	RetryPhone string // message.html: resend to this number with a "Try again" button
 	Link       string // message.html: where to go next
 	LinkText   string
@@ -93,6 +96,7 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 	p.Lang = h.language(r)
 	p.T = catalog[p.Lang]
 	p.Path, p.SiteName, p.Site, p.Logo, p.CodeLength = h.Path, h.SiteName, h.siteName(r), h.Logo, h.CodeLength
+	p.TrustDays, p.Devices = int(time.Duration(h.TrustDevice)/(24*time.Hour)), h.devices != nil
 	var buf bytes.Buffer
 	if err := h.pages[name].Execute(&buf, p); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("rendering %s: %v", name, err))

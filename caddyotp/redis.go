@@ -175,21 +175,22 @@ func (s *RedisStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 	return incrScript.Run(ctx, s.be.client, []string{s.be.prefix + key}, max(1, ttl.Milliseconds())).Int64()
 }
 
-// Revoke records the revocation in a sorted set (member: the hex id, score: its end in Unix ms)
-// and announces it to every instance.
-func (s *RedisStore) Revoke(ctx context.Context, id [16]byte, ttl time.Duration) error {
+// Revoke records the revocation in a sorted set (member: "hexid:at" with at in Unix ms; score:
+// the end of the record in Unix ms) and announces it to every instance.
+func (s *RedisStore) Revoke(ctx context.Context, id [16]byte, at time.Time, ttl time.Duration) error {
 	until := time.Now().Add(ttl)
-	member := hex.EncodeToString(id[:])
+	member := hex.EncodeToString(id[:]) + ":" + strconv.FormatInt(at.UnixMilli(), 10)
 	if err := s.be.client.ZAdd(ctx, s.be.prefix+"revocations", redis.Z{Score: float64(until.UnixMilli()), Member: member}).Err(); err != nil {
 		return err
 	}
-	s.be.revs.add(id, until.UnixNano())
+	s.be.revs.add(id, revocation{at: at.UnixMilli(), until: until.UnixNano()})
 	return s.be.client.Publish(ctx, s.be.prefix+"revoked", member+" "+strconv.FormatInt(until.UnixMilli(), 10)).Err()
 }
 
-// Revoked answers from the local view, and fails when that view is older than revocationBound.
-func (s *RedisStore) Revoked(ctx context.Context, id [16]byte) (bool, error) {
-	return s.be.revoked(ctx, id)
+// RevokedAt answers from the local view, and fails when that view may be older than
+// revocationBound.
+func (s *RedisStore) RevokedAt(ctx context.Context, id [16]byte) (int64, error) {
+	return s.be.revokedAt(ctx, id)
 }
 
 // redisBackend is one client and its view of the revocations, shared by the configs that use it.
@@ -226,23 +227,25 @@ func (b *redisBackend) start(ctx context.Context) {
 	})
 }
 
-func (b *redisBackend) revoked(ctx context.Context, id [16]byte) (bool, error) {
+func (b *redisBackend) revokedAt(ctx context.Context, id [16]byte) (int64, error) {
 	b.start(ctx)
 	if b.stale.Load() {
-		return false, errRevocationsStale
+		return 0, errRevocationsStale
 	}
-	return b.revs.has(id), nil
+	return b.revs.at(id), nil
 }
 
-// parseRevocation reads a member (hex id) and its end in Unix ms.
-func parseRevocation(member string, untilMS int64) (id [16]byte, until int64, ok bool) {
-	if len(member) != 32 {
-		return id, 0, false
+// parseRevocation reads a member ("hexid:at") and its record's end in Unix ms.
+func parseRevocation(member string, untilMS int64) (id [16]byte, rev revocation, ok bool) {
+	hexID, at, _ := strings.Cut(member, ":")
+	atMS, err := strconv.ParseInt(at, 10, 64)
+	if len(hexID) != 32 || err != nil {
+		return id, rev, false
 	}
-	if _, err := hex.Decode(id[:], []byte(member)); err != nil {
-		return id, 0, false
+	if _, err := hex.Decode(id[:], []byte(hexID)); err != nil {
+		return id, rev, false
 	}
-	return id, untilMS * int64(time.Millisecond), true
+	return id, revocation{at: atMS, until: untilMS * int64(time.Millisecond)}, true
 }
 
 // listen applies revocations announced by any instance as they come.
@@ -260,8 +263,8 @@ func (b *redisBackend) listen(ctx context.Context, sub *redis.PubSub) {
 			}
 			member, ms, _ := strings.Cut(m.Payload, " ")
 			untilMS, _ := strconv.ParseInt(ms, 10, 64)
-			if id, until, ok := parseRevocation(member, untilMS); ok {
-				b.revs.add(id, until)
+			if id, rev, ok := parseRevocation(member, untilMS); ok {
+				b.revs.add(id, rev)
 			}
 		}
 	}
@@ -304,11 +307,11 @@ func (b *redisBackend) refresh(ctx context.Context) error {
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err
 	}
-	all := make(map[[16]byte]int64, len(live.Val()))
+	all := make(map[[16]byte]revocation, len(live.Val()))
 	for _, z := range live.Val() {
 		member, _ := z.Member.(string)
-		if id, until, ok := parseRevocation(member, int64(z.Score)); ok {
-			all[id] = until
+		if id, rev, ok := parseRevocation(member, int64(z.Score)); ok {
+			all[id] = later(all[id], rev)
 		}
 	}
 	b.revs.merge(all, time.Now().UnixNano())

@@ -15,18 +15,20 @@ import (
 	"unsafe"
 )
 
-// Session is a signed-in visitor. It lives in a cookie, signed with the session key; the server
-// keeps nothing for it but a revocation mark after logout.
+// Session is a signed-in visitor, or (with its own key) a trusted browser. It lives in a cookie,
+// signed; the server keeps nothing for it but revocation marks.
 type Session struct {
 	ID      [16]byte
-	Subject string    // the verified phone (E.164)
+	Subject string    // the verified phone (E.164), or userPrefix and the first-factor user
 	Issued  time.Time // sign-in time
 	Expires time.Time // absolute end: Issued + session_ttl
 	Seen    time.Time // last time the cookie was issued; the idle limit counts from here
+
+	subjectID [16]byte // names the subject in revocations ("sign out everywhere"): derived, not sent
 }
 
-// Session cookie layout: base64url(payload) "." base64url(HMAC-SHA256(session key, payload)),
-// payload = version(1) id(16) issued(8) expires(8) seen(8) subject(rest), times in Unix seconds.
+// Session cookie layout: base64url(payload) "." base64url(HMAC-SHA256(key, payload)),
+// payload = version(1) id(16) issued(8) expires(8) seen(8) subject(rest), times in Unix ms.
 const (
 	sessionVersion    = 1
 	sessionHeaderLen  = 1 + 16 + 8 + 8 + 8
@@ -50,6 +52,7 @@ var (
 // (by their exact value, a bounded number of them): a visitor's next requests skip the MAC.
 type sessionCodec struct {
 	key      []byte
+	subjects []byte // the key that derives subject ids
 	ttl      time.Duration
 	idle     time.Duration
 	scratch  sync.Pool // of *sessionScratch
@@ -66,8 +69,8 @@ type sessionScratch struct {
 	got, want [32]byte
 }
 
-func newSessionCodec(key []byte, ttl, idle time.Duration) *sessionCodec {
-	c := &sessionCodec{key: key, ttl: ttl, idle: idle}
+func newSessionCodec(key, subjects []byte, ttl, idle time.Duration) *sessionCodec {
+	c := &sessionCodec{key: key, subjects: subjects, ttl: ttl, idle: idle}
 	c.scratch.New = func() any { return &sessionScratch{mac: hmac.New(sha256.New, key)} }
 	c.verified.Store(new(sync.Map))
 	return c
@@ -75,7 +78,8 @@ func newSessionCodec(key []byte, ttl, idle time.Duration) *sessionCodec {
 
 // issue starts a new session for subject with a fresh random id.
 func (c *sessionCodec) issue(subject string, t time.Time) (Session, error) {
-	s := Session{Subject: subject, Issued: t, Expires: t.Add(c.ttl), Seen: t}
+	t = t.Truncate(time.Millisecond) // what the cookie can carry
+	s := Session{Subject: subject, Issued: t, Expires: t.Add(c.ttl), Seen: t, subjectID: subjectID(c.subjects, subject)}
 	if _, err := rand.Read(s.ID[:]); err != nil {
 		return Session{}, err
 	}
@@ -87,9 +91,9 @@ func (c *sessionCodec) encode(s Session) string {
 	payload := make([]byte, sessionHeaderLen, sessionHeaderLen+len(s.Subject))
 	payload[0] = sessionVersion
 	copy(payload[1:17], s.ID[:])
-	binary.BigEndian.PutUint64(payload[17:25], uint64(s.Issued.Unix()))
-	binary.BigEndian.PutUint64(payload[25:33], uint64(s.Expires.Unix()))
-	binary.BigEndian.PutUint64(payload[33:41], uint64(s.Seen.Unix()))
+	binary.BigEndian.PutUint64(payload[17:25], uint64(s.Issued.UnixMilli()))
+	binary.BigEndian.PutUint64(payload[25:33], uint64(s.Expires.UnixMilli()))
+	binary.BigEndian.PutUint64(payload[33:41], uint64(s.Seen.UnixMilli()))
 	payload = append(payload, s.Subject...)
 	sc := c.scratch.Get().(*sessionScratch)
 	defer c.scratch.Put(sc)
@@ -163,10 +167,11 @@ func (c *sessionCodec) verify(value string) (Session, error) {
 	}
 	var s Session
 	copy(s.ID[:], payload[1:17])
-	s.Issued = time.Unix(int64(binary.BigEndian.Uint64(payload[17:25])), 0)
-	s.Expires = time.Unix(int64(binary.BigEndian.Uint64(payload[25:33])), 0)
-	s.Seen = time.Unix(int64(binary.BigEndian.Uint64(payload[33:41])), 0)
+	s.Issued = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[17:25])))
+	s.Expires = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[25:33])))
+	s.Seen = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[33:41])))
 	s.Subject = string(payload[sessionHeaderLen:])
+	s.subjectID = subjectID(c.subjects, s.Subject)
 	return s, nil
 }
 
@@ -175,6 +180,20 @@ func (c *sessionCodec) verify(value string) (Session, error) {
 // never less than 90% of session_idle, and a busy site re-signs each cookie rarely.
 func (c *sessionCodec) needsSlide(s Session, t time.Time) bool {
 	return c.idle > 0 && t.Sub(s.Seen) >= c.idle/10
+}
+
+// subjectID names a subject in revocations by a keyed hash, so the store holds no phone.
+func subjectID(key []byte, subject string) (id [16]byte) {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(subject))
+	copy(id[:], m.Sum(nil))
+	return id
+}
+
+// revokedBy says whether a session (or trusted browser) is revoked: its own id was, or its
+// subject was signed out everywhere at or after it was issued.
+func revokedBy(s Session, own, subject int64) bool {
+	return own != 0 || subject != 0 && s.Issued.UnixMilli() <= subject
 }
 
 // readOnlyBytes views s as bytes without copying it, for functions that only read their input

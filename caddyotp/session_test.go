@@ -8,7 +8,7 @@ import (
 )
 
 func testCodec() *sessionCodec {
-	return newSessionCodec(bytes.Repeat([]byte{7}, 32), 12*time.Hour, 30*time.Minute)
+	return newSessionCodec(bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 32), 12*time.Hour, 30*time.Minute)
 }
 
 func TestSessionRoundTrip(t *testing.T) {
@@ -45,7 +45,7 @@ func TestSessionRejectsTamperingAnywhere(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	foreign := newSessionCodec(bytes.Repeat([]byte{8}, 32), 12*time.Hour, 30*time.Minute)
+	foreign := newSessionCodec(bytes.Repeat([]byte{8}, 32), bytes.Repeat([]byte{9}, 32), 12*time.Hour, 30*time.Minute)
 	if _, err := foreign.decode(v, t0); err != errSessionSignature {
 		t.Errorf("a cookie signed with another key: %v", err)
 	}

@@ -29,13 +29,15 @@ type Store interface {
 	// Incr adds one to the counter at key and returns the new count, atomically. A counter
 	// that did not exist starts at 1 and expires after ttl; later increments keep that expiry.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
-	// Revoke marks the session id as signed out for ttl, for every user of the store.
-	Revoke(ctx context.Context, id [16]byte, ttl time.Duration) error
-	// Revoked says whether the session id is signed out. It runs on every protected request,
-	// so it must answer from local state, without allocating; an error means that state is too
-	// old to trust. A revocation lasts as long as its session would have, so it may answer true
-	// for one whose time is up: the session has then expired too.
-	Revoked(ctx context.Context, id [16]byte) (bool, error)
+	// Revoke records, for every user of the store and for at least ttl, that id (a session's,
+	// a trusted device's, or a subject's for "sign out everywhere") was revoked at the time at.
+	// Revoking an id again keeps the latest time.
+	Revoke(ctx context.Context, id [16]byte, at time.Time, ttl time.Duration) error
+	// RevokedAt returns when id was revoked, in Unix milliseconds, or 0 if it was not. It runs
+	// on every protected request, so it must answer from local state, without allocating; an
+	// error means that state is too old to trust. A revocation lasts as long as what it revokes
+	// would have, so it may still answer after its ttl: what it revoked has expired too.
+	RevokedAt(ctx context.Context, id [16]byte) (int64, error)
 }
 
 // memoryPool holds the memory stores by name, so their state outlives a config reload.
@@ -109,13 +111,13 @@ func (s *MemoryStore) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-func (s *MemoryStore) Revoke(_ context.Context, id [16]byte, ttl time.Duration) error {
-	s.mem.revs.add(id, time.Now().Add(ttl).UnixNano())
+func (s *MemoryStore) Revoke(_ context.Context, id [16]byte, at time.Time, ttl time.Duration) error {
+	s.mem.revs.add(id, revocation{at: at.UnixMilli(), until: time.Now().Add(ttl).UnixNano()})
 	return nil
 }
 
-func (s *MemoryStore) Revoked(_ context.Context, id [16]byte) (bool, error) {
-	return s.mem.revs.has(id), nil
+func (s *MemoryStore) RevokedAt(_ context.Context, id [16]byte) (int64, error) {
+	return s.mem.revs.at(id), nil
 }
 
 func (s *MemoryStore) Incr(_ context.Context, key string, ttl time.Duration) (int64, error) {
@@ -137,57 +139,69 @@ type memoryBackend struct {
 	revs revocations
 }
 
-// revocations are session ids signed out until a time (Unix ns). Expired ones are swept when
-// the set has doubled since the last sweep, so it stays within twice its live size.
+// revocation is when an id was revoked (Unix ms, on the gate's clock) and until when the
+// record is kept (Unix ns, on the machine's clock, for sweeping).
+type revocation struct {
+	at, until int64
+}
+
+// revocations are revoked ids. Expired records are swept when the set has doubled since the
+// last sweep, so it stays within twice its live size.
 type revocations struct {
 	mu    sync.RWMutex
-	until map[[16]byte]int64
+	revs  map[[16]byte]revocation
 	swept int
 }
 
-func (r *revocations) add(id [16]byte, until int64) {
+func (r *revocations) add(id [16]byte, rev revocation) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.until == nil {
-		r.until = make(map[[16]byte]int64)
+	if r.revs == nil {
+		r.revs = make(map[[16]byte]revocation)
 	}
-	r.until[id] = max(until, r.until[id])
-	if len(r.until) >= 2*max(r.swept, 512) {
+	r.revs[id] = later(r.revs[id], rev)
+	if len(r.revs) >= 2*max(r.swept, 512) {
 		now := time.Now().UnixNano()
-		for id, t := range r.until {
-			if t <= now {
-				delete(r.until, id)
+		for id, rev := range r.revs {
+			if rev.until <= now {
+				delete(r.revs, id)
 			}
 		}
-		r.swept = len(r.until)
+		r.swept = len(r.revs)
 	}
+}
+
+// later joins two records of one id: the latest revocation, kept the longest.
+func later(a, b revocation) revocation {
+	return revocation{at: max(a.at, b.at), until: max(a.until, b.until)}
 }
 
 func (r *revocations) clear() {
 	r.mu.Lock()
-	r.until, r.swept = nil, 0
+	r.revs, r.swept = nil, 0
 	r.mu.Unlock()
 }
 
-// has says whether id was revoked; expired entries linger until a sweep, harmlessly (see Store).
-func (r *revocations) has(id [16]byte) bool {
+// at returns when id was revoked, or 0; expired records linger until a sweep, harmlessly (see
+// Store).
+func (r *revocations) at(id [16]byte) int64 {
 	r.mu.RLock()
-	_, ok := r.until[id]
+	rev := r.revs[id]
 	r.mu.RUnlock()
-	return ok
+	return rev.at
 }
 
-// merge makes all the set, keeping local entries that all lacks: a revocation only ends by
-// expiring, so one announced while all was being read must stay.
-func (r *revocations) merge(all map[[16]byte]int64, now int64) {
+// merge makes all the set, keeping what the local one knows better: a revocation announced
+// while all was being read, or a later one of the same id.
+func (r *revocations) merge(all map[[16]byte]revocation, now int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for id, until := range r.until {
-		if _, ok := all[id]; !ok && until > now {
-			all[id] = until
+	for id, rev := range r.revs {
+		if rev.until > now {
+			all[id] = later(all[id], rev)
 		}
 	}
-	r.until, r.swept = all, len(all)
+	r.revs, r.swept = all, len(all)
 }
 
 func (m *memoryBackend) get(key string) []byte {

@@ -123,17 +123,24 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("revocations", func(t *testing.T) {
 		s := newStore(t)
 		abc, abd := [16]byte{0xab, 0xc}, [16]byte{0xab, 0xd}
-		if r, err := s.Revoked(ctx, abc); r || err != nil {
-			t.Fatalf("Revoked before Revoke = %v, %v", r, err)
+		if at, err := s.RevokedAt(ctx, abc); at != 0 || err != nil {
+			t.Fatalf("RevokedAt before Revoke = %v, %v", at, err)
 		}
-		if err := s.Revoke(ctx, abc, time.Minute); err != nil {
+		t1 := time.UnixMilli(1_800_000_000_000)
+		if err := s.Revoke(ctx, abc, t1, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if r, err := s.Revoked(ctx, abc); !r || err != nil {
-			t.Errorf("Revoked after Revoke = %v, %v", r, err)
+		if at, err := s.RevokedAt(ctx, abc); at != t1.UnixMilli() || err != nil {
+			t.Errorf("RevokedAt after Revoke = %v, %v", at, err)
 		}
-		if r, _ := s.Revoked(ctx, abd); r {
+		if at, _ := s.RevokedAt(ctx, abd); at != 0 {
 			t.Error("another id is revoked too")
+		}
+		// Revoking again keeps the later time, whichever order the two come in.
+		_ = s.Revoke(ctx, abc, t1.Add(time.Hour), time.Minute)
+		_ = s.Revoke(ctx, abc, t1.Add(time.Second), time.Minute)
+		if at, _ := s.RevokedAt(ctx, abc); at != t1.Add(time.Hour).UnixMilli() {
+			t.Errorf("RevokedAt after three revocations = %v, want the latest", at)
 		}
 	})
 }
@@ -191,17 +198,17 @@ func TestExpiredRevocationsAreSwept(t *testing.T) {
 	var r revocations
 	past := time.Now().Add(-time.Second).UnixNano()
 	for i := 0; i < 100_000; i++ {
-		r.add([16]byte{byte(i), byte(i >> 8), byte(i >> 16)}, past)
+		r.add([16]byte{byte(i), byte(i >> 8), byte(i >> 16)}, revocation{at: 1, until: past})
 	}
 	live := [16]byte{0xff, 0xff, 0xff, 0xff}
-	r.add(live, time.Now().Add(time.Hour).UnixNano())
+	r.add(live, revocation{at: 2, until: time.Now().Add(time.Hour).UnixNano()})
 	r.mu.RLock()
-	n := len(r.until)
+	n := len(r.revs)
 	r.mu.RUnlock()
 	if n > 1024 {
 		t.Errorf("%d entries kept after 100,000 expired revocations", n)
 	}
-	if !r.has(live) {
+	if r.at(live) != 2 {
 		t.Error("a live revocation was swept")
 	}
 }

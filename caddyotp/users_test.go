@@ -14,7 +14,7 @@ import (
 
 // startTwoFactorSite is a site with Caddy's basic_auth (alice, bob, carol) and the gate binding
 // alice and bob to their phones; carol has no phone.
-func startTwoFactorSite(t *testing.T) *restcommtest.Server {
+func startTwoFactorSite(t *testing.T, extra ...string) *restcommtest.Server {
 	t.Helper()
 	sms := restcommtest.NewServer()
 	t.Cleanup(sms.Close)
@@ -41,10 +41,11 @@ http://localhost:9080 {
 			bob %[4]s
 		}
 		store memory %[5]s
+		%[6]s
 	}
 	respond "user={http.auth.user.id}"
 }
-`, hash, senderBlock(sms, sms.AuthToken), alice, bob, storeName(t)), "caddyfile")
+`, hash, senderBlock(sms, sms.AuthToken), alice, bob, storeName(t), strings.Join(extra, "\n\t\t")), "caddyfile")
 	return sms
 }
 
