@@ -176,6 +176,12 @@ func (s *Restcomm) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return oneString(d, &s.BaseURL)
 		case "timeout":
 			return oneDuration(d, &s.Timeout)
+		case "voice":
+			s.Voice = true
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			return nil
 		}
 		return errUnknown
 	})

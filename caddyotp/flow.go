@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // flow is one pending verification, kept in the store under "flow:"+id. Its id is a random
@@ -26,6 +27,7 @@ type flow struct {
 	Hash    []byte `json:"hash,omitempty"`    // codeHash of the live code; nil when there is none
 	Expires int64  `json:"expires,omitempty"` // when the code dies, Unix ns
 	Sent    int64  `json:"sent,omitempty"`    // when the code was issued, Unix ns
+	Resends int    `json:"resends,omitempty"` // new codes asked for; a call is offered after one
 }
 
 // flowTTL bounds how long a flow is kept after its last change; its code dies sooner (code_ttl).
@@ -78,11 +80,18 @@ func (h *Handler) saveFlow(ctx context.Context, id string, f *flow) error {
 	return h.store.Set(ctx, flowKey(id), b, flowTTL)
 }
 
-// issueCode gives the flow a new code, which kills the previous one, sends it when the phone
-// may sign in, and saves the flow. When the send fails nothing is saved: the old state stands,
-// and the error is a *SendError. For a phone that may not sign in the flow gets a code nobody
-// knows, so every answer matches. It returns the provider's id for the message, if any.
+// issueCode gives the flow a new code, which kills the previous one, sends it by SMS when the
+// phone may sign in, and saves the flow. When the send fails nothing is saved: the old state
+// stands, and the error is a *SendError. For a phone that may not sign in the flow gets a code
+// nobody knows, so every answer matches. It returns the provider's id for the message, if any.
 func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Request) (string, error) {
+	return h.issue(ctx, id, f, metrics.smsSent, func(code string) (string, error) {
+		return h.sender.Send(ctx, Message{To: f.Phone, Body: h.smsBody(code, r)})
+	})
+}
+
+// issue is issueCode with the delivery (an SMS, a call) given, and the counter of its results.
+func (h *Handler) issue(ctx context.Context, id string, f *flow, results *prometheus.CounterVec, deliver func(code string) (string, error)) (string, error) {
 	code, err := newCode(h.CodeLength)
 	if err != nil {
 		return "", err
@@ -92,10 +101,10 @@ func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Req
 	next.Hash = codeHash(h.keys.code, id, code)
 	next.Sent = t.UnixNano()
 	next.Expires = t.Add(time.Duration(h.CodeTTL)).UnixNano()
-	var sid string
+	var ref string
 	if next.Allowed {
 		started := time.Now()
-		sid, err = h.sender.Send(ctx, Message{To: next.Phone, Body: h.smsBody(code, r)})
+		ref, err = deliver(code)
 		metrics.senderDuration.Observe(time.Since(started).Seconds())
 		if err != nil {
 			var se *SendError
@@ -103,9 +112,9 @@ func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Req
 				se = &SendError{Provider: "sender", Temporary: true, Detail: err.Error()}
 			}
 			if se.Temporary {
-				metrics.smsSent.WithLabelValues("failed_temporary").Inc()
+				results.WithLabelValues("failed_temporary").Inc()
 			} else {
-				metrics.smsSent.WithLabelValues("failed_permanent").Inc()
+				results.WithLabelValues("failed_permanent").Inc()
 			}
 			return "", se
 		}
@@ -114,12 +123,12 @@ func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Req
 		return "", err
 	}
 	if next.Allowed {
-		metrics.smsSent.WithLabelValues("sent").Inc()
+		results.WithLabelValues("sent").Inc()
 	} else {
-		metrics.smsSent.WithLabelValues("not_allowed").Inc()
+		results.WithLabelValues("not_allowed").Inc()
 	}
 	*f = next
-	return sid, nil
+	return ref, nil
 }
 
 // smsBody fills the message (the operator's, or the default in the visitor's language) with

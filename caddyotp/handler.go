@@ -145,7 +145,13 @@ func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string)
 		rt = route{"POST", h.serveResend}
 	case "/logout":
 		rt = route{"GET, HEAD, POST", h.serveLogout}
+	case "/call":
+		rt = route{"POST", h.serveCall}
 	default:
+		if token, ok := strings.CutPrefix(rest, "/voice/"); ok {
+			// The telephony provider fetches the call's script: no browser, no form, no CSRF.
+			return h.serveVoice(w, r, token)
+		}
 		return h.message(w, r, http.StatusNotFound, "not_found")
 	}
 	if !slices.Contains(strings.Split(rt.methods, ", "), r.Method) {
@@ -293,14 +299,22 @@ func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
 	if wait, limit, err := h.sendAllowed(ctx, f.Phone); err != nil || wait > 0 {
 		return h.limited(w, r, err, wait, limit)
 	}
+	f.Resends++
 	return h.sendAndContinue(w, r, id, f)
 }
 
-// sendAndContinue issues the code and moves the visitor on to the code page, or explains why not.
+// sendAndContinue issues the code by SMS and moves the visitor on to the code page, or explains
+// why not.
 func (h *Handler) sendAndContinue(w http.ResponseWriter, r *http.Request, id string, f *flow) error {
 	// The visitor leaving must not cut a send half-way: its outcome decides what is saved.
 	ctx := context.WithoutCancel(r.Context())
 	sid, err := h.issueCode(ctx, id, f, r)
+	return h.continueAfter(w, r, id, f, sid, err)
+}
+
+// continueAfter moves the visitor on to the code page after a code was issued, or explains why
+// it could not be delivered.
+func (h *Handler) continueAfter(w http.ResponseWriter, r *http.Request, id string, f *flow, sid string, err error) error {
 	var sendErr *SendError
 	switch {
 	case err == nil:
@@ -410,7 +424,7 @@ func (h *Handler) codePage(w http.ResponseWriter, r *http.Request, status int, i
 	resendIn := ceilSeconds(time.Unix(0, f.Sent).Add(time.Duration(h.ResendAfter)).Sub(now()))
 	return h.render(w, r, status, "verify.html", page{Title: t["title_code"], CSRF: h.csrfToken(id), Error: errMsg,
 		Intro:    t.Say("code_intro", "n", strconv.Itoa(h.CodeLength), "phone", unbreakable.Replace(maskPhoneDisplay(f.Phone))),
-		ResendIn: max(0, resendIn)})
+		ResendIn: max(0, resendIn), CanCall: h.canCall() && f.Resends > 0})
 }
 
 // unbreakable keeps a number on one line: no-break spaces and hyphens.

@@ -33,15 +33,16 @@ const (
 
 // gate is one running Caddy with the otp handler in front of a page, and a fake Restcomm.
 type gate struct {
-	t         *testing.T
-	global    string // extra global options
-	faulty    bool   // use the store that tests can switch off
-	phones    string // who may sign in: alice and bob unless set
-	redis     string // if set, the address of the Redis to use as store
-	redisOpts string // more lines for the redis store's block
-	tester    *caddytest.Tester
-	sms       *restcommtest.Server
-	logFile   string
+	t          *testing.T
+	global     string   // extra global options
+	faulty     bool     // use the store that tests can switch off
+	phones     string   // who may sign in: alice and bob unless set
+	redis      string   // if set, the address of the Redis to use as store
+	redisOpts  string   // more lines for the redis store's block
+	senderOpts []string // more lines for the restcomm sender's block
+	tester     *caddytest.Tester
+	sms        *restcommtest.Server
+	logFile    string
 }
 
 // startGate loads a Caddyfile whose otp block holds the restcomm sender, alice and bob, a store of
@@ -102,7 +103,7 @@ http://localhost:9080 {
 	}
 	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
 }
-`, g.logFile, g.global, senderBlock(g.sms, g.sms.AuthToken), g.phones, g.store(), extra, body)
+`, g.logFile, g.global, senderBlock(g.sms, g.sms.AuthToken, g.senderOpts...), g.phones, g.store(), extra, body)
 }
 
 // reload loads the same gate with a different page body, as an operator's `caddy reload` would.
@@ -292,7 +293,7 @@ func (o *output) String() string {
 
 // senderBlock is an otp block's sender for the fake Restcomm. An empty token writes the
 // placeholder {env.TEST_RESTCOMM_TOKEN} instead, as an operator keeps secrets out of the file.
-func senderBlock(sms *restcommtest.Server, token string) string {
+func senderBlock(sms *restcommtest.Server, token string, extra ...string) string {
 	if token == "" {
 		token = "{env.TEST_RESTCOMM_TOKEN}"
 	}
@@ -302,7 +303,8 @@ func senderBlock(sms *restcommtest.Server, token string) string {
 			from %s
 			base_url %s
 			timeout 2s
-		}`, sms.AccountSID, token, fromNum, sms.BaseURL())
+			%s
+		}`, sms.AccountSID, token, fromNum, sms.BaseURL(), strings.Join(extra, "\n\t\t\t"))
 }
 
 // caddyProcess is this repository's Caddy running as a process of its own.

@@ -11,6 +11,8 @@ import (
 // language has every key (a test checks it); {name} marks a value filled in at render time.
 var catalog = map[string]map[string]string{
 	"en": {
+		"voice":               "Your {site} sign-in code is {digits}.",
+		"call_me":             "Call me instead",
 		"trust_device":        "Trust this browser for {days} days",
 		"sign_out_everywhere": "Sign out everywhere",
 		"everywhere_hint":     "Signing out everywhere ends every session of your account, on every browser.",
@@ -72,6 +74,8 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Sign out",
 	},
 	"de": {
+		"voice":               "Ihr Anmeldecode für {site} lautet {digits}.",
+		"call_me":             "Stattdessen anrufen",
 		"trust_device":        "Diesem Browser {days} Tage lang vertrauen",
 		"sign_out_everywhere": "Überall abmelden",
 		"everywhere_hint":     "Überall abmelden beendet jede Sitzung Ihres Kontos in jedem Browser.",
@@ -133,6 +137,8 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Abmelden",
 	},
 	"es": {
+		"voice":               "Tu código de acceso a {site} es {digits}.",
+		"call_me":             "Llamarme en su lugar",
 		"trust_device":        "Confiar en este navegador durante {days} días",
 		"sign_out_everywhere": "Cerrar sesión en todas partes",
 		"everywhere_hint":     "Cerrar sesión en todas partes termina todas las sesiones de tu cuenta en todos los navegadores.",
@@ -194,6 +200,8 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Cerrar sesión",
 	},
 	"fr": {
+		"voice":               "Votre code de connexion à {site} est {digits}.",
+		"call_me":             "M’appeler plutôt",
 		"trust_device":        "Faire confiance à ce navigateur pendant {days} jours",
 		"sign_out_everywhere": "Se déconnecter partout",
 		"everywhere_hint":     "Se déconnecter partout met fin à toutes les sessions de votre compte, sur tous les navigateurs.",

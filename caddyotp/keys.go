@@ -28,6 +28,7 @@ type keys struct {
 	code    []byte // code hashes
 	session []byte // session cookies
 	device  []byte // trusted-browser cookies
+	voice   []byte // voice-call scripts
 	csrf    []byte // form tokens
 	subject []byte // store keys for phones and IPs, so the store holds no plain numbers
 }
@@ -38,7 +39,7 @@ func deriveKeys(master []byte) keys {
 		m.Write([]byte("caddy-otp/" + purpose))
 		return m.Sum(nil)
 	}
-	return keys{code: derive("code"), session: derive("session"), device: derive("device"), csrf: derive("csrf"), subject: derive("subject")}
+	return keys{code: derive("code"), session: derive("session"), device: derive("device"), voice: derive("voice"), csrf: derive("csrf"), subject: derive("subject")}
 }
 
 // masterKey returns the configured secret, or else the key in Caddy's storage, generating and

@@ -11,6 +11,7 @@ import (
 // IP or anything else a visitor chooses.
 var metrics = struct {
 	smsSent        *prometheus.CounterVec
+	calls          *prometheus.CounterVec
 	verifications  *prometheus.CounterVec
 	rateLimited    *prometheus.CounterVec
 	sessions       prometheus.Counter
@@ -21,6 +22,10 @@ var metrics = struct {
 	smsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "otp", Name: "sms_sent_total",
 		Help: "Codes issued, by result: sent; not_allowed (a number that may not sign in: no SMS); failed_temporary and failed_permanent (the provider refused or failed).",
+	}, []string{"result"}),
+	calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "otp", Name: "voice_calls_total",
+		Help: "Codes issued by voice call, by result, as for caddy_otp_sms_sent_total.",
 	}, []string{"result"}),
 	verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "otp", Name: "verifications_total",
@@ -55,7 +60,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{metrics.smsSent, metrics.verifications, metrics.rateLimited,
+	for _, c := range []prometheus.Collector{metrics.smsSent, metrics.calls, metrics.verifications, metrics.rateLimited,
 		metrics.sessions, metrics.revoked, metrics.storeErrors, metrics.senderDuration} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -35,6 +35,7 @@ type page struct {
 	CodeLength int
 	ResendIn   int    // verify.html: seconds until a new code may be sent
 	TrustDays  int    // verify.html: offer "trust this browser" for this many days, if not 0
+	CanCall    bool   // verify.html: offer "call me instead"
 	Devices    bool   // logout.html: trusted browsers are on, so say what "everywhere" ends
 	RetryPhone string // message.html: resend to this number with a "Try again" button
 	Link       string // message.html: where to go next

@@ -38,8 +38,11 @@ type Restcomm struct {
 	BaseURL string `json:"base_url,omitempty"`
 	// How long one send may take, connection included. Default 10s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// Offer a voice call that reads the code, once a visitor has asked for a second code.
+	Voice bool `json:"voice,omitempty"`
 
 	endpoint string
+	calls    string
 	client   *http.Client
 	logger   *zap.Logger
 }
@@ -67,6 +70,7 @@ func (s *Restcomm) Provision(ctx caddy.Context) error {
 		s.Timeout = caddy.Duration(10 * time.Second)
 	}
 	s.endpoint = s.BaseURL + "/Accounts/" + url.PathEscape(s.AccountSID) + "/SMS/Messages.json"
+	s.calls = s.BaseURL + "/Accounts/" + url.PathEscape(s.AccountSID) + "/Calls.json"
 
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 16
@@ -117,9 +121,26 @@ func (s *Restcomm) Send(ctx context.Context, msg Message) (string, error) {
 	if !isGSM7(msg.Body) {
 		form.Set("Encoding", "UCS-2") // Restcomm's default, GSM, would mangle the text
 	}
+	return s.post(ctx, s.endpoint, form)
+}
+
+// VoiceEnabled reports the `voice` option.
+func (s *Restcomm) VoiceEnabled() bool { return s.Voice }
+
+// Call places a voice call (POST {base_url}/Accounts/{sid}/Calls.json) whose script Restcomm
+// fetches from script with POST when the call is answered. It is available with `voice`.
+func (s *Restcomm) Call(ctx context.Context, to, script string) (string, error) {
+	if !s.Voice {
+		return "", &SendError{Provider: "restcomm", Detail: "voice calls are off: add `voice` to the restcomm sender"}
+	}
+	return s.post(ctx, s.calls, url.Values{"From": {s.From}, "To": {to}, "Url": {script}, "Method": {http.MethodPost}})
+}
+
+// post sends one form to the API and reads the created resource's sid, or classifies the error.
+func (s *Restcomm) post(ctx context.Context, endpoint string, form url.Values) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.Timeout))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return "", &SendError{Provider: "restcomm", Detail: "building request: " + err.Error()}
 	}
@@ -214,6 +235,7 @@ func responseDetail(status int, body []byte) string {
 
 var (
 	_ Sender             = (*Restcomm)(nil)
+	_ Caller             = (*Restcomm)(nil)
 	_ caddy.Provisioner  = (*Restcomm)(nil)
 	_ caddy.Validator    = (*Restcomm)(nil)
 	_ caddy.CleanerUpper = (*Restcomm)(nil)

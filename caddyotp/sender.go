@@ -20,6 +20,14 @@ type Sender interface {
 	Send(ctx context.Context, msg Message) (id string, err error)
 }
 
+// Caller is a Sender that can also place a voice call. The provider fetches what to say from
+// script, a URL the gate serves; Call returns the provider's id for the call. Errors are as Send's.
+type Caller interface {
+	// VoiceEnabled says whether the operator turned calls on.
+	VoiceEnabled() bool
+	Call(ctx context.Context, to, script string) (id string, err error)
+}
+
 // Message is one text message to send.
 type Message struct {
 	To   string // E.164, e.g. +12015550123

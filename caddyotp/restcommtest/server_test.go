@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 func post(t *testing.T, s *Server, path, user, pass, contentType, body string) (*http.Response, string) {
@@ -84,5 +86,37 @@ func TestFakeAnswersLikeRestcomm(t *testing.T) {
 	}
 	if n := len(s.Messages()); n != 2 {
 		t.Errorf("%d messages recorded, want 2", n)
+	}
+}
+
+func TestFakeCallsFetchTheScriptAsRestcommDoes(t *testing.T) {
+	var fetched url.Values
+	script := http.NewServeMux()
+	script.HandleFunc("/rcml", func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		fetched = r.PostForm
+		_, _ = w.Write([]byte(`<Response><Say>hi</Say></Response>`))
+	})
+	rcml := httptest.NewServer(script)
+	defer rcml.Close()
+	s := NewServer()
+	defer s.Close()
+	path := "/restcomm/2012-04-24/Accounts/" + s.AccountSID + "/Calls.json"
+
+	resp, body := post(t, s, path, s.AccountSID, s.AuthToken, form, url.Values{"From": {"+12015550100"}, "To": {"+12015550123"}}.Encode())
+	if resp.StatusCode != 400 || body != "Url can not be null." {
+		t.Errorf("no Url: %d %q", resp.StatusCode, body)
+	}
+	resp, body = post(t, s, path, s.AccountSID, s.AuthToken, form, url.Values{"From": {"+12015550100"}, "To": {"+12015550123"}, "Url": {rcml.URL + "/rcml"}}.Encode())
+	var rec map[string]any
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &rec) != nil || !strings.HasPrefix(rec["sid"].(string), "CA") || rec["status"] != "queued" {
+		t.Fatalf("call: %d %q", resp.StatusCode, body)
+	}
+	calls, err := s.WaitCalls(1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls[0].FetchStatus != 200 || calls[0].RCML != `<Response><Say>hi</Say></Response>` || fetched.Get("CallSid") != rec["sid"] || fetched.Get("To") != "+12015550123" {
+		t.Errorf("script fetch: %+v, form %v", calls[0], fetched)
 	}
 }
