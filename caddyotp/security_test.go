@@ -74,10 +74,10 @@ func TestIPLimitCountsCaddysClientIPBehindTrustedProxies(t *testing.T) {
 		v.client.Transport = headerTransport{"X-Forwarded-For": ip}
 		return v
 	}
-	csrf, r := from("203.0.113.5").startSignIn("/", alice)
+	_, r := from("203.0.113.5").startSignIn("/", alice)
 	wantStatus(t, "send 1", r, http.StatusSeeOther)
 	attacker := from("203.0.113.5")
-	csrf = attacker.get("/.otp/login").csrf()
+	csrf := attacker.get("/.otp/login").csrf()
 	for i := 2; i <= 3; i++ {
 		wantStatus(t, "send "+strconv.Itoa(i), attacker.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {stranger}}), http.StatusSeeOther)
 	}
