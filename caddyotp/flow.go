@@ -8,9 +8,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -102,10 +104,16 @@ func (h *Handler) issue(ctx context.Context, id string, f *flow, results *promet
 	next.Sent = t.UnixNano()
 	next.Expires = t.Add(time.Duration(h.CodeTTL)).UnixNano()
 	var ref string
-	if next.Allowed {
+	if !next.Allowed {
+		h.decoyDelay(ctx)
+	} else {
 		started := time.Now()
 		ref, err = deliver(code)
-		metrics.senderDuration.Observe(time.Since(started).Seconds())
+		took := time.Since(started)
+		metrics.senderDuration.Observe(took.Seconds())
+		if err == nil {
+			h.delivery.observe(took)
+		}
 		if err != nil {
 			var se *SendError
 			if !errors.As(err, &se) { // a sender that says nothing more: assume it may pass later
@@ -129,6 +137,43 @@ func (h *Handler) issue(ctx context.Context, id string, f *flow, results *promet
 	}
 	*f = next
 	return ref, nil
+}
+
+// deliveryTime is a moving average of how long accepted deliveries took, in ns: an answer for
+// a number that may not sign in waits about as long, so response times do not tell them apart.
+type deliveryTime struct{ ns atomic.Int64 }
+
+func (d *deliveryTime) observe(took time.Duration) {
+	for {
+		old := d.ns.Load()
+		next := int64(took)
+		if old != 0 {
+			next = old - old/8 + int64(took)/8
+		}
+		if d.ns.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// decoyDelay waits for about the average delivery time (±20%), or until ctx ends.
+func (h *Handler) decoyDelay(ctx context.Context) {
+	avg := time.Duration(h.delivery.ns.Load())
+	if avg <= 0 {
+		return
+	}
+	d := avg*4/5 + time.Duration(mrand.Int64N(int64(avg)*2/5+1))
+	h.wait(ctx, d)
+}
+
+// sleepCtx sleeps for d or until ctx ends: the handler's wait, which tests replace.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // smsBody fills the message (the operator's, or the default in the visitor's language) with

@@ -37,6 +37,7 @@
 package caddyotp
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -161,6 +162,8 @@ type Handler struct {
 	devices  *sessionCodec // nil unless trust_device
 	pages    map[string]*template.Template
 	logger   *zap.Logger
+	delivery *deliveryTime                              // how long accepted deliveries take
+	wait     func(ctx context.Context, d time.Duration) // how decoy answers wait
 }
 
 // CaddyModule returns the Caddy module information.
@@ -175,6 +178,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // and parses the pages. It makes no network call.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.wait, h.delivery = sleepCtx, new(deliveryTime)
 	repl := caddy.NewReplacer()
 	h.setDefaults()
 	h.Secret = repl.ReplaceKnown(h.Secret, "")

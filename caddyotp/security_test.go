@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
@@ -367,6 +368,45 @@ func TestStoreKeysHoldNoPhoneNumberOrIP(t *testing.T) {
 	for key := range items {
 		if strings.Contains(key, "2015550123") || strings.Contains(key, "192.0.2.1") {
 			t.Errorf("store key %q holds the phone or the client IP", key)
+		}
+	}
+}
+
+// TestNumberThatMayNotSignInTakesAsLongToAnswer: an answer for such a number waits about as long
+// as real deliveries take (their moving average, ±20%), so timing does not tell the numbers
+// apart; a real delivery does not wait on top.
+func TestNumberThatMayNotSignInTakesAsLongToAnswer(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"ip_limit": map[string]any{"count": 100, "window": "10m"}})
+	var waited []time.Duration
+	h.wait = func(_ context.Context, d time.Duration) { waited = append(waited, d) }
+	send := func(phone string) int {
+		flowCookie, csrf := unitFlow(t, h)
+		r := httptest.NewRequest(http.MethodPost, "/.otp/send", strings.NewReader("csrf="+csrf+"&phone="+url.QueryEscape(phone)))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.AddCookie(flowCookie)
+		w := httptest.NewRecorder()
+		_ = serve(h, w, r)
+		return w.Code
+	}
+	if send(stranger); len(waited) != 0 {
+		t.Fatalf("waited %v before any delivery was timed", waited)
+	}
+	for _, took := range []time.Duration{300 * time.Millisecond, 300 * time.Millisecond} {
+		h.delivery.observe(took)
+	}
+	if code := send(alice); code != http.StatusSeeOther || len(waited) != 0 {
+		t.Fatalf("a real delivery waited %v (status %d)", waited, code)
+	}
+	for i := 0; i < 20; i++ {
+		send("+120155501" + strconv.Itoa(50+i)) // twenty numbers that may not sign in
+	}
+	if len(waited) != 20 {
+		t.Fatalf("%d waits for 20 answers to a number that may not sign in", len(waited))
+	}
+	avg := time.Duration(h.delivery.ns.Load())
+	for _, d := range waited {
+		if d < avg*4/5 || d > avg*6/5 {
+			t.Errorf("waited %s, want within 20%% of %s", d, avg)
 		}
 	}
 }
