@@ -277,30 +277,49 @@ func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request) error {
 
 // serveResend issues a new code to the flow's phone, once resend_after has passed.
 func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
+	id, f, err := h.pendingFlow(w, r)
+	if f == nil {
+		return err
+	}
+	if refused, err := h.againRefused(w, r, f); refused {
+		return err
+	}
+	f.Resends++
+	return h.sendAndContinue(w, r, id, f)
+}
+
+// pendingFlow loads the flow a new code is asked for. When there is none for this visitor it
+// answers (with the phone page, or a store failure) and returns a nil flow.
+func (h *Handler) pendingFlow(w http.ResponseWriter, r *http.Request) (string, *flow, error) {
 	id := cookieValue(r, h.cookieName(r, flowCookie))
-	f, err := h.loadFlow(ctx, id)
+	f, err := h.loadFlow(r.Context(), id)
 	if err != nil {
-		return h.storeFailed(w, r, err)
+		return "", nil, h.storeFailed(w, r, err)
 	}
 	if f == nil || f.Phone == "" || f.User != "" && firstFactor(r) != f.User {
-		return h.seeOther(w, h.Path+"/login")
+		return "", nil, h.seeOther(w, h.Path+"/login")
 	}
+	return id, f, nil
+}
+
+// againRefused applies what a second code (by SMS or call) must pass: resend_after since the
+// last one, the client's IP limit and the phone's send limits. It answers when it refuses.
+func (h *Handler) againRefused(w http.ResponseWriter, r *http.Request, f *flow) (bool, error) {
+	ctx := r.Context()
 	if wait := time.Unix(0, f.Sent).Add(time.Duration(h.ResendAfter)).Sub(now()); wait > 0 {
 		metrics.rateLimited.WithLabelValues("resend").Inc()
 		setRetryAfter(w, wait)
 		t := h.words(r)
-		return h.render(w, r, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
+		return true, h.render(w, r, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
 			Text: t.Say("text_resend_wait", "wait", t.duration(ceilSeconds(wait))), Link: h.Path + "/verify", LinkText: t["back_to_code"]})
 	}
 	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
-		return h.limited(w, r, err, wait, "ip")
+		return true, h.limited(w, r, err, wait, "ip")
 	}
 	if wait, limit, err := h.sendAllowed(ctx, f.Phone); err != nil || wait > 0 {
-		return h.limited(w, r, err, wait, limit)
+		return true, h.limited(w, r, err, wait, limit)
 	}
-	f.Resends++
-	return h.sendAndContinue(w, r, id, f)
+	return false, nil
 }
 
 // sendAndContinue issues the code by SMS and moves the visitor on to the code page, or explains

@@ -56,29 +56,18 @@ func (h *Handler) voiceAEAD(token string) (cipher.AEAD, error) {
 // serveCall places a call that reads a new code (the old one dies), on the same terms as a
 // resend: after resend_after, within the send limits. It is offered once a code was resent.
 func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	id := cookieValue(r, h.cookieName(r, flowCookie))
-	f, err := h.loadFlow(ctx, id)
-	if err != nil {
-		return h.storeFailed(w, r, err)
-	}
-	if f == nil || f.Phone == "" || f.User != "" && firstFactor(r) != f.User {
-		return h.seeOther(w, h.Path+"/login")
+	id, f, err := h.pendingFlow(w, r)
+	if f == nil {
+		return err
 	}
 	if !h.canCall() || f.Resends == 0 {
 		return h.seeOther(w, h.Path+"/verify")
 	}
-	if wait := time.Unix(0, f.Sent).Add(time.Duration(h.ResendAfter)).Sub(now()); wait > 0 {
-		return h.limited(w, r, nil, wait, "resend")
-	}
-	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
-		return h.limited(w, r, err, wait, "ip")
-	}
-	if wait, limit, err := h.sendAllowed(ctx, f.Phone); err != nil || wait > 0 {
-		return h.limited(w, r, err, wait, limit)
+	if refused, err := h.againRefused(w, r, f); refused {
+		return err
 	}
 	// The visitor leaving must not cut a call half-way: its outcome decides what is saved.
-	dctx := context.WithoutCancel(ctx)
+	dctx := context.WithoutCancel(r.Context())
 	ref, err := h.issue(dctx, id, f, metrics.calls, func(code string) (string, error) {
 		return h.placeCall(dctx, r, f.Phone, code)
 	})
