@@ -38,7 +38,8 @@ const flowTTL = 30 * time.Minute
 // flowIDLen is the length of a flow id: 32 random bytes, base64url without padding.
 const flowIDLen = 43
 
-func newFlowID() (string, error) {
+// randomToken returns 256 random bits, URL-safe: a flow id, or a voice script's token.
+func randomToken() (string, error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err

@@ -204,7 +204,7 @@ func (h *Handler) flowID(w http.ResponseWriter, r *http.Request) (string, error)
 	if id := cookieValue(r, h.cookieName(r, flowCookie)); validFlowID(id) {
 		return id, nil
 	}
-	id, err := newFlowID()
+	id, err := randomToken()
 	if err != nil {
 		return "", err
 	}

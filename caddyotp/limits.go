@@ -2,8 +2,6 @@ package caddyotp
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
 	"time"
@@ -20,9 +18,8 @@ type Limit struct {
 
 // subjectKey names a phone or an IP in store keys by a keyed hash, so the store holds neither.
 func (h *Handler) subjectKey(s string) string {
-	m := hmac.New(sha256.New, h.keys.subject)
-	m.Write([]byte(s))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	id := subjectID(h.keys.subject, s)
+	return hex.EncodeToString(id[:])
 }
 
 // hit counts one event of kind for subject in the current fixed window of l. It returns how long

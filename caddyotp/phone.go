@@ -99,24 +99,31 @@ func (l *phoneList) add(entry, defaultRegion, where string) error {
 
 // addFile reads one number a line; blank lines and # comments are skipped.
 func (l *phoneList) addFile(path, defaultRegion string) error {
+	return readEntries(path, "phones_file", func(entry, where string) error {
+		return l.add(entry, defaultRegion, where)
+	})
+}
+
+// readEntries calls add with each entry of a list file (a line without its # comment and outer
+// spaces, blank ones skipped) and where it stands ("what PATH:LINE"), for error messages.
+func readEntries(path, what string, add func(entry, where string) error) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("phones_file: %v", err)
+		return fmt.Errorf("%s: %v", what, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for line := 1; sc.Scan(); line++ {
 		entry, _, _ := strings.Cut(sc.Text(), "#")
-		entry = strings.TrimSpace(entry)
-		if entry == "" {
+		if entry = strings.TrimSpace(entry); entry == "" {
 			continue
 		}
-		if err := l.add(entry, defaultRegion, fmt.Sprintf("phones_file %s:%d", path, line)); err != nil {
+		if err := add(entry, fmt.Sprintf("%s %s:%d", what, path, line)); err != nil {
 			return err
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("phones_file %s: %v", path, err)
+		return fmt.Errorf("%s %s: %v", what, path, err)
 	}
 	return nil
 }

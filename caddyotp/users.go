@@ -1,10 +1,8 @@
 package caddyotp
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -34,28 +32,13 @@ func (u userPhones) add(user, phone, defaultRegion, where string) error {
 // addFile reads "USER PHONE" lines (the phone is the rest of the line); blank lines and
 // # comments are skipped.
 func (u userPhones) addFile(path, defaultRegion string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("users_file: %v", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		entry, _, _ := strings.Cut(sc.Text(), "#")
-		fields := strings.Fields(entry)
-		if len(fields) == 0 {
-			continue
-		}
-		where := fmt.Sprintf("users_file %s:%d", path, line)
-		if len(fields) < 2 {
+	return readEntries(path, "users_file", func(entry, where string) error {
+		user, phone, ok := strings.Cut(strings.Replace(entry, "\t", " ", 1), " ")
+		if phone = strings.TrimSpace(phone); !ok || phone == "" {
 			return fmt.Errorf("%s: expected a user and a phone number", where)
 		}
-		// The rest of the line is the phone, which may be written with spaces.
-		if err := u.add(fields[0], strings.Join(fields[1:], " "), defaultRegion, where); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
+		return u.add(user, phone, defaultRegion, where)
+	})
 }
 
 // firstFactor is the user a preceding handler authenticated, or "".

@@ -81,7 +81,7 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request) error {
 // placeCall stores the sealed script under a new token, then asks the provider to call. If the
 // provider refuses, the script is removed again.
 func (h *Handler) placeCall(ctx context.Context, r *http.Request, phone, code string) (string, error) {
-	token, err := newFlowID() // 256 random bits, URL-safe
+	token, err := randomToken()
 	if err != nil {
 		return "", err
 	}
