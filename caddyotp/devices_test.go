@@ -68,7 +68,7 @@ func TestTrustedBrowserCookieMustBeGenuine(t *testing.T) {
 	device, session := v.cookie("caddy_otp_device"), v.cookie("caddy_otp")
 	clock.Advance(13 * time.Hour)
 	for name, c := range map[string][2]string{
-		"tampered device cookie":        {"caddy_otp_device", device[:len(device)-2] + "AA"},
+		"tampered device cookie":        {"caddy_otp_device", device[:len(device)-2] + otherChar(device[len(device)-2]) + "A"},
 		"device cookie as session":      {"caddy_otp", device},
 		"session cookie as device":      {"caddy_otp_device", session},
 		"device cookie with flow name":  {"caddy_otp_flow", device},
