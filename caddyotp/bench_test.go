@@ -100,7 +100,7 @@ func TestPendingFlowMemory(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	for i := 0; i < flows; i++ {
 		id, _ := randomToken()
-		f := &flow{Next: "/reports/q3?year=2026", Phone: "+1201555" + strconv.Itoa(1000+i%9000), Allowed: true,
+		f := &flow{Phone: "+1201555" + strconv.Itoa(1000+i%9000), Allowed: true,
 			Hash: codeHash(h.keys.code, id, "123456"), Sent: now().UnixNano(), Expires: now().Add(5 * time.Minute).UnixNano()}
 		if err := h.saveFlow(t.Context(), id, f); err != nil {
 			t.Fatal(err)

@@ -76,6 +76,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneDuration(d, &h.SessionIdle)
 		case "trust_device":
 			err = oneDuration(d, &h.TrustDevice)
+		case "public_url":
+			err = oneString(d, &h.PublicURL)
+		case "audience":
+			err = oneString(d, &h.Audience)
 		case "path":
 			err = oneString(d, &h.Path)
 		case "cookie_name":

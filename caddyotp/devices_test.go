@@ -86,7 +86,8 @@ func TestTrustedBrowserIsBoundToItsUser(t *testing.T) {
 	sms := startTwoFactorSite(t, "trust_device 30d")
 	v := newVisitor(t).as("alice")
 	r := v.get("/.otp/login")
-	wantStatus(t, "login", r, http.StatusSeeOther)
+	wantStatus(t, "login", r, http.StatusOK)
+	wantStatus(t, "send", v.post("/.otp/send", url.Values{"csrf": {r.csrf()}}), http.StatusSeeOther)
 	_, code := smsCode(t, sms, 1)
 	page := v.get("/.otp/verify")
 	wantStatus(t, "verify", v.post("/.otp/verify", url.Values{"csrf": {page.csrf()}, "code": {code}, "trust": {"1"}}), http.StatusSeeOther)
@@ -103,6 +104,7 @@ func TestSignOutEverywhereEndsEverySessionAndTrustedBrowser(t *testing.T) {
 	g := startGate(t, "trust_device 30d")
 	laptop, phone := newVisitor(t), newVisitor(t)
 	laptop.signIn(g, alice)
+	clock.Advance(31 * time.Second) // resend_after holds per phone
 	phone.signInTrusting(g.sms, alice)
 	other := newVisitor(t)
 	other.signIn(g, bob)

@@ -9,20 +9,18 @@ import (
 	"encoding/json"
 	"errors"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// flow is one pending verification, kept in the store under "flow:"+id. Its id is a random
-// 256-bit value in an HttpOnly cookie, so a code is bound to the browser that asked for it.
+// flow is one pending verification, kept in the store under "flow:"+id from the moment a code
+// is asked for. Its id is a random 256-bit value in a signed HttpOnly cookie (which also carries
+// where to go after sign-in), so a code is bound to the browser that asked for it.
 type flow struct {
-	Next    string `json:"next,omitempty"`    // where to go after sign-in: a local path
 	User    string `json:"user,omitempty"`    // the first-factor user the phone is bound to, if any
 	Phone   string `json:"phone,omitempty"`   // E.164, once a code was asked for
 	Allowed bool   `json:"allowed,omitempty"` // whether Phone may sign in (if not, no SMS went out)
@@ -47,7 +45,8 @@ func randomToken() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
-func validFlowID(s string) bool {
+// validToken says whether s has the shape of a randomToken.
+func validToken(s string) bool {
 	if len(s) != flowIDLen {
 		return false
 	}
@@ -116,6 +115,9 @@ func (h *Handler) issue(ctx context.Context, id string, f *flow, results *promet
 			h.delivery.observe(took)
 		}
 		if err != nil {
+			if err := h.endCooldown(ctx, f.Phone); err != nil {
+				return "", err
+			}
 			var se *SendError
 			if !errors.As(err, &se) { // a sender that says nothing more: assume it may pass later
 				se = &SendError{Provider: "sender", Temporary: true, Detail: err.Error()}
@@ -178,34 +180,50 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 }
 
 // smsBody fills the message (the operator's, or the default in the visitor's language) with
-// {code}, {site} and {host} (which the Caddyfile writes as {http.request.host}), then any other
-// request placeholder, and appends the origin-bound line "@host #code" that Safari and Chrome read
-// to offer the code for autofill.
+// {code}, {site} and {host} ({http.request.host} is how the Caddyfile writes {host}), and appends
+// the origin-bound line "@host #code" that Safari and Chrome read to offer the code for
+// autofill. Nothing in it comes from the request but the language.
 func (h *Handler) smsBody(code string, r *http.Request) string {
-	host := smsHost(r)
+	site, host := h.smsNames(r)
 	text := h.Message
 	if text == "" {
 		text = h.words(r)["sms"]
+		if site == "" {
+			text = h.words(r)["sms_no_site"]
+		}
 	}
-	text = strings.NewReplacer("{code}", code, "{site}", h.siteName(r), "{host}", host, "{http.request.host}", host).Replace(text)
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		text = repl.ReplaceKnown(text, "")
+	text = strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
+	if bound := h.trustedHost(r); bound != "" {
+		text += "\n\n@" + bound + " #" + code
 	}
-	return text + "\n\n@" + host + " #" + code
+	return text
 }
 
-// smsHost is the host the code is bound to. On HTTPS it is the TLS server name, which only a
-// host Caddy holds a certificate for can be; the Host header is the client's to choose, and a
+// smsNames are what an SMS or a call calls the site: {site}, site_name else the trusted host;
+// {host}, the trusted host else site_name. Either may be "" on plain HTTP without public_url.
+func (h *Handler) smsNames(r *http.Request) (site, host string) {
+	site, host = h.SiteName, h.trustedHost(r)
+	if site == "" {
+		site = host
+	}
+	if host == "" {
+		host = site
+	}
+	return site, host
+}
+
+// trustedHost is the host the site is known by without believing the request: public_url's,
+// else on HTTPS the TLS server name, which only a host Caddy holds a certificate for can be.
+// On plain HTTP without public_url it is "": the Host header is the client's to choose, and a
 // code bound to a host of the attacker's choosing would autofill on the attacker's page.
-func smsHost(r *http.Request) string {
+func (h *Handler) trustedHost(r *http.Request) string {
+	if h.public != nil {
+		return h.public.Hostname()
+	}
 	if r.TLS != nil && r.TLS.ServerName != "" {
 		return strings.ToLower(r.TLS.ServerName)
 	}
-	host := r.Host
-	if hn, _, err := net.SplitHostPort(host); err == nil {
-		host = hn
-	}
-	return strings.ToLower(host)
+	return ""
 }
 
 // verdict is the outcome of checking a code.
@@ -216,41 +234,47 @@ const (
 	codeWrong             // wrong code, attempts remain
 	codeExpired           // no live code: never sent, past code_ttl, or already used
 	codeExhausted         // max_attempts reached: the flow is void
+	codeLocked            // the lockout refused the check: the code was not compared
 )
 
 func (v verdict) String() string {
-	return [...]string{"accepted", "wrong", "expired", "exhausted"}[v]
+	return [...]string{"accepted", "wrong", "expired", "exhausted", "locked"}[v]
 }
 
-// checkCode counts the attempt, then compares the code in constant time. A right code is
-// consumed atomically (Store.Take), so it signs in exactly once even when raced.
-func (h *Handler) checkCode(ctx context.Context, id string, f *flow, code string) (v verdict, left int, err error) {
+// checkCode counts the attempt against the lockout and the code's max_attempts, then compares
+// the code in constant time. A right code is consumed atomically (Store.Take), so it signs in
+// exactly once even when raced. For codeLocked it returns how long the lock lasts.
+func (h *Handler) checkCode(ctx context.Context, id string, f *flow, client, code string) (v verdict, left int, wait time.Duration, err error) {
 	if f.Hash == nil || now().UnixNano() >= f.Expires {
-		return codeExpired, 0, nil
+		return codeExpired, 0, 0, nil
+	}
+	n, wait, err := h.countTry(ctx, f.Phone, client)
+	if err != nil || wait > 0 {
+		return codeLocked, 0, wait, err
 	}
 	attempts, err := h.store.Incr(ctx, "att:"+id+":"+hex.EncodeToString(f.Hash[:8]), time.Duration(h.CodeTTL))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if attempts > int64(h.MaxAttempts) {
-		return codeExhausted, 0, h.store.Delete(ctx, flowKey(id))
+		return codeExhausted, 0, 0, h.store.Delete(ctx, flowKey(id))
 	}
 	if code == "" || !codeMatches(h.keys.code, id, code, f.Hash) {
-		if err := h.failed(ctx, f.Phone); err != nil {
-			return 0, 0, err
+		if err := h.tryFailed(ctx, f.Phone, client, n); err != nil {
+			return 0, 0, 0, err
 		}
 		if attempts >= int64(h.MaxAttempts) {
-			return codeExhausted, 0, h.store.Delete(ctx, flowKey(id))
+			return codeExhausted, 0, 0, h.store.Delete(ctx, flowKey(id))
 		}
-		return codeWrong, h.MaxAttempts - int(attempts), nil
+		return codeWrong, h.MaxAttempts - int(attempts), 0, nil
 	}
 	b, err := h.store.Take(ctx, flowKey(id))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	var taken flow
 	if b == nil || json.Unmarshal(b, &taken) != nil || !hmac.Equal(taken.Hash, f.Hash) {
-		return codeExpired, 0, nil // consumed by a concurrent request, or replaced by a resend
+		return codeExpired, 0, 0, nil // consumed by a concurrent request, or replaced by a resend
 	}
-	return codeAccepted, 0, h.succeeded(ctx, f.Phone)
+	return codeAccepted, 0, 0, h.trySucceeded(ctx, f.Phone, client)
 }

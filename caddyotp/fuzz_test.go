@@ -3,6 +3,7 @@ package caddyotp
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -51,9 +52,11 @@ func FuzzSessionDecode(f *testing.F) {
 	})
 }
 
-// FuzzLocalPath: whatever next is, the result is "/" or a path a browser reads as this site's.
+// FuzzLocalPath: whatever next is, the result is "/" or a normalised path a browser reads as
+// this site's, outside the gate, and normalising it again changes nothing.
 func FuzzLocalPath(f *testing.F) {
-	for _, s := range []string{"/", "/a?b=c", "//evil", "/\\evil", "https://evil", "/%2F%2Fevil", "/\t/evil", "/.otp/login", "\x00"} {
+	for _, s := range []string{"/", "/a?b=c", "//evil", "/\\evil", "https://evil", "/%2F%2Fevil", "/\t/evil", "/.otp/login", "\x00",
+		"/..//evil", "/%2e%2e//evil", "/a/./b/../../..//evil?x#y", "/.%2e/.otp/verify"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, next string) {
@@ -61,8 +64,15 @@ func FuzzLocalPath(f *testing.F) {
 		if got == "/" {
 			return
 		}
-		if got != next || got[0] != '/' || (len(got) > 1 && (got[1] == '/' || got[1] == '\\')) || strings.ContainsAny(got, "\\\t\r\n") {
+		if got[0] != '/' || (len(got) > 1 && (got[1] == '/' || got[1] == '\\')) || strings.ContainsAny(got, "\\\t\r\n\x00") {
 			t.Fatalf("localPath(%q) = %q", next, got)
+		}
+		if again := localPath(got, "/.otp"); again != got {
+			t.Fatalf("localPath(%q) = %q, but that normalises to %q", next, got, again)
+		}
+		u, err := url.Parse(got)
+		if err != nil || u.Host != "" || u.Scheme != "" || strings.HasPrefix(u.Path, "/.otp/") || u.Path == "/.otp" || strings.Contains("/"+u.Path+"/", "/../") {
+			t.Fatalf("localPath(%q) = %q: %v", next, got, err)
 		}
 	})
 }
@@ -114,6 +124,28 @@ func FuzzFormHandlers(f *testing.F) {
 			if c.Name == "caddy_otp" && c.MaxAge > 0 {
 				t.Fatalf("POST %s %q signed someone in", r.URL.Path, body)
 			}
+		}
+	})
+}
+
+// FuzzFlowCookie: a flow cookie the gate did not issue never yields a flow id, and one it issued
+// yields its id and next back.
+func FuzzFlowCookie(f *testing.F) {
+	h, _ := newUnitHandler(f, nil)
+	id, _ := randomToken()
+	valid := h.encodeFlow(id, "/reports?q=1")
+	for _, s := range []string{valid, valid[:len(valid)-1], strings.Repeat("A", 43), strings.Repeat("A", 43) + ".Lw.x", "", "..", id + "." + id + "." + id} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, value string) {
+		r, _ := http.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Cookie", "caddy_otp_flow="+value)
+		got, next := h.flowCookie(r)
+		if got == "" {
+			return
+		}
+		if value != h.encodeFlow(got, next) {
+			t.Fatalf("flow cookie %q accepted as (%q, %q), which the gate encodes otherwise", value, got, next)
 		}
 	})
 }

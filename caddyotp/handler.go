@@ -7,9 +7,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -101,7 +101,7 @@ func (h *Handler) trustedBrowser(w http.ResponseWriter, r *http.Request, t time.
 	}
 	h.setSession(w, r, s)
 	metrics.sessions.Inc()
-	h.logger.Info("signed in by a trusted browser", h.subjectField(s.Subject), zap.String("client_ip", clientIP(r)))
+	h.logger.Info("signed in by a trusted browser", h.subjectField(s.Subject), zap.String("client_ip", h.clientIP(r)))
 	return s, true, nil
 }
 
@@ -175,15 +175,23 @@ func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string)
 	return rt.serve(w, r)
 }
 
-// sameOrigin refuses a form whose Origin names another host. "null" is let through: browsers
-// send it for forms on pages with Referrer-Policy no-referrer, and the CSRF token still applies.
+// sameOrigin refuses a form whose Origin is not the site's: public_url's origin when set (so a
+// proxy that ends TLS in front still works), else the request's scheme and host. "null" is let
+// through: browsers send it for forms on pages with Referrer-Policy no-referrer, and the CSRF
+// token still applies.
 func (h *Handler) sameOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" || origin == "null" {
 		return true
 	}
-	u, err := url.Parse(origin)
-	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+	want := h.origin
+	if want == "" {
+		want = "http://" + r.Host
+		if r.TLS != nil {
+			want = "https://" + r.Host
+		}
+	}
+	return strings.EqualFold(origin, want)
 }
 
 // csrfToken binds a form to the flow cookie of the browser it was shown to.
@@ -194,84 +202,86 @@ func (h *Handler) csrfToken(flowID string) string {
 }
 
 func (h *Handler) validCSRF(r *http.Request) bool {
-	id := cookieValue(r, h.cookieName(r, flowCookie))
+	id, _ := h.flowCookie(r)
 	got := r.PostForm.Get("csrf")
-	return validFlowID(id) && got != "" && hmac.Equal([]byte(got), []byte(h.csrfToken(id)))
+	return id != "" && got != "" && hmac.Equal([]byte(got), []byte(h.csrfToken(id)))
 }
 
-// flowID returns the browser's flow id, giving it a new one if it has none.
+// flowID returns the browser's flow id, giving it a new flow cookie if it has none the gate
+// issued. It stores nothing.
 func (h *Handler) flowID(w http.ResponseWriter, r *http.Request) (string, error) {
-	if id := cookieValue(r, h.cookieName(r, flowCookie)); validFlowID(id) {
+	if id, _ := h.flowCookie(r); id != "" {
 		return id, nil
 	}
 	id, err := randomToken()
 	if err != nil {
 		return "", err
 	}
-	h.setCookie(w, r, h.cookieName(r, flowCookie), id, flowTTL)
+	h.setFlow(w, r, id, "/")
 	return id, nil
 }
 
-// serveLogin shows the phone page and remembers, server-side, where the visitor was going.
+// serveLogin shows the phone page, or in users mode the button that sends the code to the
+// user's phone. It stores nothing and sends nothing: where the visitor was going rides in the
+// signed flow cookie.
 func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) error {
-	id, err := h.flowID(w, r)
-	if err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, err)
-	}
-	if next := localPath(r.URL.Query().Get("next"), h.Path); next != "/" {
-		f, err := h.loadFlow(r.Context(), id)
-		if err != nil {
-			return h.storeFailed(w, r, err)
+	query := r.URL.Query()
+	id, next := h.flowCookie(r)
+	if want := localPath(query.Get("next"), h.Path); id == "" || query.Has("next") && want != next {
+		if id == "" {
+			var err error
+			if id, err = randomToken(); err != nil {
+				return caddyhttp.Error(http.StatusInternalServerError, err)
+			}
 		}
-		if f == nil {
-			f = &flow{}
-		}
-		f.Next = next
-		if err := h.saveFlow(r.Context(), id, f); err != nil {
-			return h.storeFailed(w, r, err)
-		}
+		h.setFlow(w, r, id, want)
 	}
-	if user, ok := h.boundUser(r); ok && !r.URL.Query().Has("signed_out") {
-		return h.startBound(w, r, id, user)
+	t := h.words(r)
+	p := page{Title: t["title_sign_in"], CSRF: h.csrfToken(id)}
+	if query.Has("signed_out") {
+		p.Info = t["signed_out"]
 	}
-	p := page{Title: h.words(r)["title_sign_in"], CSRF: h.csrfToken(id)}
-	if r.URL.Query().Has("signed_out") {
-		p.Info = h.words(r)["signed_out"]
+	if user, ok := h.boundUser(r); ok {
+		phone, refusal := h.userPhone(user)
+		if refusal != "" {
+			return h.refuse(w, r, refusal)
+		}
+		p.SendTo = unbreakable.Replace(maskPhoneDisplay(phone))
 	}
 	return h.render(w, r, http.StatusOK, "login.html", p)
 }
 
-// serveSend takes the phone number and sends a code. Whether or not the number may sign in,
-// the answer is the same 303 to the code page; only allowed numbers get an SMS.
+// serveSend starts a fresh flow for the phone typed (or, in users mode, the signed-in user's
+// phone) and sends it a code. Whether or not the number may sign in, the answer is the same 303
+// to the code page; only allowed numbers get an SMS.
 func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	id := cookieValue(r, h.cookieName(r, flowCookie))
-	csrf := h.csrfToken(id)
-	if user, ok := h.boundUser(r); ok {
-		return h.startBound(w, r, id, user) // the code goes to the user's phone, whatever was typed
-	}
-	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
+	id, _ := h.flowCookie(r)
+	client := h.clientIP(r)
+	if wait, err := h.hit(ctx, "ip", limitAddr(client), h.IPLimit); err != nil || wait > 0 {
 		return h.limited(w, r, err, wait, "ip")
 	}
-	input := r.PostForm.Get("phone")
-	phone, region, err := normalizePhone(input, h.DefaultRegion)
-	if err != nil {
-		return h.phonePage(w, r, csrf, input, "err_not_phone")
+	f := &flow{}
+	if user, ok := h.boundUser(r); ok {
+		phone, refusal := h.userPhone(user)
+		if refusal != "" {
+			return h.refuse(w, r, refusal)
+		}
+		f.User, f.Phone, f.Allowed = user, phone, true // the code goes to the user's phone, whatever was typed
+	} else {
+		input := r.PostForm.Get("phone")
+		phone, region, err := normalizePhone(input, h.DefaultRegion)
+		if err != nil {
+			return h.phonePage(w, r, h.csrfToken(id), input, "err_not_phone")
+		}
+		if h.regions != nil && !h.regions[region] {
+			return h.phonePage(w, r, h.csrfToken(id), input, "err_region")
+		}
+		f.Phone, f.Allowed = phone, h.phones.allows(phone)
 	}
-	if h.regions != nil && !h.regions[region] {
-		return h.phonePage(w, r, csrf, input, "err_region")
-	}
-	if wait, limit, err := h.sendAllowed(ctx, phone); err != nil || wait > 0 {
+	if wait, limit, err := h.codeAllowed(ctx, f.Phone, client); err != nil || wait > 0 {
 		return h.limited(w, r, err, wait, limit)
 	}
-	f, err := h.loadFlow(ctx, id)
-	if err != nil {
-		return h.storeFailed(w, r, err)
-	}
-	if f == nil {
-		f = &flow{}
-	}
-	f.Phone, f.Allowed = phone, h.phones.allows(phone)
 	return h.sendAndContinue(w, r, id, f)
 }
 
@@ -291,32 +301,32 @@ func (h *Handler) serveResend(w http.ResponseWriter, r *http.Request) error {
 // pendingFlow loads the flow a new code is asked for. When there is none for this visitor it
 // answers (with the phone page, or a store failure) and returns a nil flow.
 func (h *Handler) pendingFlow(w http.ResponseWriter, r *http.Request) (string, *flow, error) {
-	id := cookieValue(r, h.cookieName(r, flowCookie))
+	id, _ := h.flowCookie(r)
 	f, err := h.loadFlow(r.Context(), id)
 	if err != nil {
 		return "", nil, h.storeFailed(w, r, err)
 	}
-	if f == nil || f.Phone == "" || f.User != "" && firstFactor(r) != f.User {
+	if f == nil || f.Phone == "" || !h.flowSubjectHere(r, f) {
 		return "", nil, h.seeOther(w, h.Path+"/login")
 	}
 	return id, f, nil
 }
 
-// againRefused applies what a second code (by SMS or call) must pass: resend_after since the
-// last one, the client's IP limit and the phone's send limits. It answers when it refuses.
+// flowSubjectHere says whether this request may act on flow f: a user's flow needs that user
+// from the first factor, and the code on its way to that user's phone.
+func (h *Handler) flowSubjectHere(r *http.Request, f *flow) bool {
+	return f.User == "" || firstFactor(r) == f.User && h.users[f.User] == f.Phone
+}
+
+// againRefused applies what a second code (by SMS or call) must pass: the client's IP limit,
+// then what every new code must pass. It answers when it refuses.
 func (h *Handler) againRefused(w http.ResponseWriter, r *http.Request, f *flow) (bool, error) {
 	ctx := r.Context()
-	if wait := time.Unix(0, f.Sent).Add(time.Duration(h.ResendAfter)).Sub(now()); wait > 0 {
-		metrics.rateLimited.WithLabelValues("resend").Inc()
-		setRetryAfter(w, wait)
-		t := h.words(r)
-		return true, h.render(w, r, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
-			Text: t.Say("text_resend_wait", "wait", t.duration(ceilSeconds(wait))), Link: h.Path + "/verify", LinkText: t["back_to_code"]})
-	}
-	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
+	client := h.clientIP(r)
+	if wait, err := h.hit(ctx, "ip", limitAddr(client), h.IPLimit); err != nil || wait > 0 {
 		return true, h.limited(w, r, err, wait, "ip")
 	}
-	if wait, limit, err := h.sendAllowed(ctx, f.Phone); err != nil || wait > 0 {
+	if wait, limit, err := h.codeAllowed(ctx, f.Phone, client); err != nil || wait > 0 {
 		return true, h.limited(w, r, err, wait, limit)
 	}
 	return false, nil
@@ -337,7 +347,7 @@ func (h *Handler) continueAfter(w http.ResponseWriter, r *http.Request, id strin
 	var sendErr *SendError
 	switch {
 	case err == nil:
-		h.logger.Info("code sent", h.phoneField(f.Phone), zap.Bool("sms_sent", f.Allowed), zap.String("message_id", sid), zap.String("client_ip", clientIP(r)))
+		h.logger.Info("code sent", h.phoneField(f.Phone), zap.Bool("sms_sent", f.Allowed), zap.String("message_id", sid), zap.String("client_ip", h.clientIP(r)))
 		return h.seeOther(w, h.Path+"/verify")
 	case errors.As(err, &sendErr):
 		h.logger.Error("sender error", h.phoneField(f.Phone), zap.String("provider", sendErr.Provider),
@@ -358,10 +368,10 @@ func (h *Handler) continueAfter(w http.ResponseWriter, r *http.Request, id strin
 // serveVerify shows the code page (GET) or checks a code (POST).
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	id := cookieValue(r, h.cookieName(r, flowCookie))
+	id, next := h.flowCookie(r)
 	var f *flow
 	var err error
-	if validFlowID(id) {
+	if id != "" {
 		if f, err = h.loadFlow(ctx, id); err != nil {
 			return h.storeFailed(w, r, err)
 		}
@@ -372,22 +382,23 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 		}
 		return h.codePage(w, r, http.StatusOK, id, f, "")
 	}
-	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
+	client := h.clientIP(r)
+	if wait, err := h.hit(ctx, "ip", limitAddr(client), h.IPLimit); err != nil || wait > 0 {
 		return h.limited(w, r, err, wait, "ip")
 	}
-	if f == nil || f.Phone == "" || f.User != "" && firstFactor(r) != f.User {
+	if f == nil || f.Phone == "" || !h.flowSubjectHere(r, f) {
 		return h.message(w, r, http.StatusUnauthorized, "flow_expired")
 	}
-	if wait, err := h.lockedFor(ctx, f.Phone); err != nil || wait > 0 {
-		return h.limited(w, r, err, wait, "lockout")
-	}
-	v, left, err := h.checkCode(ctx, id, f, cleanCode(r.PostForm.Get("code"), h.CodeLength))
+	v, left, wait, err := h.checkCode(ctx, id, f, client, cleanCode(r.PostForm.Get("code"), h.CodeLength))
 	if err != nil {
 		return h.storeFailed(w, r, err)
 	}
+	if v == codeLocked {
+		return h.limited(w, r, nil, wait, "lockout")
+	}
 	metrics.verifications.WithLabelValues(v.String()).Inc()
 	if v != codeAccepted {
-		h.logger.Info("code failed", h.phoneField(f.Phone), zap.String("reason", v.String()), zap.Int("attempts_left", left), zap.String("client_ip", clientIP(r)))
+		h.logger.Info("code failed", h.phoneField(f.Phone), zap.String("reason", v.String()), zap.Int("attempts_left", left), zap.String("client_ip", client))
 	}
 	switch v {
 	case codeWrong:
@@ -415,8 +426,8 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 		h.setCookie(w, r, h.cookieName(r, deviceCookie), h.devices.encode(d), d.Expires.Sub(now()))
 	}
 	metrics.sessions.Inc()
-	h.logger.Info("code verified", h.phoneField(f.Phone), zap.String("client_ip", clientIP(r)))
-	return h.seeOther(w, localPath(f.Next, h.Path))
+	h.logger.Info("code verified", h.phoneField(f.Phone), zap.String("client_ip", client))
+	return h.seeOther(w, localPath(next, h.Path))
 }
 
 // subjectField is a session's subject for the log: a user by name, a phone as phoneField.
@@ -510,9 +521,13 @@ func (h *Handler) limited(w http.ResponseWriter, r *http.Request, err error, wai
 		return h.storeFailed(w, r, err)
 	}
 	metrics.rateLimited.WithLabelValues(limit).Inc()
-	h.logger.Info("rate limited", zap.String("limit", limit), zap.Duration("retry_after", wait), zap.String("client_ip", clientIP(r)))
+	h.logger.Info("rate limited", zap.String("limit", limit), zap.Duration("retry_after", wait), zap.String("client_ip", h.clientIP(r)))
 	setRetryAfter(w, wait)
 	t := h.words(r)
+	if limit == "resend" {
+		return h.render(w, r, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
+			Text: t.Say("text_resend_wait", "wait", t.duration(ceilSeconds(wait))), Link: h.Path + "/verify", LinkText: t["back_to_code"]})
+	}
 	return h.render(w, r, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
 		Text: t.Say("text_wait", "wait", t.duration(ceilSeconds(wait))), Link: h.Path + "/login", LinkText: t["start_again"]})
 }
@@ -536,13 +551,11 @@ func (h *Handler) seeOther(w http.ResponseWriter, location string) error {
 	return nil
 }
 
-// localPath returns next if it is a path on this site outside the gate, else "/". It refuses
+// localPath returns next, normalised, if it is a path on this site outside the gate, else "/".
+// It resolves dot segments (%2e too, as browsers do) and merges repeated slashes, then refuses
 // anything a browser could read as another origin: schemes, "//host", backslashes, controls.
 func localPath(next, gatePath string) string {
-	if next == "" || len(next) > maxNextLen || next[0] != '/' {
-		return "/"
-	}
-	if len(next) > 1 && (next[1] == '/' || next[1] == '\\') {
+	if next == "" || len(next) > maxNextLen || next[0] != '/' || strings.HasPrefix(next, "//") {
 		return "/"
 	}
 	for i := 0; i < len(next); i++ {
@@ -551,25 +564,57 @@ func localPath(next, gatePath string) string {
 		}
 	}
 	u, err := url.Parse(next)
-	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
 		return "/"
 	}
-	if u.Path == gatePath || strings.HasPrefix(u.Path, gatePath+"/") {
+	p := cleanPath(u.EscapedPath())
+	decoded, err := url.PathUnescape(p)
+	if err != nil || strings.ContainsAny(decoded, "\\\x00") {
 		return "/"
 	}
-	return next
+	if decoded = path.Clean(decoded); decoded == gatePath || strings.HasPrefix(decoded, gatePath+"/") {
+		return "/"
+	}
+	if u.RawQuery != "" {
+		p += "?" + u.RawQuery
+	}
+	if u.Fragment != "" {
+		p += "#" + u.EscapedFragment()
+	}
+	if len(p) > maxNextLen || strings.HasPrefix(p, "//") {
+		return "/"
+	}
+	return p
 }
 
-// clientIP is Caddy's view of the client address, which honours trusted_proxies.
-func clientIP(r *http.Request) string {
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
-		return ip
+// cleanPath resolves the dot segments of an escaped absolute path and merges repeated slashes,
+// keeping a trailing one.
+func cleanPath(p string) string {
+	var out []string
+	trailing := false
+	for _, seg := range strings.Split(p, "/")[1:] {
+		switch strings.ToLower(seg) {
+		case ".", "%2e":
+			trailing = true
+		case "..", ".%2e", "%2e.", "%2e%2e":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			trailing = true
+		case "":
+			trailing = true
+		default:
+			out = append(out, seg)
+			trailing = false
+		}
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+	if len(out) == 0 {
+		return "/"
 	}
-	return host
+	if trailing {
+		return "/" + strings.Join(out, "/") + "/"
+	}
+	return "/" + strings.Join(out, "/")
 }
 
 func setRetryAfter(w http.ResponseWriter, d time.Duration) {

@@ -39,6 +39,7 @@ type gate struct {
 	phones     string   // who may sign in: alice and bob unless set
 	redis      string   // if set, the address of the Redis to use as store
 	redisOpts  string   // more lines for the redis store's block
+	address    string   // the site block's address: http://localhost:9080 unless set
 	senderOpts []string // more lines for the restcomm sender's block
 	tester     *caddytest.Tester
 	sms        *restcommtest.Server
@@ -82,6 +83,13 @@ func (g *gate) start(extra string) *gate {
 }
 
 func (g *gate) config(extra, body string) string {
+	address := g.address
+	if address == "" {
+		address = site
+		if !strings.Contains(extra, "public_url") {
+			extra = "public_url " + site + "\n\t\t" + extra
+		}
+	}
 	return fmt.Sprintf(`{
 	admin localhost:2999
 	http_port 9080
@@ -94,7 +102,7 @@ func (g *gate) config(extra, body string) string {
 	}
 	%s
 }
-http://localhost:9080 {
+%s {
 	otp {
 		%s
 		phones %s
@@ -103,7 +111,7 @@ http://localhost:9080 {
 	}
 	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
 }
-`, g.logFile, g.global, senderBlock(g.sms, g.sms.AuthToken, g.senderOpts...), g.phones, g.store(), extra, body)
+`, g.logFile, g.global, address, senderBlock(g.sms, g.sms.AuthToken, g.senderOpts...), g.phones, g.store(), extra, body)
 }
 
 // reload loads the same gate with a different page body, as an operator's `caddy reload` would.

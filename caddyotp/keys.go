@@ -30,6 +30,7 @@ type keys struct {
 	device  []byte // trusted-browser cookies
 	voice   []byte // voice-call scripts
 	csrf    []byte // form tokens
+	flow    []byte // flow cookies
 	subject []byte // store keys for phones and IPs, so the store holds no plain numbers
 }
 
@@ -39,7 +40,7 @@ func deriveKeys(master []byte) keys {
 		m.Write([]byte("caddy-otp/" + purpose))
 		return m.Sum(nil)
 	}
-	return keys{code: derive("code"), session: derive("session"), device: derive("device"), voice: derive("voice"), csrf: derive("csrf"), subject: derive("subject")}
+	return keys{code: derive("code"), session: derive("session"), device: derive("device"), voice: derive("voice"), csrf: derive("csrf"), flow: derive("flow"), subject: derive("subject")}
 }
 
 // masterKey returns the configured secret, or else the key in Caddy's storage, generating and

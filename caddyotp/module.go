@@ -12,8 +12,12 @@
 //	        from        +12015550100
 //	        base_url    https://cloud.restcomm.com/restcomm/2012-04-24
 //	        timeout     10s
+//	        voice                               # offer "call me instead" (needs public_url)
 //	    }
 //	    sender log                              # development only: codes go to the log
+//	    public_url https://example.com          # where the provider reaches the gate; the SMS's
+//	                                            # autofill host; never taken from a request
+//	    audience NAME                           # which gates share sessions (default: this one)
 //	    phones +12015550123 +442079460000       # or: phones *  (anyone with a phone)
 //	    phones_file /etc/caddy/otp-phones.txt   # one number a line, # comments
 //	    default_region US                       # for numbers typed without +country
@@ -24,7 +28,8 @@
 //	    resend_after 30s
 //	    send_limit 5 10m                        # SMS per phone per window
 //	    ip_limit 20 10m                         # sends and checks per client IP per window
-//	    lockout 10 15m                          # consecutive failures per phone, lock duration
+//	    lockout 10 15m                          # consecutive failures per phone and address,
+//	                                            # lock duration; 5x that from any address locks the phone
 //	    session_ttl 12h
 //	    session_idle 30m
 //	    path /.otp
@@ -38,11 +43,15 @@ package caddyotp
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
+	"net/netip"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -128,6 +137,16 @@ type Handler struct {
 	// same phone or user on that browser for this long. Off unless set; at most 400 days.
 	TrustDevice caddy.Duration `json:"trust_device,omitempty"`
 
+	// The site's public origin (scheme, host, optional port), e.g. https://example.com: where the
+	// SMS provider fetches voice scripts, the host that SMS codes are bound to for autofill, the
+	// origin forms must come from, and, when https, the reason cookies are Secure behind a proxy
+	// that ends TLS. Never taken from a request. It must be https (http only on a loopback host).
+	// Required for voice.
+	PublicURL string `json:"public_url,omitempty"`
+	// Which gates honour each other's sessions. Default: a name of this gate's own, made from
+	// path, cookie_name and the store, so a session works only on the gate that issued it.
+	Audience string `json:"audience,omitempty"`
+
 	// Where the gate's pages live. Default /.otp.
 	Path string `json:"path,omitempty"`
 	// Session cookie name; the flow cookie adds "_flow". On HTTPS both get the __Host- prefix.
@@ -164,6 +183,10 @@ type Handler struct {
 	logger   *zap.Logger
 	delivery *deliveryTime                              // how long accepted deliveries take
 	wait     func(ctx context.Context, d time.Duration) // how decoy answers wait
+	public   *url.URL                                   // public_url, parsed; nil if unset
+	origin   string                                     // public_url's origin, as browsers send it
+
+	strictWarned *atomic.Bool // the advice to set trusted_proxies_strict was logged
 }
 
 // CaddyModule returns the Caddy module information.
@@ -178,7 +201,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // and parses the pages. It makes no network call.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.wait, h.delivery = sleepCtx, new(deliveryTime)
+	h.wait, h.delivery, h.strictWarned = sleepCtx, new(deliveryTime), new(atomic.Bool)
 	repl := caddy.NewReplacer()
 	h.setDefaults()
 	h.Secret = repl.ReplaceKnown(h.Secret, "")
@@ -187,9 +210,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.Logo = repl.ReplaceKnown(h.Logo, "")
 	h.Language = strings.ToLower(repl.ReplaceKnown(h.Language, ""))
 	h.DefaultRegion = strings.ToUpper(repl.ReplaceKnown(h.DefaultRegion, ""))
+	h.Audience = repl.ReplaceKnown(h.Audience, "")
+	h.PublicURL = repl.ReplaceKnown(h.PublicURL, "")
+	var err error
+	if h.public, h.origin, err = parsePublicURL(h.PublicURL); err != nil {
+		return err
+	}
 
+	var mod any
 	if h.SenderRaw != nil {
-		mod, err := ctx.LoadModule(h, "SenderRaw")
+		mod, err = ctx.LoadModule(h, "SenderRaw")
 		if err != nil {
 			return fmt.Errorf("loading sender: %v", err)
 		}
@@ -198,7 +228,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.StoreRaw == nil {
 		h.StoreRaw = caddyconfig.JSONModuleObject(MemoryStore{}, "module", "memory", nil)
 	}
-	mod, err := ctx.LoadModule(h, "StoreRaw")
+	mod, err = ctx.LoadModule(h, "StoreRaw")
 	if err != nil {
 		return fmt.Errorf("loading store: %v", err)
 	}
@@ -249,10 +279,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.keys = deriveKeys(master)
-	h.sessions = newSessionCodec(h.keys.session, h.keys.subject, time.Duration(h.SessionTTL), time.Duration(h.SessionIdle))
+	aud := h.audience()
+	h.sessions = newSessionCodec(h.keys.session, h.keys.subject, aud, time.Duration(h.SessionTTL), time.Duration(h.SessionIdle))
 	h.devices = nil
 	if h.TrustDevice > 0 {
-		h.devices = newSessionCodec(h.keys.device, h.keys.subject, time.Duration(h.TrustDevice), 0)
+		h.devices = newSessionCodec(h.keys.device, h.keys.subject, aud, time.Duration(h.TrustDevice), 0)
 	}
 
 	h.pages, err = loadPages(h.Templates)
@@ -278,14 +309,18 @@ func (h *Handler) setDefaults() {
 	if h.ResendAfter == 0 {
 		h.ResendAfter = caddy.Duration(defaultResendAfter)
 	}
+	// Copies: a handler's limits are its own.
 	if h.SendLimit == nil {
-		h.SendLimit = &defaultSendLimit
+		l := defaultSendLimit
+		h.SendLimit = &l
 	}
 	if h.IPLimit == nil {
-		h.IPLimit = &defaultIPLimit
+		l := defaultIPLimit
+		h.IPLimit = &l
 	}
 	if h.Lockout == nil {
-		h.Lockout = &defaultLockout
+		l := defaultLockout
+		h.Lockout = &l
 	}
 	if h.SessionTTL == 0 {
 		h.SessionTTL = caddy.Duration(defaultSessionTTL)
@@ -322,6 +357,10 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("otp: cookie_name %q may hold only letters, digits, - and _", h.CookieName)
 	case h.Message != "" && !strings.Contains(h.Message, "{code}"):
 		return errors.New("otp: message must contain {code}")
+	case h.Message != "" && messagePlaceholder(h.Message) != "":
+		return fmt.Errorf("otp: message may use only {code}, {site} and {host}, not %s: an SMS never carries what a request says", messagePlaceholder(h.Message))
+	case h.public == nil && voiceOn(h.sender):
+		return errors.New("otp: the sender's voice calls need public_url (e.g. `public_url https://example.com`): the provider fetches the call's script there, never from an address a request names")
 	case len(h.SiteName) > 64 || strings.ContainsAny(h.SiteName, "\r\n"):
 		return errors.New("otp: site_name must be one line of at most 64 characters")
 	case h.Logo != "" && (!strings.HasPrefix(h.Logo, "/") || strings.HasPrefix(h.Logo, "//") || strings.ContainsAny(h.Logo, "\\ \"'<>")):
@@ -338,6 +377,82 @@ func (h *Handler) Validate() error {
 		}
 	}
 	return nil
+}
+
+// parsePublicURL checks public_url: an origin (scheme, host, optional port) that is https, or
+// http on a loopback host, since voice scripts carry codes. It returns the URL and its origin as
+// a browser writes it in an Origin header.
+func parsePublicURL(raw string) (*url.URL, string, error) {
+	if raw == "" {
+		return nil, "", nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil || u.Opaque != "" || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+		return nil, "", fmt.Errorf("otp: public_url %q must be an origin such as https://example.com (scheme, host and optional port, no path)", raw)
+	}
+	u.Scheme, u.Host, u.Path = strings.ToLower(u.Scheme), strings.ToLower(u.Host), ""
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && loopbackHost(u.Hostname()):
+	default:
+		return nil, "", fmt.Errorf("otp: public_url %q must be https (plain http only on a loopback host such as localhost): voice scripts carry codes", raw)
+	}
+	if p := u.Port(); p == "443" && u.Scheme == "https" || p == "80" && u.Scheme == "http" {
+		u.Host = u.Hostname()
+		if strings.Contains(u.Host, ":") {
+			u.Host = "[" + u.Host + "]"
+		}
+	}
+	return u, u.Scheme + "://" + u.Host, nil
+}
+
+func loopbackHost(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// messagePlaceholder returns the first placeholder of an SMS template other than {code},
+// {site} and {host} ({http.request.host} is how the Caddyfile writes {host}), or "".
+func messagePlaceholder(msg string) string {
+	for rest := msg; ; {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			return ""
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return ""
+		}
+		switch p := rest[i : i+j+1]; p {
+		case "{code}", "{site}", "{host}", "{http.request.host}":
+		default:
+			return p
+		}
+		rest = rest[i+j+1:]
+	}
+}
+
+// audience names the gates whose sessions this one honours: the configured name, else this
+// gate's path, cookie name and store.
+func (h *Handler) audience() []byte {
+	name := "name\x00" + h.Audience
+	if h.Audience == "" {
+		store := ""
+		if n, ok := h.store.(interface{ storeName() string }); ok {
+			store = n.storeName()
+		}
+		name = "gate\x00" + h.Path + "\x00" + h.CookieName + "\x00" + store
+	}
+	sum := sha256.Sum256([]byte(name))
+	return sum[:8]
+}
+
+func voiceOn(s Sender) bool {
+	c, ok := s.(Caller)
+	return ok && c.VoiceEnabled()
 }
 
 func knownRegion(r string) bool {

@@ -116,8 +116,12 @@ func TestLogEventsOfAFlowHaveStableFields(t *testing.T) {
 	if e := logEvents(t, logs, "session revoked"); len(e) != 1 || e[0]["phone"] != "+1201*****23" {
 		t.Errorf("session revoked: %v", e)
 	}
-	if e := logEvents(t, logs, "phone locked"); len(e) != 1 || e[0]["phone"] != "+1201*****45" || e[0]["failures"] != float64(2) {
-		t.Errorf("phone locked: %v", e)
+	// Two wrong codes lock this address out for bob's phone; the phone itself is not locked.
+	if e := logEvents(t, logs, "address locked out for a phone"); len(e) != 1 || e[0]["phone"] != "+1201*****45" || e[0]["failures"] != float64(2) || e[0]["client_ip"] != "127.0.0.1" {
+		t.Errorf("address locked out: %v", e)
+	}
+	if e := logEvents(t, logs, "phone locked"); len(e) != 0 {
+		t.Errorf("phone locked by one address: %v", e)
 	}
 	w.post("/.otp/verify", url.Values{"csrf": {c}, "code": {bobCode}})
 	if e := logEvents(t, g.logs(), "rate limited"); len(e) == 0 || e[len(e)-1]["limit"] != "lockout" {

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/caddy-otp/caddy-otp/templates"
@@ -37,6 +39,7 @@ type page struct {
 	TrustDays  int    // verify.html: offer "trust this browser" for this many days, if not 0
 	CanCall    bool   // verify.html: offer "call me instead"
 	Devices    bool   // logout.html: trusted browsers are on, so say what "everywhere" ends
+	SendTo     string // login.html in users mode: the user's masked phone, sent a code by a button
 	RetryPhone string // message.html: resend to this number with a "Try again" button
 	Link       string // message.html: where to go next
 	LinkText   string
@@ -131,10 +134,15 @@ func (h *Handler) language(r *http.Request) string {
 
 func (h *Handler) words(r *http.Request) words { return catalog[h.language(r)] }
 
-// siteName is what the pages and the SMS call the site: site_name, else the host.
+// siteName is what the pages call the site: site_name, else the host it is known by, else (on
+// a page shown only to the client that sent it) the request's host.
 func (h *Handler) siteName(r *http.Request) string {
-	if h.SiteName != "" {
-		return h.SiteName
+	if site, _ := h.smsNames(r); site != "" {
+		return site
 	}
-	return smsHost(r)
+	host := r.Host
+	if hn, _, err := net.SplitHostPort(host); err == nil {
+		host = hn
+	}
+	return strings.ToLower(host)
 }

@@ -132,6 +132,12 @@ func (s *RedisStore) poolKey() string {
 	return "otp.store.redis." + string(b)
 }
 
+// storeName names the state this store holds, for the gate's default audience: the same keys
+// in the same Redis, whichever address of a cluster names it.
+func (s *RedisStore) storeName() string {
+	return "redis\x00" + strconv.Itoa(s.DB) + "\x00" + s.KeyPrefix
+}
+
 // Cleanup releases this config's hold on the client; the last holder closes it.
 func (s *RedisStore) Cleanup() error {
 	if s.be == nil {

@@ -31,11 +31,12 @@ func TestSessionSurvivesRestart(t *testing.T) {
 http://localhost:%d {
 	otp {
 		%s
+		public_url http://localhost:%d
 		phones %s
 	}
 	respond "hello {http.auth.user.id}"
 }
-`, storage, port, senderBlock(sms, ""), alice)
+`, storage, port, senderBlock(sms, ""), port, alice)
 	}
 	token := "TEST_RESTCOMM_TOKEN=" + sms.AuthToken
 	storage := t.TempDir()

@@ -53,6 +53,7 @@ func TestSendLimitPerPhoneStopsSMSBombing(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		_, r := newVisitor(t).startSignIn("/", alice)
 		wantStatus(t, "send", r, http.StatusSeeOther)
+		clock.Advance(2 * time.Second) // past resend_after, which holds per phone
 	}
 	_, r := newVisitor(t).startSignIn("/", alice)
 	wantRetryAfter(t, "third send to one phone", r, 10*time.Minute)
@@ -69,7 +70,7 @@ func TestSendLimitPerPhoneStopsSMSBombing(t *testing.T) {
 func TestIPLimitCountsCaddysClientIPBehindTrustedProxies(t *testing.T) {
 	g := newGate(t)
 	g.global = "servers {\n\t\ttrusted_proxies static 127.0.0.0/8\n\t\tclient_ip_headers X-Forwarded-For\n\t}"
-	g.start("ip_limit 3 10m")
+	g.start("ip_limit 3 10m\n\t\tresend_after 1s")
 	from := func(ip string) *visitor {
 		v := newVisitor(t)
 		v.client.Transport = headerTransport{"X-Forwarded-For": ip}
@@ -80,6 +81,7 @@ func TestIPLimitCountsCaddysClientIPBehindTrustedProxies(t *testing.T) {
 	attacker := from("203.0.113.5")
 	csrf := attacker.get("/.otp/login").csrf()
 	for i := 2; i <= 3; i++ {
+		clock.Advance(2 * time.Second) // past resend_after, which holds per phone
 		wantStatus(t, "send "+strconv.Itoa(i), attacker.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {stranger}}), http.StatusSeeOther)
 	}
 	wantRetryAfter(t, "fourth send from one client IP", attacker.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {bob}}), 10*time.Minute)

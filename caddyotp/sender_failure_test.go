@@ -29,6 +29,7 @@ func TestSenderFailuresShowRetryPageAndLogStatusWithoutSecrets(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			clock.Advance(31 * time.Second) // resend_after since the last case's code to alice
 			g.sms.Fail(tc.failure)
 			g.sms.Delay(tc.delay)
 			defer func() { g.sms.Fail(restcommtest.None); g.sms.Delay(0) }()

@@ -28,10 +28,12 @@ type Session struct {
 }
 
 // Session cookie layout: base64url(payload) "." base64url(HMAC-SHA256(key, payload)),
-// payload = version(1) id(16) issued(8) expires(8) seen(8) subject(rest), times in Unix ms.
+// payload = version(1) audience(8) id(16) issued(8) expires(8) seen(8) subject(rest), times in
+// Unix ms. The audience names the gates that honour it.
 const (
-	sessionVersion    = 1
-	sessionHeaderLen  = 1 + 16 + 8 + 8 + 8
+	sessionVersion    = 2
+	audienceLen       = 8
+	sessionHeaderLen  = 1 + audienceLen + 16 + 8 + 8 + 8
 	maxSubjectLen     = 128
 	maxSessionCookie  = 400 // base64 of the largest payload and MAC, with room to spare
 	sessionMACEncoded = 43  // base64url of 32 bytes, unpadded
@@ -45,6 +47,7 @@ var (
 	errSessionSignature = errors.New("session cookie signature invalid")
 	errSessionExpired   = errors.New("session expired")
 	errSessionIdle      = errors.New("session idle too long")
+	errSessionAudience  = errors.New("session issued by another gate")
 )
 
 // sessionCodec signs and checks session cookies. The check runs on every protected request, so
@@ -53,6 +56,7 @@ var (
 type sessionCodec struct {
 	key      []byte
 	subjects []byte // the key that derives subject ids
+	audience [audienceLen]byte
 	ttl      time.Duration
 	idle     time.Duration
 	scratch  sync.Pool // of *sessionScratch
@@ -69,8 +73,9 @@ type sessionScratch struct {
 	got, want [32]byte
 }
 
-func newSessionCodec(key, subjects []byte, ttl, idle time.Duration) *sessionCodec {
+func newSessionCodec(key, subjects, audience []byte, ttl, idle time.Duration) *sessionCodec {
 	c := &sessionCodec{key: key, subjects: subjects, ttl: ttl, idle: idle}
+	copy(c.audience[:], audience)
 	c.scratch.New = func() any { return &sessionScratch{mac: hmac.New(sha256.New, key)} }
 	c.verified.Store(new(sync.Map))
 	return c
@@ -90,10 +95,11 @@ func (c *sessionCodec) issue(subject string, t time.Time) (Session, error) {
 func (c *sessionCodec) encode(s Session) string {
 	payload := make([]byte, sessionHeaderLen, sessionHeaderLen+len(s.Subject))
 	payload[0] = sessionVersion
-	copy(payload[1:17], s.ID[:])
-	binary.BigEndian.PutUint64(payload[17:25], uint64(s.Issued.UnixMilli()))
-	binary.BigEndian.PutUint64(payload[25:33], uint64(s.Expires.UnixMilli()))
-	binary.BigEndian.PutUint64(payload[33:41], uint64(s.Seen.UnixMilli()))
+	copy(payload[1:9], c.audience[:])
+	copy(payload[9:25], s.ID[:])
+	binary.BigEndian.PutUint64(payload[25:33], uint64(s.Issued.UnixMilli()))
+	binary.BigEndian.PutUint64(payload[33:41], uint64(s.Expires.UnixMilli()))
+	binary.BigEndian.PutUint64(payload[41:49], uint64(s.Seen.UnixMilli()))
 	payload = append(payload, s.Subject...)
 	sc := c.scratch.Get().(*sessionScratch)
 	defer c.scratch.Put(sc)
@@ -126,9 +132,10 @@ func (c *sessionCodec) decode(value string, t time.Time) (Session, error) {
 	return c.inTime(s, t)
 }
 
-// inTime applies the absolute and idle limits at t.
+// inTime applies the absolute and idle limits at t: the cookie's own, and the gate's current
+// ones, which a reload may have shortened since the cookie was issued.
 func (c *sessionCodec) inTime(s Session, t time.Time) (Session, error) {
-	if !t.Before(s.Expires) {
+	if !t.Before(s.Expires) || t.Sub(s.Issued) >= c.ttl {
 		return Session{}, errSessionExpired
 	}
 	if c.idle > 0 && t.Sub(s.Seen) > c.idle {
@@ -165,11 +172,14 @@ func (c *sessionCodec) verify(value string) (Session, error) {
 	if payload[0] != sessionVersion || n-sessionHeaderLen > maxSubjectLen {
 		return Session{}, errSessionMalformed
 	}
+	if !hmac.Equal(payload[1:9], c.audience[:]) {
+		return Session{}, errSessionAudience
+	}
 	var s Session
-	copy(s.ID[:], payload[1:17])
-	s.Issued = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[17:25])))
-	s.Expires = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[25:33])))
-	s.Seen = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[33:41])))
+	copy(s.ID[:], payload[9:25])
+	s.Issued = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[25:33])))
+	s.Expires = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[33:41])))
+	s.Seen = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[41:49])))
 	s.Subject = string(payload[sessionHeaderLen:])
 	s.subjectID = subjectID(c.subjects, s.Subject)
 	return s, nil

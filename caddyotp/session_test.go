@@ -8,7 +8,7 @@ import (
 )
 
 func testCodec() *sessionCodec {
-	return newSessionCodec(bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 32), 12*time.Hour, 30*time.Minute)
+	return newSessionCodec(bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 32), []byte("gate-one"), 12*time.Hour, 30*time.Minute)
 }
 
 func TestSessionRoundTrip(t *testing.T) {
@@ -45,9 +45,30 @@ func TestSessionRejectsTamperingAnywhere(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	foreign := newSessionCodec(bytes.Repeat([]byte{8}, 32), bytes.Repeat([]byte{9}, 32), 12*time.Hour, 30*time.Minute)
+	foreign := newSessionCodec(bytes.Repeat([]byte{8}, 32), bytes.Repeat([]byte{9}, 32), []byte("gate-one"), 12*time.Hour, 30*time.Minute)
 	if _, err := foreign.decode(v, t0); err != errSessionSignature {
 		t.Errorf("a cookie signed with another key: %v", err)
+	}
+	other := newSessionCodec(bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 32), []byte("gate-two"), 12*time.Hour, 30*time.Minute)
+	if _, err := other.decode(v, t0); err != errSessionAudience {
+		t.Errorf("a cookie of another gate, signed with the same key: %v", err)
+	}
+}
+
+// TestSessionIsJudgedByTheCodecsCurrentLimits: a cookie issued for 12 hours is refused once
+// the gate's own session_ttl, shortened since, has passed.
+func TestSessionIsJudgedByTheCodecsCurrentLimits(t *testing.T) {
+	long := testCodec()
+	t0 := time.Unix(1_800_000_000, 0)
+	s, _ := long.issue(alice, t0)
+	v := long.encode(s)
+	short := newSessionCodec(bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 32), []byte("gate-one"), time.Hour, 30*time.Minute)
+	if _, err := short.decode(v, t0.Add(59*time.Minute)); err != errSessionIdle {
+		t.Errorf("59 idle minutes under a 30-minute idle limit: %v", err)
+	}
+	s.Seen = t0.Add(50 * time.Minute)
+	if _, err := short.decode(long.encode(s), t0.Add(time.Hour)); err != errSessionExpired {
+		t.Errorf("an hour after issue under a 1h session_ttl: %v", err)
 	}
 }
 

@@ -83,6 +83,9 @@ func (s *MemoryStore) Cleanup() error {
 
 func (s *MemoryStore) poolKey() string { return "otp.store.memory." + s.Name }
 
+// storeName names the state this store holds, for the gate's default audience.
+func (s *MemoryStore) storeName() string { return "memory\x00" + s.Name }
+
 func (s *MemoryStore) Get(_ context.Context, key string) ([]byte, error) {
 	return s.mem.get(key), nil
 }

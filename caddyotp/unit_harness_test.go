@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -41,10 +42,11 @@ func (s *recordingSender) Send(_ context.Context, m Message) (string, error) {
 func newUnitHandler(tb testing.TB, cfg map[string]any) (*Handler, *recordingSender) {
 	tb.Helper()
 	base := map[string]any{
-		"sender": map[string]any{"module": "test_record"},
-		"store":  map[string]any{"module": "memory", "name": "unit-" + tb.Name()},
-		"phones": []string{alice, bob},
-		"secret": "0123456789abcdef0123456789abcdef",
+		"sender":     map[string]any{"module": "test_record"},
+		"store":      map[string]any{"module": "memory", "name": "unit-" + tb.Name()},
+		"phones":     []string{alice, bob},
+		"secret":     "0123456789abcdef0123456789abcdef",
+		"public_url": "http://localhost:9080",
 	}
 	for k, v := range cfg {
 		base[k] = v
@@ -93,7 +95,8 @@ func unitFlow(tb testing.TB, h *Handler) (*http.Cookie, string) {
 	}
 	for _, c := range w.Result().Cookies() {
 		if c.Name == "caddy_otp_flow" {
-			return c, h.csrfToken(c.Value)
+			id, _, _ := strings.Cut(c.Value, ".")
+			return c, h.csrfToken(id)
 		}
 	}
 	tb.Fatal("no flow cookie")

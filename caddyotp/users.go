@@ -75,36 +75,17 @@ func (h *Handler) boundUser(r *http.Request) (user string, ok bool) {
 	return user, user != "" || h.phones.empty()
 }
 
-// startBound sends the code to the bound user's phone at once (the phone page is skipped), or
-// explains why it cannot: no first factor, or no phone for this user.
-func (h *Handler) startBound(w http.ResponseWriter, r *http.Request, id, user string) error {
+// userPhone is the phone a bound user's code goes to, or the key of the refusal to show:
+// no first factor, or no phone for this user.
+func (h *Handler) userPhone(user string) (phone, refusal string) {
 	if user == "" {
-		return h.refuse(w, r, "no_account")
+		return "", "no_account"
 	}
-	phone := h.users[user]
-	if phone == "" {
+	if phone = h.users[user]; phone == "" {
 		h.logger.Info("no phone for user", zapUser(user))
-		return h.refuse(w, r, "no_phone")
+		return "", "no_phone"
 	}
-	ctx := r.Context()
-	f, err := h.loadFlow(ctx, id)
-	if err != nil {
-		return h.storeFailed(w, r, err)
-	}
-	if f == nil {
-		f = &flow{}
-	}
-	if f.User == user && f.Hash != nil && now().UnixNano() < f.Expires {
-		return h.seeOther(w, h.Path+"/verify") // a live code is on its way already
-	}
-	if wait, err := h.hit(ctx, "ip", clientIP(r), h.IPLimit); err != nil || wait > 0 {
-		return h.limited(w, r, err, wait, "ip")
-	}
-	if wait, limit, err := h.sendAllowed(ctx, phone); err != nil || wait > 0 {
-		return h.limited(w, r, err, wait, limit)
-	}
-	f.User, f.Phone, f.Allowed = user, phone, true
-	return h.sendAndContinue(w, r, id, f)
+	return phone, ""
 }
 
 // refuse answers 403 with the sentences title_KEY and text_KEY and no way forward but the

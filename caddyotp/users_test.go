@@ -36,6 +36,7 @@ http://localhost:9080 {
 	}
 	otp {
 		%[2]s
+		public_url http://localhost:9080
 		users {
 			alice %[3]s
 			bob %[4]s
@@ -69,11 +70,13 @@ func TestPasswordThenSMSCodeIsTwoFactors(t *testing.T) {
 	v.as("alice")
 	r := v.get("/docs")
 	wantStatus(t, "password, no code", r, http.StatusSeeOther)
-	// The phone page is skipped: the code goes to alice's phone at once.
+	// No phone to type: one button sends the code to alice's phone (a GET sends nothing).
 	r = v.get(r.header.Get("Location"))
-	wantStatus(t, "login with a first factor", r, http.StatusSeeOther)
+	wantStatus(t, "login with a first factor", r, http.StatusOK)
+	r = v.post("/.otp/send", url.Values{"csrf": {r.csrf()}, "phone": {bob}})
+	wantStatus(t, "send", r, http.StatusSeeOther)
 	if loc := r.header.Get("Location"); loc != "/.otp/verify" {
-		t.Fatalf("login went to %q, want the code page", loc)
+		t.Fatalf("send went to %q, want the code page", loc)
 	}
 	m, code := smsCode(t, sms, 1)
 	if m.To != alice {
@@ -83,12 +86,13 @@ func TestPasswordThenSMSCodeIsTwoFactors(t *testing.T) {
 	if !strings.Contains(page.body, "&#43;1\u00a0201\u2011***\u2011**23") {
 		t.Errorf("code page does not show alice's masked phone")
 	}
-	// Opening the phone page again does not send a second code while the first is alive.
-	wantStatus(t, "login again", v.get("/.otp/login"), http.StatusSeeOther)
+	// Opening the phone page again sends nothing; pressing the button again within
+	// resend_after sends nothing either.
+	wantStatus(t, "login again", v.get("/.otp/login"), http.StatusOK)
+	wantStatus(t, "send again", v.post("/.otp/send", url.Values{"csrf": {page.csrf()}}), http.StatusTooManyRequests)
 	if n := len(sms.Messages()); n != 1 {
 		t.Errorf("%d SMS, want 1", n)
 	}
-	// A phone typed into the form is ignored: the code goes to the bound phone.
 	wantStatus(t, "verify", v.post("/.otp/verify", url.Values{"csrf": {page.csrf()}, "code": {code}}), http.StatusSeeOther)
 	if r := v.get("/docs"); r.status != http.StatusOK || r.body != "user=alice" {
 		t.Fatalf("alice after both factors: %d %q", r.status, r.body)

@@ -25,8 +25,7 @@ import (
 
 // canCall says whether the sender can place calls and the operator turned them on.
 func (h *Handler) canCall() bool {
-	c, ok := h.sender.(Caller)
-	return ok && c.VoiceEnabled()
+	return h.public != nil && voiceOn(h.sender)
 }
 
 // voiceScript is what the store keeps for one call, sealed.
@@ -72,7 +71,7 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request) error {
 		return h.placeCall(dctx, r, f.Phone, code)
 	})
 	if err == nil {
-		h.logger.Info("call placed", h.phoneField(f.Phone), zap.String("call_id", ref), zap.String("client_ip", clientIP(r)))
+		h.logger.Info("call placed", h.phoneField(f.Phone), zap.String("call_id", ref), zap.String("client_ip", h.clientIP(r)))
 		return h.seeOther(w, h.Path+"/verify")
 	}
 	return h.continueAfter(w, r, id, f, ref, err)
@@ -85,7 +84,8 @@ func (h *Handler) placeCall(ctx context.Context, r *http.Request, phone, code st
 	if err != nil {
 		return "", err
 	}
-	plain, _ := json.Marshal(voiceScript{Code: code, Lang: h.language(r), Site: h.siteName(r),
+	site, _ := h.smsNames(r)
+	plain, _ := json.Marshal(voiceScript{Code: code, Lang: h.language(r), Site: site,
 		Expires: now().Add(time.Duration(h.CodeTTL)).UnixNano()})
 	aead, err := h.voiceAEAD(token)
 	if err != nil {
@@ -99,11 +99,9 @@ func (h *Handler) placeCall(ctx context.Context, r *http.Request, phone, code st
 	if err := h.store.Set(ctx, h.voiceKey(token), sealed, time.Duration(h.CodeTTL)); err != nil {
 		return "", err
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	ref, err := h.sender.(Caller).Call(ctx, phone, scheme+"://"+r.Host+h.Path+"/voice/"+token)
+	// Only public_url: a URL built from the request would let its Host header choose who
+	// fetches the script, and so the code.
+	ref, err := h.sender.(Caller).Call(ctx, phone, h.origin+h.Path+"/voice/"+token)
 	if err != nil {
 		_ = h.store.Delete(ctx, h.voiceKey(token))
 	}
@@ -119,7 +117,7 @@ func (h *Handler) serveVoice(w http.ResponseWriter, r *http.Request, token strin
 		return nil
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	if !validFlowID(token) {
+	if !validToken(token) {
 		w.WriteHeader(http.StatusNotFound)
 		return nil
 	}

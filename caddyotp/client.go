@@ -1,0 +1,72 @@
+package caddyotp
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// clientIP is the address the request is counted under, which the client cannot choose. It is
+// Caddy's client_ip, which honours trusted_proxies. But when the request came through a trusted
+// proxy and the server is not in trusted_proxies_strict mode, Caddy takes the leftmost
+// forwarded address, which the client wrote itself; the gate takes the rightmost one instead,
+// the address the nearest proxy saw.
+func (h *Handler) clientIP(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.TrustedProxiesStrict == 0 {
+			if !h.strictWarned.Swap(true) {
+				h.logger.Error("trusted_proxies is set without trusted_proxies_strict: a client can write its own address into " +
+					strings.Join(srv.ClientIPHeaders, ", ") + ", so the otp gate counts the rightmost entry, the address the nearest " +
+					"proxy saw; set trusted_proxies_strict in the server's options")
+			}
+			if right := rightmostForwarded(r, srv.ClientIPHeaders); right != "" {
+				return right
+			}
+		}
+	}
+	if ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// rightmostForwarded is the last valid address of the first client IP header that has one.
+func rightmostForwarded(r *http.Request, headers []string) string {
+	for _, name := range headers {
+		parts := strings.Split(strings.Join(r.Header.Values(name), ","), ",")
+		for i := len(parts) - 1; i >= 0; i-- {
+			host := strings.TrimSpace(parts[i])
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			host, _, _ = strings.Cut(host, "%")
+			if ip, err := netip.ParseAddr(host); err == nil {
+				return ip.Unmap().String()
+			}
+		}
+	}
+	return ""
+}
+
+// limitAddr is the name a client address is counted under by the per-address limits: an IPv4
+// address itself, an IPv6 address by its /64, since one host commonly holds a whole /64.
+func limitAddr(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap()
+	if addr.Is4() {
+		return addr.String()
+	}
+	p, _ := addr.WithZone("").Prefix(64)
+	return p.String()
+}
