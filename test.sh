@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the test suite with everything it needs: installs Chromium (browser tests) and
+# redis-server (Redis tests) when they are missing, then `go test -race -count=1 ./...`.
+# Arguments go to `go test`, e.g. ./test.sh -run TestSignInEndToEnd ./caddyotp
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "installing ${missing[*]} for the tests" >&2
+	sudo=()
+	[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+	# The tests start their own redis-server processes; the package's service is not needed.
+	"${sudo[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+
+# Without a package argument, every package.
+packages=./...
+for arg in "$@"; do
+	case "$arg" in ./* | github.com/*) packages= ;; esac
+done
+exec go test -race -count=1 "$@" $packages
