@@ -26,7 +26,7 @@ var racers = []string{"+12015550161", "+12015550162", "+12015550163", "+12015550
 
 // startInstances runs n Caddy processes of this repository's build, each on its own port, all
 // with one Redis store and one storage directory (so one generated signing key).
-func startInstances(t *testing.T, n int, redisAddr string, sms *restcommtest.Server) []*instance {
+func startInstances(t *testing.T, n int, redisAddr string, sms *restcommtest.Server, extra ...string) []*instance {
 	t.Helper()
 	storage := t.TempDir()
 	var all []*instance
@@ -46,10 +46,11 @@ http://localhost:%d {
 			timeout 300ms
 			dial_timeout 300ms
 		}
+		%s
 	}
 	respond "instance %d user={http.auth.user.id}"
 }
-`, storage, port, senderBlock(sms, sms.AuthToken), port, alice, bob, strings.Join(racers, " "), redisAddr, i)
+`, storage, port, senderBlock(sms, sms.AuthToken), port, alice, bob, strings.Join(racers, " "), redisAddr, strings.Join(extra, "\n\t\t"), i)
 		all = append(all, &instance{base: fmt.Sprintf("http://localhost:%d", port), caddyProcess: runCaddy(t, cfg, port)})
 	}
 	return all
@@ -215,4 +216,57 @@ func TestRedisStoreLeaksNoGoroutinesOrConnectionsAcrossReloads(t *testing.T) {
 		t.Errorf("Redis connections grew from %d to %d over 11 reloads", clients0, clients1)
 	}
 	t.Logf("goroutines %d -> %d, redis clients %d -> %d", goroutines0, goroutines1, clients0, clients1)
+}
+
+// TestParallelGuessesOnTwoInstancesCannotOutrunTheLockout: wrong codes fired at once, on several
+// flows, at two instances sharing Redis: at most the lockout's count of them are compared.
+func TestParallelGuessesOnTwoInstancesCannotOutrunTheLockout(t *testing.T) {
+	r := startRedis(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	in := startInstances(t, 2, r.Addr(), sms, "lockout 10 15m", "resend_after 1ms", "send_limit 10 10m", "ip_limit 100 10m")
+	type attempt struct {
+		v    *visitor
+		csrf string
+		code string
+	}
+	var flows []attempt
+	for i := 0; i < 5; i++ {
+		v := newVisitorAt(t, in[0].base)
+		csrf, sent := v.startSignIn("/", bob)
+		wantStatus(t, "send", sent, http.StatusSeeOther)
+		_, code := smsCode(t, sms, i+1)
+		flows = append(flows, attempt{v, csrf, code})
+		time.Sleep(2 * time.Millisecond) // past resend_after, on the instances' own clock
+	}
+	var wg sync.WaitGroup
+	results := make(chan response, 25)
+	for i, f := range flows {
+		for j := 0; j < 5; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w := newVisitorAt(t, in[(i+j)%2].base)
+				w.setCookie("caddy_otp_flow", f.v.cookie("caddy_otp_flow"))
+				results <- w.post("/.otp/verify", url.Values{"csrf": {f.csrf}, "code": {otherCode(f.code)}})
+			}()
+		}
+	}
+	wg.Wait()
+	close(results)
+	compared, refused := 0, 0
+	for res := range results {
+		switch res.status {
+		case http.StatusUnauthorized:
+			compared++ // a wrong code, or the last of a flow's attempts
+		case http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Errorf("a guess got %d", res.status)
+		}
+	}
+	t.Logf("%d guesses compared, %d refused by the lockout", compared, refused)
+	if compared > 10 {
+		t.Fatalf("%d of 25 parallel wrong codes were compared; the lockout allows 10", compared)
+	}
 }

@@ -61,11 +61,11 @@ func (s *faultStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 	return s.MemoryStore.Incr(ctx, key, ttl)
 }
 
-func (s *faultStore) Revoke(ctx context.Context, id [16]byte, at time.Time, ttl time.Duration) error {
+func (s *faultStore) Revoke(ctx context.Context, r Revocation) error {
 	if storeDown.Load() {
 		return errStoreDown
 	}
-	return s.MemoryStore.Revoke(ctx, id, at, ttl)
+	return s.MemoryStore.Revoke(ctx, r)
 }
 
 func (s *faultStore) RevokedAt(ctx context.Context, id [16]byte) (int64, error) {

@@ -64,17 +64,17 @@ func (h *Handler) session(r *http.Request, t time.Time) (Session, bool, error) {
 	if err != nil || !h.subjectAllowed(r, s.Subject) {
 		return Session{}, false, nil
 	}
-	revoked, err := h.revoked(r, s)
+	revoked, err := h.revoked(r.Context(), s)
 	return s, !revoked && err == nil, err
 }
 
 // revoked asks the store whether a session or trusted browser, or its subject, was revoked.
-func (h *Handler) revoked(r *http.Request, s Session) (bool, error) {
-	own, err := h.store.RevokedAt(r.Context(), s.ID)
+func (h *Handler) revoked(ctx context.Context, s Session) (bool, error) {
+	own, err := h.store.RevokedAt(ctx, s.ID)
 	if err != nil {
 		return false, err
 	}
-	subject, err := h.store.RevokedAt(r.Context(), s.subjectID)
+	subject, err := h.store.RevokedAt(ctx, s.subjectID)
 	return revokedBy(s, own, subject), err
 }
 
@@ -92,7 +92,7 @@ func (h *Handler) trustedBrowser(w http.ResponseWriter, r *http.Request, t time.
 	if err != nil || !h.subjectAllowed(r, d.Subject) {
 		return Session{}, false, nil
 	}
-	if revoked, err := h.revoked(r, d); err != nil || revoked {
+	if revoked, err := h.revoked(r.Context(), d); err != nil || revoked {
 		return Session{}, false, err
 	}
 	s, err := h.sessions.issue(d.Subject, t)
@@ -466,9 +466,11 @@ func (h *Handler) phonePage(w http.ResponseWriter, r *http.Request, csrf, input,
 	return h.render(w, r, http.StatusBadRequest, "login.html", page{Title: t["title_sign_in"], CSRF: csrf, Phone: clip(input, 40), Error: t[errKey]})
 }
 
-// serveLogout shows the sign-out buttons (GET) or signs out (POST): on this browser, its session
-// and trusted-browser cookie are revoked and cleared; everywhere, so are every session and
-// trusted browser of the same subject, on any browser.
+// serveLogout shows the sign-out buttons (GET) or signs out (POST). It clears every gate cookie
+// the browser sent (session, trusted browser, flow), whatever the config says today. It revokes
+// only cookies that are still valid, so a copied cookie signs out once: on this browser, its
+// session, trusted browser and pending flow; everywhere, every session and trusted browser of
+// the same subject, on any browser. The store write counts against ip_limit.
 func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		id, err := h.flowID(w, r)
@@ -477,41 +479,60 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 		}
 		return h.render(w, r, http.StatusOK, "logout.html", page{Title: h.words(r)["title_sign_out"], CSRF: h.csrfToken(id)})
 	}
-	t := now()
-	everywhere := r.PostForm.Get("everywhere") == "1"
-	var subject *Session
+	ctx, t := r.Context(), now()
+	var valid []Session
 	for _, c := range []struct {
 		codec *sessionCodec
 		kind  string
-	}{{h.sessions, sessionCookie}, {h.devices, deviceCookie}} {
+	}{{h.sessions, sessionCookie}, {h.deviceCookies, deviceCookie}} {
 		value := cookieValue(r, h.cookieName(r, c.kind))
-		if c.codec == nil || value == "" {
+		if value == "" {
 			continue
 		}
 		h.setCookie(w, r, h.cookieName(r, c.kind), "", -1)
-		// One past its limits needs no revocation; a valid one is revoked until it would expire.
 		s, err := c.codec.decode(value, t)
 		if err != nil {
-			continue
+			continue // past its limits, or not genuine: nothing to revoke
 		}
-		if err := h.store.Revoke(r.Context(), s.ID, t, s.Expires.Sub(t)); err != nil {
+		revoked, err := h.revoked(ctx, s)
+		if err != nil {
 			return h.storeFailed(w, r, err)
 		}
-		if subject == nil {
-			subject = &s
+		if !revoked {
+			valid = append(valid, s)
 		}
 	}
-	if subject != nil {
-		if everywhere {
-			// Everything of this subject issued until now, sessions and trusted browsers alike.
-			keep := max(time.Duration(h.SessionTTL), time.Duration(h.TrustDevice))
-			if err := h.store.Revoke(r.Context(), subject.subjectID, t, keep); err != nil {
-				return h.storeFailed(w, r, err)
-			}
-		}
-		metrics.revoked.Inc()
-		h.logger.Info("session revoked", h.subjectField(subject.Subject), zap.Bool("everywhere", everywhere))
+	flowID, _ := h.flowCookie(r)
+	if flowID != "" {
+		h.setCookie(w, r, h.cookieName(r, flowCookie), "", -1)
 	}
+	if len(valid) == 0 {
+		return h.seeOther(w, h.Path+"/login?signed_out")
+	}
+	if wait, err := h.hit(ctx, "ip", limitAddr(h.clientIP(r)), h.IPLimit); err != nil || wait > 0 {
+		return h.limited(w, r, err, wait, "ip")
+	}
+	everywhere := r.PostForm.Get("everywhere") == "1"
+	for _, s := range valid {
+		// Until it would expire: past that it is refused anyway.
+		if err := h.store.Revoke(ctx, Revocation{ID: s.ID, Subject: s.subjectID, At: t, TTL: s.Expires.Sub(t)}); err != nil {
+			return h.storeFailed(w, r, err)
+		}
+	}
+	if everywhere {
+		// Everything of this subject issued until now, sessions and trusted browsers alike.
+		subject := valid[0].subjectID
+		if err := h.store.Revoke(ctx, Revocation{ID: subject, Subject: subject, At: t, TTL: subjectRevocationTTL}); err != nil {
+			return h.storeFailed(w, r, err)
+		}
+	}
+	if flowID != "" {
+		if err := h.store.Delete(ctx, flowKey(flowID)); err != nil {
+			return h.storeFailed(w, r, err)
+		}
+	}
+	metrics.revoked.Inc()
+	h.logger.Info("session revoked", h.subjectField(valid[0].Subject), zap.Bool("everywhere", everywhere))
 	return h.seeOther(w, h.Path+"/login?signed_out")
 }
 

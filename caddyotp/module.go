@@ -179,12 +179,15 @@ type Handler struct {
 	keys     keys
 	sessions *sessionCodec
 	devices  *sessionCodec // nil unless trust_device
-	pages    map[string]*template.Template
-	logger   *zap.Logger
-	delivery *deliveryTime                              // how long accepted deliveries take
-	wait     func(ctx context.Context, d time.Duration) // how decoy answers wait
-	public   *url.URL                                   // public_url, parsed; nil if unset
-	origin   string                                     // public_url's origin, as browsers send it
+	// reads trusted-browser cookies for sign-out: devices, or while trust_device is off, one
+	// that takes any the key signed
+	deviceCookies *sessionCodec
+	pages         map[string]*template.Template
+	logger        *zap.Logger
+	delivery      *deliveryTime                              // how long accepted deliveries take
+	wait          func(ctx context.Context, d time.Duration) // how decoy answers wait
+	public        *url.URL                                   // public_url, parsed; nil if unset
+	origin        string                                     // public_url's origin, as browsers send it
 
 	strictWarned *atomic.Bool // the advice to set trusted_proxies_strict was logged
 }
@@ -281,9 +284,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.keys = deriveKeys(master)
 	aud := h.audience()
 	h.sessions = newSessionCodec(h.keys.session, h.keys.subject, aud, time.Duration(h.SessionTTL), time.Duration(h.SessionIdle))
+	// Trusted-browser cookies are read to sign out even while trust_device is off: one issued
+	// before must be revoked, or it would sign in again once trust is back.
 	h.devices = nil
+	h.deviceCookies = newSessionCodec(h.keys.device, h.keys.subject, aud, subjectRevocationTTL, 0)
 	if h.TrustDevice > 0 {
 		h.devices = newSessionCodec(h.keys.device, h.keys.subject, aud, time.Duration(h.TrustDevice), 0)
+		h.deviceCookies = h.devices
 	}
 
 	h.pages, err = loadPages(h.Templates)

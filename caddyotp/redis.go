@@ -181,16 +181,56 @@ func (s *RedisStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 	return incrScript.Run(ctx, s.be.client, []string{s.be.prefix + key}, max(1, ttl.Milliseconds())).Int64()
 }
 
-// Revoke records the revocation in a sorted set (member: "hexid:at" with at in Unix ms; score:
-// the end of the record in Unix ms) and announces it to every instance.
-func (s *RedisStore) Revoke(ctx context.Context, id [16]byte, at time.Time, ttl time.Duration) error {
-	until := time.Now().Add(ttl)
-	member := hex.EncodeToString(id[:]) + ":" + strconv.FormatInt(at.UnixMilli(), 10)
-	if err := s.be.client.ZAdd(ctx, s.be.prefix+"revocations", redis.Z{Score: float64(until.UnixMilli()), Member: member}).Err(); err != nil {
+// The revocations live in one sorted set (member "hexid:at", at in Unix ms; score: the end of the
+// record in Unix ms), with one key per id holding its current "at until" (so that an id has one
+// member) and one sorted set per subject of its ids (so that a subject's records are bounded).
+// Every key shares the hash tag {revocations}, so the script's keys sit in one cluster slot.
+const revocationsTag = "{revocations}"
+
+// revokeScript records one revocation as the Store contract says, atomically, and returns the
+// announcement ("hexid:at until") of what it wrote, or nil when the record already said as much.
+// KEYS: the set, the id's key, the subject's set, the subject's own key.
+// ARGV: id, at, until, subject, now, max records per subject, the subject record's until.
+var revokeScript = redis.NewScript(`
+local function put(idkey, id, at, untl)
+  local old = redis.call("GET", idkey)
+  if old then
+    local oat, ountl = string.match(old, "^(%d+) (%d+)$")
+    if tonumber(at) <= tonumber(oat) and tonumber(untl) <= tonumber(ountl) then return false end
+    redis.call("ZREM", KEYS[1], id .. ":" .. oat)
+    if tonumber(oat) > tonumber(at) then at = oat end
+    if tonumber(ountl) > tonumber(untl) then untl = ountl end
+  end
+  redis.call("ZADD", KEYS[1], untl, id .. ":" .. at)
+  redis.call("SET", idkey, at .. " " .. untl, "PXAT", untl)
+  return id .. ":" .. at .. " " .. untl
+end
+if ARGV[1] ~= ARGV[4] then
+  redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", ARGV[5])
+  if not redis.call("ZSCORE", KEYS[3], ARGV[1]) and redis.call("ZCARD", KEYS[3]) >= tonumber(ARGV[6]) then
+    return put(KEYS[4], ARGV[4], ARGV[2], ARGV[7])
+  end
+  redis.call("ZADD", KEYS[3], "GT", ARGV[3], ARGV[1])
+  redis.call("PEXPIREAT", KEYS[3], ARGV[7])
+end
+return put(KEYS[2], ARGV[1], ARGV[2], ARGV[3])`)
+
+// Revoke records the revocation (see revokeScript) and announces it to every instance.
+func (s *RedisStore) Revoke(ctx context.Context, r Revocation) error {
+	now := time.Now()
+	id, subject := hex.EncodeToString(r.ID[:]), hex.EncodeToString(r.Subject[:])
+	set := s.be.prefix + revocationsTag
+	ms := func(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+	ann, err := revokeScript.Run(ctx, s.be.client, []string{set, set + ":id:" + id, set + ":subject:" + subject, set + ":id:" + subject},
+		id, ms(r.At), ms(now.Add(r.TTL)), subject, ms(now), maxSubjectRevocations, ms(now.Add(subjectRevocationTTL))).Text()
+	if errors.Is(err, redis.Nil) {
+		return nil // nothing new to say
+	}
+	if err != nil {
 		return err
 	}
-	s.be.revs.add(id, revocation{at: at.UnixMilli(), until: until.UnixNano()})
-	return s.be.client.Publish(ctx, s.be.prefix+"revoked", member+" "+strconv.FormatInt(until.UnixMilli(), 10)).Err()
+	s.be.apply(ann)
+	return s.be.client.Publish(ctx, s.be.prefix+"revoked", ann).Err()
 }
 
 // RevokedAt answers from the local view, and fails when that view may be older than
@@ -254,6 +294,15 @@ func parseRevocation(member string, untilMS int64) (id [16]byte, rev revocation,
 	return id, revocation{at: atMS, until: untilMS * int64(time.Millisecond)}, true
 }
 
+// apply adds an announced revocation ("hexid:at until") to the local view.
+func (b *redisBackend) apply(announcement string) {
+	member, ms, _ := strings.Cut(announcement, " ")
+	untilMS, _ := strconv.ParseInt(ms, 10, 64)
+	if id, rev, ok := parseRevocation(member, untilMS); ok {
+		b.revs.add(id, rev)
+	}
+}
+
 // listen applies revocations announced by any instance as they come.
 func (b *redisBackend) listen(ctx context.Context, sub *redis.PubSub) {
 	defer b.done.Done()
@@ -267,11 +316,7 @@ func (b *redisBackend) listen(ctx context.Context, sub *redis.PubSub) {
 			if !ok {
 				return
 			}
-			member, ms, _ := strings.Cut(m.Payload, " ")
-			untilMS, _ := strconv.ParseInt(ms, 10, 64)
-			if id, rev, ok := parseRevocation(member, untilMS); ok {
-				b.revs.add(id, rev)
-			}
+			b.apply(m.Payload)
 		}
 	}
 }
@@ -306,7 +351,7 @@ func (b *redisBackend) refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, revocationRefresh)
 	defer cancel()
 	nowMS := time.Now().UnixMilli()
-	key := b.prefix + "revocations"
+	key := b.prefix + revocationsTag
 	pipe := b.client.TxPipeline()
 	pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(nowMS, 10))
 	live := pipe.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Min: strconv.FormatInt(nowMS, 10), Max: "+inf"})

@@ -29,16 +29,40 @@ type Store interface {
 	// Incr adds one to the counter at key and returns the new count, atomically. A counter
 	// that did not exist starts at 1 and expires after ttl; later increments keep that expiry.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
-	// Revoke records, for every user of the store and for at least ttl, that id (a session's,
-	// a trusted device's, or a subject's for "sign out everywhere") was revoked at the time at.
-	// Revoking an id again keeps the latest time.
-	Revoke(ctx context.Context, id [16]byte, at time.Time, ttl time.Duration) error
+	// Revoke records r for every user of the store. It is idempotent per id: one record, whose
+	// time and end only ever move later. Records are bounded per subject: once
+	// maxSubjectRevocations live records of r.Subject exist, a revocation of another of its ids
+	// is recorded as the subject's own ("everywhere") record at r.At instead, kept for
+	// subjectRevocationTTL.
+	Revoke(ctx context.Context, r Revocation) error
 	// RevokedAt returns when id was revoked, in Unix milliseconds, or 0 if it was not. It runs
 	// on every protected request, so it must answer from local state, without allocating; an
 	// error means that state is too old to trust. A revocation lasts as long as what it revokes
 	// would have, so it may still answer after its ttl: what it revoked has expired too.
 	RevokedAt(ctx context.Context, id [16]byte) (int64, error)
 }
+
+// Revocation says that ID was revoked at At, and is to be remembered for TTL: as long as what
+// it revokes could live. ID is a session's or a trusted browser's id, or, for "sign out
+// everywhere", Subject itself.
+type Revocation struct {
+	ID, Subject [16]byte
+	At          time.Time
+	TTL         time.Duration
+}
+
+// everywhere says whether r is a subject's own record, which ends everything of the subject
+// issued until r.At.
+func (r Revocation) everywhere() bool { return r.ID == r.Subject }
+
+const (
+	// maxSubjectRevocations bounds the live records of one subject: a trusted browser mints
+	// session ids without an SMS, so revoking them one by one could grow without end.
+	maxSubjectRevocations = 100
+	// subjectRevocationTTL is how long a subject's record lives: the longest anything can be
+	// issued for (trust_device is at most 400 days), whatever the config says today.
+	subjectRevocationTTL = 400 * 24 * time.Hour
+)
 
 // memoryPool holds the memory stores by name, so their state outlives a config reload.
 var memoryPool = caddy.NewUsagePool()
@@ -114,8 +138,8 @@ func (s *MemoryStore) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-func (s *MemoryStore) Revoke(_ context.Context, id [16]byte, at time.Time, ttl time.Duration) error {
-	s.mem.revs.add(id, revocation{at: at.UnixMilli(), until: time.Now().Add(ttl).UnixNano()})
+func (s *MemoryStore) Revoke(_ context.Context, r Revocation) error {
+	s.mem.revs.revoke(r, time.Now())
 	return nil
 }
 
@@ -151,14 +175,47 @@ type revocation struct {
 // revocations are revoked ids. Expired records are swept when the set has doubled since the
 // last sweep, so it stays within twice its live size.
 type revocations struct {
-	mu    sync.RWMutex
-	revs  map[[16]byte]revocation
-	swept int
+	mu        sync.RWMutex
+	revs      map[[16]byte]revocation
+	swept     int
+	bySubject map[[16]byte]map[[16]byte]int64 // the memory store's: a subject's ids, and their ends (Unix ns)
+}
+
+// revoke records r as the Store contract says, with the subject's bound, at now.
+func (r *revocations) revoke(rv Revocation, now time.Time) {
+	id, rec := rv.ID, revocation{at: rv.At.UnixMilli(), until: now.Add(rv.TTL).UnixNano()}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !rv.everywhere() {
+		if r.bySubject == nil {
+			r.bySubject = make(map[[16]byte]map[[16]byte]int64)
+		}
+		ids := r.bySubject[rv.Subject]
+		if ids == nil {
+			ids = make(map[[16]byte]int64)
+			r.bySubject[rv.Subject] = ids
+		}
+		for other, until := range ids {
+			if until <= now.UnixNano() {
+				delete(ids, other)
+			}
+		}
+		if _, known := ids[id]; !known && len(ids) >= maxSubjectRevocations {
+			id, rec = rv.Subject, revocation{at: rec.at, until: now.Add(subjectRevocationTTL).UnixNano()}
+		} else {
+			ids[id] = max(ids[id], rec.until)
+		}
+	}
+	r.addLocked(id, rec)
 }
 
 func (r *revocations) add(id [16]byte, rev revocation) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.addLocked(id, rev)
+}
+
+func (r *revocations) addLocked(id [16]byte, rev revocation) {
 	if r.revs == nil {
 		r.revs = make(map[[16]byte]revocation)
 	}
@@ -168,6 +225,16 @@ func (r *revocations) add(id [16]byte, rev revocation) {
 		for id, rev := range r.revs {
 			if rev.until <= now {
 				delete(r.revs, id)
+			}
+		}
+		for subject, ids := range r.bySubject {
+			for id, until := range ids {
+				if until <= now {
+					delete(ids, id)
+				}
+			}
+			if len(ids) == 0 {
+				delete(r.bySubject, subject)
 			}
 		}
 		r.swept = len(r.revs)
@@ -181,7 +248,7 @@ func later(a, b revocation) revocation {
 
 func (r *revocations) clear() {
 	r.mu.Lock()
-	r.revs, r.swept = nil, 0
+	r.revs, r.swept, r.bySubject = nil, 0, nil
 	r.mu.Unlock()
 }
 

@@ -122,12 +122,12 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 
 	t.Run("revocations", func(t *testing.T) {
 		s := newStore(t)
-		abc, abd := [16]byte{0xab, 0xc}, [16]byte{0xab, 0xd}
+		abc, abd, subject := [16]byte{0xab, 0xc}, [16]byte{0xab, 0xd}, [16]byte{0x5b}
 		if at, err := s.RevokedAt(ctx, abc); at != 0 || err != nil {
 			t.Fatalf("RevokedAt before Revoke = %v, %v", at, err)
 		}
 		t1 := time.UnixMilli(1_800_000_000_000)
-		if err := s.Revoke(ctx, abc, t1, time.Minute); err != nil {
+		if err := s.Revoke(ctx, Revocation{ID: abc, Subject: subject, At: t1, TTL: time.Minute}); err != nil {
 			t.Fatal(err)
 		}
 		if at, err := s.RevokedAt(ctx, abc); at != t1.UnixMilli() || err != nil {
@@ -136,11 +136,47 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 		if at, _ := s.RevokedAt(ctx, abd); at != 0 {
 			t.Error("another id is revoked too")
 		}
+		if at, _ := s.RevokedAt(ctx, subject); at != 0 {
+			t.Error("revoking one id revoked its subject")
+		}
 		// Revoking again keeps the later time, whichever order the two come in.
-		_ = s.Revoke(ctx, abc, t1.Add(time.Hour), time.Minute)
-		_ = s.Revoke(ctx, abc, t1.Add(time.Second), time.Minute)
+		for _, at := range []time.Time{t1.Add(time.Hour), t1.Add(time.Second)} {
+			if err := s.Revoke(ctx, Revocation{ID: abc, Subject: subject, At: at, TTL: time.Minute}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if at, _ := s.RevokedAt(ctx, abc); at != t1.Add(time.Hour).UnixMilli() {
 			t.Errorf("RevokedAt after three revocations = %v, want the latest", at)
+		}
+	})
+
+	t.Run("revocations of one subject are bounded", func(t *testing.T) {
+		s := newStore(t)
+		subject := [16]byte{0x5b, 1}
+		t1 := time.UnixMilli(1_800_000_000_000)
+		for i := 0; i < maxSubjectRevocations+50; i++ {
+			id := [16]byte{0x1d, byte(i), byte(i >> 8)}
+			if err := s.Revoke(ctx, Revocation{ID: id, Subject: subject, At: t1.Add(time.Duration(i) * time.Millisecond), TTL: time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := liveRecords(t, s); n != maxSubjectRevocations+1 {
+			t.Errorf("%d live records after %d revocations of one subject, want %d and the subject's own", n, maxSubjectRevocations+50, maxSubjectRevocations)
+		}
+		last := t1.Add(time.Duration(maxSubjectRevocations+49) * time.Millisecond)
+		if at, err := s.RevokedAt(ctx, subject); at != last.UnixMilli() || err != nil {
+			t.Errorf("the subject's record says %v, %v; want the last revocation's time %v", at, err, last.UnixMilli())
+		}
+		// An id already recorded is still revoked by id, and revoking it again adds nothing.
+		first := [16]byte{0x1d}
+		if err := s.Revoke(ctx, Revocation{ID: first, Subject: subject, At: t1, TTL: 2 * time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if at, _ := s.RevokedAt(ctx, first); at != t1.UnixMilli() {
+			t.Errorf("the first id's record says %v", at)
+		}
+		if n := liveRecords(t, s); n != maxSubjectRevocations+1 {
+			t.Errorf("%d live records after revoking a known id again", n)
 		}
 	})
 }
@@ -211,4 +247,23 @@ func TestExpiredRevocationsAreSwept(t *testing.T) {
 	if r.at(live) != 2 {
 		t.Error("a live revocation was swept")
 	}
+}
+
+// liveRecords counts the revocation records a store keeps.
+func liveRecords(t *testing.T, s Store) int {
+	t.Helper()
+	switch s := s.(type) {
+	case *MemoryStore:
+		s.mem.revs.mu.RLock()
+		defer s.mem.revs.mu.RUnlock()
+		return len(s.mem.revs.revs)
+	case *RedisStore:
+		n, err := s.be.client.ZCard(context.Background(), s.be.prefix+revocationsTag).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(n)
+	}
+	t.Fatalf("no way to count the records of %T", s)
+	return 0
 }

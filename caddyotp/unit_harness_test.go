@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -101,4 +102,19 @@ func unitFlow(tb testing.TB, h *Handler) (*http.Cookie, string) {
 	}
 	tb.Fatal("no flow cookie")
 	return nil, ""
+}
+
+// postForm is a browser's POST of form to path, with a flow cookie and its CSRF token (made by
+// opening the phone page) and the other cookies given.
+func postForm(tb testing.TB, h *Handler, path string, form url.Values, cookies ...*http.Cookie) (*httptest.ResponseRecorder, *http.Request) {
+	tb.Helper()
+	flowCookie, csrf := unitFlow(tb, h)
+	form.Set("csrf", csrf)
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.AddCookie(flowCookie)
+	for _, c := range cookies {
+		r.AddCookie(c)
+	}
+	return httptest.NewRecorder(), r
 }

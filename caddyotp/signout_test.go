@@ -1,0 +1,102 @@
+package caddyotp
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sign-out, named for the attacks it stops.
+
+// TestRepeatedSignOutsWithOneCookieLeaveOneRecord: a signed-in visitor posting sign-out again
+// and again with the same cookie cannot grow the revocations, which every instance reads.
+func TestRepeatedSignOutsWithOneCookieLeaveOneRecord(t *testing.T) {
+	rs := startRedis(t)
+	g := newGate(t)
+	g.redis = rs.Addr()
+	g.start("")
+	v := newVisitor(t)
+	v.signIn(g, alice)
+	session := v.cookie("caddy_otp")
+	for i := 0; i < 50; i++ {
+		v.setCookie("caddy_otp", session)
+		page := v.get("/.otp/logout")
+		wantStatus(t, "sign out everywhere", v.post("/.otp/logout", url.Values{"csrf": {page.csrf()}, "everywhere": {"1"}}), http.StatusSeeOther)
+	}
+	c := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer c.Close()
+	n, err := c.ZCard(context.Background(), storeName(t)+":"+revocationsTag).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("50 sign-outs with one cookie left %d revocation records, want 2 (the session and its subject)", n)
+	}
+	v.setCookie("caddy_otp", session)
+	wantStatus(t, "the revoked cookie", v.get("/"), http.StatusSeeOther)
+}
+
+// TestSignOutWithTrustOffThenOnKeepsTheBrowserOut: switching trust_device off does not make
+// sign-out skip the trusted-browser cookie, which would sign in again once trust is back.
+func TestSignOutWithTrustOffThenOnKeepsTheBrowserOut(t *testing.T) {
+	g := startGate(t, "trust_device 30d")
+	v := newVisitor(t)
+	v.signInTrusting(g.sms, alice)
+	device := v.cookie("caddy_otp_device")
+	g.reload("", "upstream")
+	page := v.get("/.otp/logout")
+	wantStatus(t, "sign out with trust off", v.post("/.otp/logout", url.Values{"csrf": {page.csrf()}}), http.StatusSeeOther)
+	if v.cookie("caddy_otp_device") != "" {
+		t.Errorf("sign-out with trust off left the trusted-browser cookie")
+	}
+	g.reload("trust_device 30d", "upstream")
+	kept := newVisitor(t)
+	kept.setCookie("caddy_otp_device", device)
+	wantStatus(t, "the trusted browser once trust is back", kept.get("/"), http.StatusSeeOther)
+}
+
+// TestStolenTrustedBrowserStaysOutAfterTrustIsShortened: "sign out everywhere" made while
+// trust_device is short still ends a trusted browser issued for longer, however the config
+// changes afterwards.
+func TestStolenTrustedBrowserStaysOutAfterTrustIsShortened(t *testing.T) {
+	g := startGate(t, "trust_device 30d\n\t\tsession_ttl 1m\n\t\tsession_idle 1m")
+	stolen := newVisitor(t)
+	stolen.signInTrusting(g.sms, alice)
+	device := stolen.cookie("caddy_otp_device")
+	g.reload("trust_device 1m\n\t\tsession_ttl 1m\n\t\tsession_idle 1m", "upstream")
+	clock.Advance(31 * time.Second)
+	owner := newVisitor(t)
+	owner.signIn(g, alice)
+	page := owner.get("/.otp/logout")
+	wantStatus(t, "sign out everywhere", owner.post("/.otp/logout", url.Values{"csrf": {page.csrf()}, "everywhere": {"1"}}), http.StatusSeeOther)
+	g.reload("trust_device 30d\n\t\tsession_ttl 1m\n\t\tsession_idle 1m", "upstream")
+	clock.Advance(65 * time.Second)
+	thief := newVisitor(t)
+	thief.setCookie("caddy_otp_device", device)
+	wantStatus(t, "the stolen trusted browser", thief.get("/"), http.StatusSeeOther)
+}
+
+// TestSignOutEverywhereIsKeptFourHundredDays: a subject's record outlives anything the gate
+// can issue, whatever session_ttl and trust_device say at the time.
+func TestSignOutEverywhereIsKeptFourHundredDays(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"session_ttl": "1m", "session_idle": "1m"})
+	s, err := h.sessions.issue(alice, now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, r := postForm(t, h, "/.otp/logout", url.Values{"everywhere": {"1"}}, &http.Cookie{Name: "caddy_otp", Value: h.sessions.encode(s)})
+	if err := serve(h, w, r); err != nil || w.Code != http.StatusSeeOther {
+		t.Fatalf("sign out: %d %v", w.Code, err)
+	}
+	revs := &h.store.(*MemoryStore).mem.revs
+	revs.mu.RLock()
+	rec := revs.revs[s.subjectID]
+	revs.mu.RUnlock()
+	if left := time.Until(time.Unix(0, rec.until)); left < 399*24*time.Hour {
+		t.Fatalf("the subject's record is kept for %s, want 400 days", left.Round(time.Hour))
+	}
+}
