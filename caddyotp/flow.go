@@ -7,14 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	mrand "math/rand/v2"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // flow is one pending verification, kept in the store under "flow:"+id from the moment a code
@@ -82,93 +77,6 @@ func (h *Handler) saveFlow(ctx context.Context, id string, f *flow) error {
 	return h.store.Set(ctx, flowKey(id), b, flowTTL)
 }
 
-// issueCode gives the flow a new code, which kills the previous one, sends it by SMS when the
-// phone may sign in, and saves the flow. When the send fails nothing is saved: the old state
-// stands, and the error is a *SendError. For a phone that may not sign in the flow gets a code
-// nobody knows, so every answer matches. It returns the provider's id for the message, if any.
-func (h *Handler) issueCode(ctx context.Context, id string, f *flow, r *http.Request) (string, error) {
-	return h.issue(ctx, id, f, metrics.smsSent, func(code string) (string, error) {
-		return h.sender.Send(ctx, Message{To: f.Phone, Body: h.smsBody(code, r)})
-	})
-}
-
-// issue is issueCode with the delivery (an SMS, a call) given, and the counter of its results.
-func (h *Handler) issue(ctx context.Context, id string, f *flow, results *prometheus.CounterVec, deliver func(code string) (string, error)) (string, error) {
-	code, err := newCode(h.CodeLength)
-	if err != nil {
-		return "", err
-	}
-	t := now()
-	next := *f
-	next.Hash = codeHash(h.keys.code, id, code)
-	next.Sent = t.UnixNano()
-	next.Expires = t.Add(time.Duration(h.CodeTTL)).UnixNano()
-	var ref string
-	if !next.Allowed {
-		h.decoyDelay(ctx)
-	} else {
-		started := time.Now()
-		ref, err = deliver(code)
-		took := time.Since(started)
-		metrics.senderDuration.Observe(took.Seconds())
-		if err == nil {
-			h.delivery.observe(took)
-		}
-		if err != nil {
-			if err := h.endCooldown(ctx, f.Phone); err != nil {
-				return "", err
-			}
-			var se *SendError
-			if !errors.As(err, &se) { // a sender that says nothing more: assume it may pass later
-				se = &SendError{Provider: "sender", Temporary: true, Detail: err.Error()}
-			}
-			if se.Temporary {
-				results.WithLabelValues("failed_temporary").Inc()
-			} else {
-				results.WithLabelValues("failed_permanent").Inc()
-			}
-			return "", se
-		}
-	}
-	if err := h.saveFlow(ctx, id, &next); err != nil {
-		return "", err
-	}
-	if next.Allowed {
-		results.WithLabelValues("sent").Inc()
-	} else {
-		results.WithLabelValues("not_allowed").Inc()
-	}
-	*f = next
-	return ref, nil
-}
-
-// deliveryTime is a moving average of how long accepted deliveries took, in ns: an answer for
-// a number that may not sign in waits about as long, so response times do not tell them apart.
-type deliveryTime struct{ ns atomic.Int64 }
-
-func (d *deliveryTime) observe(took time.Duration) {
-	for {
-		old := d.ns.Load()
-		next := int64(took)
-		if old != 0 {
-			next = old - old/8 + int64(took)/8
-		}
-		if d.ns.CompareAndSwap(old, next) {
-			return
-		}
-	}
-}
-
-// decoyDelay waits for about the average delivery time (±20%), or until ctx ends.
-func (h *Handler) decoyDelay(ctx context.Context) {
-	avg := time.Duration(h.delivery.ns.Load())
-	if avg <= 0 {
-		return
-	}
-	d := avg*4/5 + time.Duration(mrand.Int64N(int64(avg)*2/5+1))
-	h.wait(ctx, d)
-}
-
 // sleepCtx sleeps for d or until ctx ends: the handler's wait, which tests replace.
 func sleepCtx(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
@@ -179,11 +87,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// smsBody fills the message (the operator's, or the default in the visitor's language) with
-// {code}, {site} and {host} ({http.request.host} is how the Caddyfile writes {host}), and appends
-// the origin-bound line "@host #code" that Safari and Chrome read to offer the code for
-// autofill. Nothing in it comes from the request but the language.
-func (h *Handler) smsBody(code string, r *http.Request) string {
+// smsBody returns the SMS for a code: the message (the operator's, or the default in the
+// visitor's language) with {code}, {site} and {host} ({http.request.host} is how the Caddyfile
+// writes {host}), and the origin-bound line "@host #code" that Safari and Chrome read to offer
+// the code for autofill. Nothing in it comes from the request but the language.
+func (h *Handler) smsBody(r *http.Request) func(code string) string {
 	site, host := h.smsNames(r)
 	text := h.Message
 	if text == "" {
@@ -192,11 +100,14 @@ func (h *Handler) smsBody(code string, r *http.Request) string {
 			text = h.words(r)["sms_no_site"]
 		}
 	}
-	text = strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
-	if bound := h.trustedHost(r); bound != "" {
-		text += "\n\n@" + bound + " #" + code
+	bound := h.trustedHost(r)
+	return func(code string) string {
+		body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
+		if bound != "" {
+			body += "\n\n@" + bound + " #" + code
+		}
+		return body
 	}
-	return text
 }
 
 // smsNames are what an SMS or a call calls the site: {site}, site_name else the trusted host;

@@ -147,6 +147,8 @@ func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string)
 		rt = route{"GET, HEAD, POST", h.serveLogout}
 	case "/call":
 		rt = route{"POST", h.serveCall}
+	case "/status":
+		rt = route{"GET, HEAD", h.serveStatus}
 	default:
 		if token, ok := strings.CutPrefix(rest, "/voice/"); ok {
 			// The telephony provider fetches the call's script: no browser, no form, no CSRF.
@@ -332,37 +334,74 @@ func (h *Handler) againRefused(w http.ResponseWriter, r *http.Request, f *flow) 
 	return false, nil
 }
 
-// sendAndContinue issues the code by SMS and moves the visitor on to the code page, or explains
-// why not.
+// sendAndContinue issues a code to the flow's phone by SMS, in the background, and moves the
+// visitor on to the code page.
 func (h *Handler) sendAndContinue(w http.ResponseWriter, r *http.Request, id string, f *flow) error {
-	// The visitor leaving must not cut a send half-way: its outcome decides what is saved.
-	ctx := context.WithoutCancel(r.Context())
-	sid, err := h.issueCode(ctx, id, f, r)
-	return h.continueAfter(w, r, id, f, sid, err)
+	body, to := h.smsBody(r), f.Phone
+	err := h.issue(r.Context(), id, f, "sms", h.clientIP(r), func(ctx context.Context, code string) (string, error) {
+		return h.sender.Send(ctx, Message{To: to, Body: body(code)})
+	})
+	return h.continueAfter(w, r, err)
 }
 
-// continueAfter moves the visitor on to the code page after a code was issued, or explains why
-// it could not be delivered.
-func (h *Handler) continueAfter(w http.ResponseWriter, r *http.Request, id string, f *flow, sid string, err error) error {
-	var sendErr *SendError
+// continueAfter moves the visitor on to the code page once a code is on its way, or explains
+// why it is not.
+func (h *Handler) continueAfter(w http.ResponseWriter, r *http.Request, err error) error {
 	switch {
 	case err == nil:
-		h.logger.Info("code sent", h.phoneField(f.Phone), zap.Bool("sms_sent", f.Allowed), zap.String("message_id", sid), zap.String("client_ip", h.clientIP(r)))
 		return h.seeOther(w, h.Path+"/verify")
-	case errors.As(err, &sendErr):
-		h.logger.Error("sender error", h.phoneField(f.Phone), zap.String("provider", sendErr.Provider),
-			zap.Int("status", sendErr.Status), zap.Bool("temporary", sendErr.Temporary), zap.String("detail", sendErr.Detail))
-		status := http.StatusBadGateway
-		if sendErr.Temporary {
-			status = http.StatusServiceUnavailable
-			setRetryAfter(w, 30*time.Second)
-		}
+	case errors.Is(err, errOutboxFull):
+		h.logger.Warn("every sender is busy", zap.Int("in_flight", outboxSize))
+		setRetryAfter(w, 30*time.Second)
 		t := h.words(r)
-		return h.render(w, r, status, "message.html", page{Title: t["title_not_sent"], Text: t["text_not_sent"],
-			CSRF: h.csrfToken(id), RetryPhone: f.Phone, Link: h.Path + "/login", LinkText: t["other_number"]})
+		return h.render(w, r, http.StatusServiceUnavailable, "message.html", page{Title: t["title_not_sent"], Text: t["text_not_sent"],
+			Link: h.Path + "/login", LinkText: t["start_again"]})
 	default:
 		return h.storeFailed(w, r, err)
 	}
+}
+
+// notSent answers the code page of a flow whose code could not be delivered: 502 when the site's
+// provider setup is broken, 503 (and a retry) when the provider failed or is down.
+func (h *Handler) notSent(w http.ResponseWriter, r *http.Request, id string, f *flow, state string) error {
+	status := http.StatusBadGateway
+	if state == deliveryFailed {
+		status = http.StatusServiceUnavailable
+		setRetryAfter(w, 30*time.Second)
+	}
+	t := h.words(r)
+	p := page{Title: t["title_not_sent"], Text: t["text_not_sent"], CSRF: h.csrfToken(id), Retry: true, Link: h.Path + "/login", LinkText: t["other_number"]}
+	if f.User == "" {
+		p.RetryPhone = f.Phone // in users mode the code goes to the user's phone anyway
+	}
+	return h.render(w, r, status, "message.html", p)
+}
+
+// serveStatus answers the delivery state of the visitor's pending code, as JSON.
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) error {
+	id, _ := h.flowCookie(r)
+	var f *flow
+	var err error
+	if id != "" {
+		if f, err = h.loadFlow(r.Context(), id); err != nil {
+			return h.storeFailed(w, r, err)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	var state string
+	if f != nil && f.Phone != "" && h.flowSubjectHere(r, f) {
+		if state, err = h.deliveryState(r.Context(), id, f); err != nil {
+			return h.storeFailed(w, r, err)
+		}
+	}
+	if state == "" {
+		w.WriteHeader(http.StatusNotFound)
+		_, err = w.Write([]byte(`{"error":"no code is on its way","login":"` + h.Path + `/login"}` + "\n"))
+		return err
+	}
+	_, err = w.Write([]byte(`{"delivery":"` + state + `"}` + "\n"))
+	return err
 }
 
 // serveVerify shows the code page (GET) or checks a code (POST).
@@ -379,6 +418,13 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		if f == nil || f.Phone == "" {
 			return h.seeOther(w, h.Path+"/login")
+		}
+		state, err := h.deliveryState(ctx, id, f)
+		if err != nil {
+			return h.storeFailed(w, r, err)
+		}
+		if state == deliveryFailed || state == deliveryMisconfigured {
+			return h.notSent(w, r, id, f, state)
 		}
 		return h.codePage(w, r, http.StatusOK, id, f, "")
 	}

@@ -76,6 +76,7 @@ func (g *gate) start(extra string) *gate {
 	t.Helper()
 	g.tester = caddytest.NewTester(t)
 	g.tester.InitServer(g.config(extra, "upstream"), "caddyfile")
+	forgetDeliveries()
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -353,4 +354,17 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// forgetDeliveries empties every sender's delivery history, so that a test's simulated
+// deliveries are drawn from its own real ones only (a test's fake provider may reuse the port,
+// and so the configuration, of an earlier test's).
+func forgetDeliveries() {
+	healthPool.Range(func(_, v any) bool {
+		h := v.(*health)
+		h.mu.Lock()
+		h.n = 0
+		h.mu.Unlock()
+		return true
+	})
 }

@@ -244,6 +244,7 @@ func TestFormsWithoutValidCSRFOrFromAnotherOriginAreRefused(t *testing.T) {
 	wantStatus(t, "foreign origin", v.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {alice}}), http.StatusForbidden)
 	v.origin = "null" // what browsers send under Referrer-Policy: no-referrer
 	wantStatus(t, "null origin with csrf", v.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {alice}}), http.StatusSeeOther)
+	v.settled()
 	if n := len(g.sms.Messages()); n != 1 {
 		t.Errorf("%d SMS sent, want only the one of the valid form", n)
 	}

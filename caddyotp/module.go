@@ -184,8 +184,9 @@ type Handler struct {
 	deviceCookies *sessionCodec
 	pages         map[string]*template.Template
 	logger        *zap.Logger
-	delivery      *deliveryTime                              // how long accepted deliveries take
-	wait          func(ctx context.Context, d time.Duration) // how decoy answers wait
+	outbox        *outbox                                    // deliveries in the background
+	health        *health                                    // what recent real deliveries did
+	wait          func(ctx context.Context, d time.Duration) // how simulated deliveries wait
 	public        *url.URL                                   // public_url, parsed; nil if unset
 	origin        string                                     // public_url's origin, as browsers send it
 
@@ -204,7 +205,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // and parses the pages. It makes no network call.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.wait, h.delivery, h.strictWarned = sleepCtx, new(deliveryTime), new(atomic.Bool)
+	h.wait, h.outbox, h.strictWarned = sleepCtx, newOutbox(outboxSize), new(atomic.Bool)
 	repl := caddy.NewReplacer()
 	h.setDefaults()
 	h.Secret = repl.ReplaceKnown(h.Secret, "")
@@ -227,6 +228,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("loading sender: %v", err)
 		}
 		h.sender = mod.(Sender)
+		hv, _, err := healthPool.LoadOrNew(healthKey(h.SenderRaw), func() (caddy.Destructor, error) { return new(health), nil })
+		if err != nil {
+			return err
+		}
+		h.health = hv.(*health)
 	}
 	if h.StoreRaw == nil {
 		h.StoreRaw = caddyconfig.JSONModuleObject(MemoryStore{}, "module", "memory", nil)
@@ -295,6 +301,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	h.pages, err = loadPages(h.Templates)
 	return err
+}
+
+// Cleanup lets go of the sender's health; deliveries still on their way finish on their own.
+func (h *Handler) Cleanup() error {
+	if h.health != nil {
+		_, err := healthPool.Delete(healthKey(h.SenderRaw))
+		return err
+	}
+	return nil
 }
 
 func (h *Handler) setDefaults() {
@@ -482,5 +497,6 @@ func validCookieName(s string) bool {
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

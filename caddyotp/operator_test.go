@@ -40,15 +40,20 @@ func TestMetricsCountAFlowAndItsFailures(t *testing.T) {
 
 	v := newVisitor(t)
 	csrf, _ := v.startSignIn("/", alice)
+	v.settled()
 	_, code := g.code(1)
 	v.post("/.otp/resend", url.Values{"csrf": {csrf}})                            // too early: 429
 	v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}}) // wrong
 	v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}})            // right
 	logout := v.get("/.otp/logout")
 	v.post("/.otp/logout", url.Values{"csrf": {logout.csrf()}})
-	newVisitor(t).startSignIn("/", stranger)
+	refused := newVisitor(t)
+	refused.startSignIn("/", stranger)
+	refused.settled()
 	g.sms.Fail(restcommtest.InternalError)
-	newVisitor(t).startSignIn("/", bob)
+	failed := newVisitor(t)
+	failed.startSignIn("/", bob)
+	failed.settled()
 	g.sms.Fail(restcommtest.None)
 
 	after := scrape(t)
@@ -131,8 +136,9 @@ func TestLogEventsOfAFlowHaveStableFields(t *testing.T) {
 
 func TestLogPhonesLogsFullNumbers(t *testing.T) {
 	g := startGate(t, "log_phones")
-	newVisitor(t).startSignIn("/", alice)
-	g.code(1)
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	v.settled()
 	if e := logEvents(t, g.logs(), "code sent"); len(e) != 1 || e[0]["phone"] != alice {
 		t.Errorf("with log_phones, code sent: %v", e)
 	}

@@ -40,7 +40,8 @@ type page struct {
 	CanCall    bool   // verify.html: offer "call me instead"
 	Devices    bool   // logout.html: trusted browsers are on, so say what "everywhere" ends
 	SendTo     string // login.html in users mode: the user's masked phone, sent a code by a button
-	RetryPhone string // message.html: resend to this number with a "Try again" button
+	Retry      bool   // message.html: offer "Try again", a new code to the same number
+	RetryPhone string // message.html: the number to try again (none in users mode)
 	Link       string // message.html: where to go next
 	LinkText   string
 }

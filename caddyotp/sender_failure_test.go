@@ -35,8 +35,11 @@ func TestSenderFailuresShowRetryPageAndLogStatusWithoutSecrets(t *testing.T) {
 			defer func() { g.sms.Fail(restcommtest.None); g.sms.Delay(0) }()
 
 			v := newVisitor(t)
-			_, r := v.startSignIn("/", alice)
-			wantStatus(t, "send", r, tc.status)
+			csrf, sent := v.startSignIn("/", alice)
+			wantStatus(t, "send", sent, http.StatusSeeOther) // the SMS goes out in the background
+			v.settled()
+			r := v.get("/.otp/verify")
+			wantStatus(t, "code page", r, tc.status)
 			if !strings.Contains(r.body, "could not send your code") || !strings.Contains(r.body, `action="/.otp/send"`) {
 				t.Errorf("page does not explain and offer a retry: %.400s", r.body)
 			}
@@ -53,6 +56,9 @@ func TestSenderFailuresShowRetryPageAndLogStatusWithoutSecrets(t *testing.T) {
 			g.sms.Fail(restcommtest.None)
 			g.sms.Delay(0)
 			n := len(g.sms.Messages())
+			if r.csrf() != csrf {
+				t.Errorf("the retry button is not the visitor's own form")
+			}
 			retry := v.post("/.otp/send", url.Values{"csrf": {r.csrf()}, "phone": {alice}})
 			wantStatus(t, "retry", retry, http.StatusSeeOther)
 			g.code(n + 1)
@@ -64,8 +70,10 @@ func TestWrongCredentialsAreAConfigurationErrorForTheVisitorAndTheLog(t *testing
 	g := startGate(t, "")
 	g.sms.AuthToken = "rotated-" + g.sms.AuthToken // the operator's token no longer matches
 	v := newVisitor(t)
-	_, r := v.startSignIn("/", alice)
-	wantStatus(t, "send", r, http.StatusBadGateway)
+	v.startSignIn("/", alice)
+	v.settled()
+	r := v.get("/.otp/verify")
+	wantStatus(t, "code page", r, http.StatusBadGateway)
 	line := lastLogLine(t, g.logs(), "sender error")
 	if line["status"].(float64) != 401 || !strings.Contains(line["detail"].(string), "auth_token") {
 		t.Errorf("log line does not point at the credentials: %v", line)

@@ -14,8 +14,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // A voice call reads the code to a visitor who did not get the SMS. The provider fetches the
@@ -65,27 +63,22 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request) error {
 	if refused, err := h.againRefused(w, r, f); refused {
 		return err
 	}
-	// The visitor leaving must not cut a call half-way: its outcome decides what is saved.
-	dctx := context.WithoutCancel(r.Context())
-	ref, err := h.issue(dctx, id, f, metrics.calls, func(code string) (string, error) {
-		return h.placeCall(dctx, r, f.Phone, code)
+	site, _ := h.smsNames(r)
+	lang, to := h.language(r), f.Phone
+	err = h.issue(r.Context(), id, f, "call", h.clientIP(r), func(ctx context.Context, code string) (string, error) {
+		return h.placeCall(ctx, to, code, lang, site)
 	})
-	if err == nil {
-		h.logger.Info("call placed", h.phoneField(f.Phone), zap.String("call_id", ref), zap.String("client_ip", h.clientIP(r)))
-		return h.seeOther(w, h.Path+"/verify")
-	}
-	return h.continueAfter(w, r, id, f, ref, err)
+	return h.continueAfter(w, r, err)
 }
 
 // placeCall stores the sealed script under a new token, then asks the provider to call. If the
 // provider refuses, the script is removed again.
-func (h *Handler) placeCall(ctx context.Context, r *http.Request, phone, code string) (string, error) {
+func (h *Handler) placeCall(ctx context.Context, phone, code, lang, site string) (string, error) {
 	token, err := randomToken()
 	if err != nil {
 		return "", err
 	}
-	site, _ := h.smsNames(r)
-	plain, _ := json.Marshal(voiceScript{Code: code, Lang: h.language(r), Site: site,
+	plain, _ := json.Marshal(voiceScript{Code: code, Lang: lang, Site: site,
 		Expires: now().Add(time.Duration(h.CodeTTL)).UnixNano()})
 	aead, err := h.voiceAEAD(token)
 	if err != nil {

@@ -1,0 +1,255 @@
+package caddyotp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+// A code is handed to the provider in the background, after the visitor got the answer: so the
+// answer takes as long for a number that may sign in as for one that may not, whatever the
+// provider does. What became of it is the flow's delivery state, which the code page and
+// GET P/status show. A number that may not sign in follows a simulated course, drawn from what
+// recent real deliveries did, so that the state tells the numbers apart no better than timing.
+
+// The delivery states of a flow's code.
+const (
+	deliverySending       = "sending"       // handed to the outbox, no answer yet
+	deliverySent          = "sent"          // accepted; a receipt is expected
+	deliveryDelivered     = "delivered"     // the provider's receipt says so
+	deliveryFailed        = "failed"        // not sent, or undelivered: retry, or another way
+	deliveryMisconfigured = "misconfigured" // the site's provider setup is broken: the operator must act
+	deliveryUnknown       = "unknown"       // accepted; no receipt expected
+)
+
+// deliveryTimeout bounds a background delivery, the provider's own timeout included.
+const deliveryTimeout = time.Minute
+
+// outboxSize bounds the deliveries in flight for one gate; past it /send answers 503, for every
+// number alike.
+const outboxSize = 128
+
+var errOutboxFull = errors.New("every sender is busy")
+
+// outbox runs deliveries in the background, at most its size at once.
+type outbox struct{ slots chan struct{} }
+
+func newOutbox(size int) *outbox { return &outbox{slots: make(chan struct{}, size)} }
+
+// reserve takes a slot, or says there is none.
+func (o *outbox) reserve() bool {
+	select {
+	case o.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// release gives back a reserved slot that was not used.
+func (o *outbox) release() { <-o.slots }
+
+// run runs job in the background on a reserved slot, which it gives back when done.
+func (o *outbox) run(job func()) {
+	go func() {
+		defer o.release()
+		job()
+	}()
+}
+
+// delivery is one code on its way: by SMS or by call (send), or simulated (allowed false).
+type delivery struct {
+	flowID  string
+	flow    flow // as saved with the code
+	code    string
+	client  string // the address that asked, for the log
+	channel string // "sms" or "call"
+	send    func(ctx context.Context, code string) (ref string, err error)
+}
+
+// deliveryKey names a code's delivery state: per code, so that a late answer about an old code
+// cannot overwrite the state of the one that replaced it.
+func deliveryKey(flowID string, codeHash []byte) string {
+	return "dlv:" + flowID + ":" + hex.EncodeToString(codeHash[:8])
+}
+
+// deliveryState is the state of the live code of flow f, or "" if it has none.
+func (h *Handler) deliveryState(ctx context.Context, flowID string, f *flow) (string, error) {
+	if f.Hash == nil {
+		return "", nil
+	}
+	v, err := h.store.Get(ctx, deliveryKey(flowID, f.Hash))
+	if err != nil || v == nil {
+		return deliveryUnknown, err // outlived by its flow: whatever became of it is past
+	}
+	return string(v), nil
+}
+
+// deliver runs in the background: it sends (or simulates), records the state, and reports.
+func (h *Handler) deliver(d delivery) {
+	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
+	defer cancel()
+	var ref, state string
+	var err error
+	if d.flow.Allowed {
+		started := time.Now()
+		ref, err = d.send(ctx, d.code)
+		took := time.Since(started)
+		metrics.senderDuration.Observe(took.Seconds())
+		state = stateOf(err)
+		h.health.record(outcome{took: took, state: state})
+	} else {
+		o := h.health.sample()
+		h.wait(ctx, o.took)
+		state = o.state
+	}
+	// Reported, and the cooldown ended, before the state shows: whoever sees it may act on it.
+	h.reportDelivery(d, ref, state, err)
+	if state == deliveryFailed || state == deliveryMisconfigured {
+		if err := h.endCooldown(ctx, d.flow.Phone); err != nil {
+			metrics.storeErrors.Inc()
+			h.logger.Error("store error", zap.Error(err))
+		}
+	}
+	if err := h.store.Set(ctx, deliveryKey(d.flowID, d.flow.Hash), []byte(state), time.Duration(h.CodeTTL)); err != nil {
+		metrics.storeErrors.Inc()
+		h.logger.Error("store error", zap.Error(err))
+	}
+}
+
+// stateOf is the delivery state a provider's answer to a send makes.
+func stateOf(err error) string {
+	var se *SendError
+	switch {
+	case err == nil:
+		return deliveryUnknown
+	case errors.As(err, &se) && !se.Temporary:
+		return deliveryMisconfigured
+	default: // a sender that says nothing more: assume it may pass later
+		return deliveryFailed
+	}
+}
+
+// reportDelivery counts and logs a finished delivery.
+func (h *Handler) reportDelivery(d delivery, ref, state string, err error) {
+	results := metrics.smsSent
+	if d.channel == "call" {
+		results = metrics.calls
+	}
+	switch {
+	case !d.flow.Allowed:
+		results.WithLabelValues("not_allowed").Inc()
+		h.logger.Info("code sent", h.phoneField(d.flow.Phone), zap.Bool("sms_sent", false), zap.String("channel", d.channel),
+			zap.String("delivery", state), zap.String("client_ip", d.client))
+	case err == nil:
+		results.WithLabelValues("sent").Inc()
+		msg, idField := "code sent", "message_id"
+		if d.channel == "call" {
+			msg, idField = "call placed", "call_id"
+		}
+		h.logger.Info(msg, h.phoneField(d.flow.Phone), zap.Bool("sms_sent", d.channel == "sms"), zap.String("channel", d.channel),
+			zap.String(idField, ref), zap.String("delivery", state), zap.String("client_ip", d.client))
+	default:
+		var se *SendError
+		if !errors.As(err, &se) {
+			se = &SendError{Provider: "sender", Temporary: true, Detail: err.Error()}
+		}
+		label := "failed_permanent"
+		if se.Temporary {
+			label = "failed_temporary"
+		}
+		results.WithLabelValues(label).Inc()
+		h.logger.Error("sender error", h.phoneField(d.flow.Phone), zap.String("channel", d.channel), zap.String("provider", se.Provider),
+			zap.Int("status", se.Status), zap.Bool("temporary", se.Temporary), zap.String("detail", se.Detail), zap.String("delivery", state))
+	}
+}
+
+// outcome is what one real delivery did: how long the provider took, and the state it made.
+type outcome struct {
+	took  time.Duration
+	state string
+}
+
+// health remembers the last real deliveries through one sender, so that a simulated course can
+// be drawn from the real ones: their spread of times, and their failures when the provider
+// fails. It keeps few, so that it follows the provider's current health. It outlives config
+// reloads (healthPool), so that the first answers after a reload are drawn like the others.
+type health struct {
+	mu   sync.Mutex
+	ring [16]outcome
+	n    int // deliveries recorded, at most len(ring) of them kept
+}
+
+// defaultOutcome is the simulated course before any real delivery was seen.
+var defaultOutcome = outcome{took: 400 * time.Millisecond, state: deliveryUnknown}
+
+func (h *health) record(o outcome) {
+	h.mu.Lock()
+	h.ring[h.n%len(h.ring)] = o
+	h.n++
+	h.mu.Unlock()
+}
+
+// sample draws one of the remembered outcomes at random.
+func (h *health) sample() outcome {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n == 0 {
+		d := defaultOutcome
+		d.took = d.took/2 + time.Duration(mrand.Int64N(int64(d.took)))
+		return d
+	}
+	return h.ring[mrand.IntN(min(h.n, len(h.ring)))]
+}
+
+func (*health) Destruct() error { return nil }
+
+// healthPool keeps each sender's health by its configuration.
+var healthPool = caddy.NewUsagePool()
+
+// healthKey names a sender's health by its configuration (hashed: it may hold a token).
+func healthKey(senderRaw []byte) string {
+	sum := sha256.Sum256(senderRaw)
+	return "otp.health." + hex.EncodeToString(sum[:])
+}
+
+// issue gives the flow a new code, which kills the previous one, saves the flow with its
+// delivery "sending", and hands the delivery to the outbox: send when the phone may sign in,
+// else the simulated course. For a phone that may not sign in the flow gets a code nobody
+// knows, so every answer matches. With every slot of the outbox taken it saves nothing and
+// returns errOutboxFull, for every number alike.
+func (h *Handler) issue(ctx context.Context, id string, f *flow, channel, client string, send func(ctx context.Context, code string) (string, error)) error {
+	if !h.outbox.reserve() {
+		return errOutboxFull
+	}
+	code, err := newCode(h.CodeLength)
+	if err != nil {
+		h.outbox.release()
+		return err
+	}
+	t := now()
+	next := *f
+	next.Hash = codeHash(h.keys.code, id, code)
+	next.Sent = t.UnixNano()
+	next.Expires = t.Add(time.Duration(h.CodeTTL)).UnixNano()
+	if err := h.store.Set(ctx, deliveryKey(id, next.Hash), []byte(deliverySending), time.Duration(h.CodeTTL)); err != nil {
+		h.outbox.release()
+		return err
+	}
+	if err := h.saveFlow(ctx, id, &next); err != nil {
+		h.outbox.release()
+		return err
+	}
+	*f = next
+	h.outbox.run(func() { h.deliver(delivery{flowID: id, flow: next, code: code, client: client, channel: channel, send: send}) })
+	return nil
+}
+
+var _ caddy.Destructor = (*health)(nil)
