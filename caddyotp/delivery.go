@@ -179,13 +179,18 @@ type outcome struct {
 
 // health remembers the last real deliveries through one sender, so that a simulated course can
 // be drawn from the real ones: their spread of times, and their failures when the provider
-// fails. It keeps few, so that it follows the provider's current health. It outlives config
-// reloads (healthPool), so that the first answers after a reload are drawn like the others.
+// fails. The state is drawn from the last few (healthRecent), so that it follows the provider's
+// current health; the time from the many of that state, so that a burst of slow ones does not
+// shape it. It outlives config reloads (healthPool), so that the first answers after a reload are
+// drawn like the others.
 type health struct {
 	mu   sync.Mutex
-	ring [16]outcome
+	ring [256]outcome
 	n    int // deliveries recorded, at most len(ring) of them kept
 }
+
+// healthRecent is how many of the last deliveries the simulated state is drawn from.
+const healthRecent = 16
 
 // defaultOutcome is the simulated course before any real delivery was seen.
 var defaultOutcome = outcome{took: 400 * time.Millisecond, state: deliveryUnknown}
@@ -197,7 +202,8 @@ func (h *health) record(o outcome) {
 	h.mu.Unlock()
 }
 
-// sample draws one of the remembered outcomes at random.
+// sample draws a simulated outcome: the state of one of the last healthRecent deliveries, and
+// the time of one of the remembered deliveries that ended in that state.
 func (h *health) sample() outcome {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -206,7 +212,14 @@ func (h *health) sample() outcome {
 		d.took = d.took/2 + time.Duration(mrand.Int64N(int64(d.took)))
 		return d
 	}
-	return h.ring[mrand.IntN(min(h.n, len(h.ring)))]
+	kept := min(h.n, len(h.ring))
+	o := h.ring[(h.n-1-mrand.IntN(min(kept, healthRecent)))%len(h.ring)]
+	for range 64 { // most often the first or second pick has the state
+		if other := h.ring[mrand.IntN(kept)]; other.state == o.state {
+			return other
+		}
+	}
+	return o
 }
 
 func (*health) Destruct() error { return nil }
