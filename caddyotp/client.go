@@ -26,11 +26,16 @@ func (h *Handler) clientIP(r *http.Request) string {
 			if right := rightmostForwarded(r, srv.ClientIPHeaders); right != "" {
 				return right
 			}
+			return remoteHost(r) // the proxy's own: never an entry the client wrote
 		}
 	}
 	if ip != "" {
 		return ip
 	}
+	return remoteHost(r)
+}
+
+func remoteHost(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
@@ -38,20 +43,24 @@ func (h *Handler) clientIP(r *http.Request) string {
 	return host
 }
 
-// rightmostForwarded is the last valid address of the first client IP header that has one.
+// rightmostForwarded is the rightmost entry of the first client IP header the request has, if
+// it is an address: the one the nearest proxy wrote. Any entry left of it may be the client's.
 func rightmostForwarded(r *http.Request, headers []string) string {
 	for _, name := range headers {
-		parts := strings.Split(strings.Join(r.Header.Values(name), ","), ",")
-		for i := len(parts) - 1; i >= 0; i-- {
-			host := strings.TrimSpace(parts[i])
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				host = h
-			}
-			host, _, _ = strings.Cut(host, "%")
-			if ip, err := netip.ParseAddr(host); err == nil {
-				return ip.Unmap().String()
-			}
+		values := r.Header.Values(name)
+		if len(values) == 0 {
+			continue
 		}
+		parts := strings.Split(values[len(values)-1], ",")
+		host := strings.TrimSpace(parts[len(parts)-1])
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host, _, _ = strings.Cut(strings.Trim(host, "[]"), "%")
+		if ip, err := netip.ParseAddr(host); err == nil {
+			return ip.Unmap().String()
+		}
+		return ""
 	}
 	return ""
 }

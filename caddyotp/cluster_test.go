@@ -39,7 +39,7 @@ func startInstances(t *testing.T, n int, redisAddr string, sms *restcommtest.Ser
 http://localhost:%d {
 	otp {
 		%s
-		public_url http://localhost:%d
+		public_url %s
 		phones %s %s %s
 		store redis {
 			address %s
@@ -50,7 +50,7 @@ http://localhost:%d {
 	}
 	respond "instance %d user={http.auth.user.id}"
 }
-`, storage, port, senderBlock(sms, sms.AuthToken), port, alice, bob, strings.Join(racers, " "), redisAddr, strings.Join(extra, "\n\t\t"), i)
+`, storage, port, senderBlock(sms, sms.AuthToken), clusterOrigin, alice, bob, strings.Join(racers, " "), redisAddr, strings.Join(extra, "\n\t\t"), i)
 		all = append(all, &instance{base: fmt.Sprintf("http://localhost:%d", port), caddyProcess: runCaddy(t, cfg, port)})
 	}
 	return all
@@ -58,7 +58,18 @@ http://localhost:%d {
 
 // at points the visitor at one instance, as a load balancer would send it there.
 func (v *visitor) at(in *instance) *visitor {
-	v.base, v.origin = in.base, in.base
+	v.base = in.base
+	return v
+}
+
+// clusterOrigin is the public origin of the instances, as the load balancer in front of them
+// would serve it: every instance has it as public_url, and browsers send it as Origin.
+const clusterOrigin = "http://localhost:8999"
+
+// newBalancedVisitor is a browser on the site that in serves behind the load balancer.
+func newBalancedVisitor(t *testing.T, in *instance) *visitor {
+	v := newVisitorAt(t, in.base)
+	v.origin = clusterOrigin
 	return v
 }
 
@@ -70,7 +81,7 @@ func TestSeveralInstancesShareCodesSessionsAndSignOuts(t *testing.T) {
 	a, b := in[0], in[1]
 
 	// A code asked for on A verifies on B, and the session from it passes on both.
-	v := newVisitorAt(t, a.base)
+	v := newBalancedVisitor(t, a)
 	csrf, sent := v.startSignIn("/", alice)
 	wantStatus(t, "send on A", sent, http.StatusSeeOther)
 	_, code := smsCode(t, sms, 1)
@@ -82,7 +93,7 @@ func TestSeveralInstancesShareCodesSessionsAndSignOuts(t *testing.T) {
 	}
 
 	// Sign out on B; a copy of the cookie is refused on A within the revocation bound.
-	thief := newVisitorAt(t, a.base)
+	thief := newBalancedVisitor(t, a)
 	thief.setCookie("caddy_otp", v.cookie("caddy_otp"))
 	wantStatus(t, "copied cookie before logout", thief.get("/"), http.StatusOK)
 	logout := v.at(b).get("/.otp/logout")
@@ -103,7 +114,7 @@ func TestRacingVerificationsOnTwoInstancesMakeExactlyOneSession(t *testing.T) {
 	defer sms.Close()
 	in := startInstances(t, 2, r.Addr(), sms)
 	for round := 1; round <= len(racers); round++ {
-		v := newVisitorAt(t, in[0].base)
+		v := newBalancedVisitor(t, in[0])
 		csrf, _ := v.startSignIn("/", racers[round-1]) // a phone of its own: resend_after holds per phone
 		_, code := smsCode(t, sms, round)
 		flow := v.cookie("caddy_otp_flow")
@@ -113,7 +124,7 @@ func TestRacingVerificationsOnTwoInstancesMakeExactlyOneSession(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				w := newVisitorAt(t, in[i].base)
+				w := newBalancedVisitor(t, in[i])
 				w.setCookie("caddy_otp_flow", flow)
 				results[i] = w.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}})
 			}()
@@ -136,7 +147,7 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	sms := restcommtest.NewServer()
 	defer sms.Close()
 	in := startInstances(t, 1, r.Addr(), sms)
-	v := newVisitorAt(t, in[0].base)
+	v := newBalancedVisitor(t, in[0])
 	v.signInWith(sms, alice)
 	wantStatus(t, "signed in", v.get("/"), http.StatusOK)
 
@@ -166,7 +177,7 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("sessions accepted again %s after Redis came back", time.Since(start).Round(time.Millisecond))
-	w := newVisitorAt(t, in[0].base)
+	w := newBalancedVisitor(t, in[0])
 	w.signInWith(sms, bob)
 	wantStatus(t, "new sign-in after recovery", w.get("/"), http.StatusOK)
 }
@@ -232,7 +243,7 @@ func TestParallelGuessesOnTwoInstancesCannotOutrunTheLockout(t *testing.T) {
 	}
 	var flows []attempt
 	for i := 0; i < 5; i++ {
-		v := newVisitorAt(t, in[0].base)
+		v := newBalancedVisitor(t, in[0])
 		csrf, sent := v.startSignIn("/", bob)
 		wantStatus(t, "send", sent, http.StatusSeeOther)
 		_, code := smsCode(t, sms, i+1)
@@ -246,7 +257,7 @@ func TestParallelGuessesOnTwoInstancesCannotOutrunTheLockout(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				w := newVisitorAt(t, in[(i+j)%2].base)
+				w := newBalancedVisitor(t, in[(i+j)%2])
 				w.setCookie("caddy_otp_flow", f.v.cookie("caddy_otp_flow"))
 				results <- w.post("/.otp/verify", url.Values{"csrf": {f.csrf}, "code": {otherCode(f.code)}})
 			}()

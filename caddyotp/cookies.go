@@ -40,8 +40,11 @@ func (h *Handler) encodeFlow(id, next string) string {
 	return payload + "." + base64.RawURLEncoding.EncodeToString(h.flowMAC(payload))
 }
 
+// flowMAC signs a flow cookie for this gate only: a flow started on another gate that shares
+// the store was judged by that gate's allowlist and regions.
 func (h *Handler) flowMAC(payload string) []byte {
 	m := hmac.New(sha256.New, h.keys.flow)
+	m.Write(h.aud)
 	m.Write([]byte(payload))
 	return m.Sum(nil)
 }

@@ -261,7 +261,9 @@ func (h *Handler) issue(ctx context.Context, id string, f *flow, channel, client
 		return err
 	}
 	*f = next
-	h.outbox.run(func() { h.deliver(delivery{flowID: id, flow: next, code: code, client: client, channel: channel, send: send}) })
+	h.outbox.run(func() {
+		h.deliver(delivery{flowID: id, flow: next, code: code, client: client, channel: channel, send: send})
+	})
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -123,18 +124,26 @@ func (h *Handler) smsNames(r *http.Request) (site, host string) {
 	return site, host
 }
 
-// trustedHost is the host the site is known by without believing the request: public_url's,
-// else on HTTPS the TLS server name, which only a host Caddy holds a certificate for can be.
-// On plain HTTP without public_url it is "": the Host header is the client's to choose, and a
+// trustedHost is the host the site is known by without believing the request alone:
+// public_url's, else on HTTPS the TLS server name when the request is for that same host (a
+// name Caddy holds a certificate for, and routed to this site). Otherwise it is "": the Host
+// header, and the server name when it names another site, are the client's to choose, and a
 // code bound to a host of the attacker's choosing would autofill on the attacker's page.
 func (h *Handler) trustedHost(r *http.Request) string {
 	if h.public != nil {
 		return h.public.Hostname()
 	}
-	if r.TLS != nil && r.TLS.ServerName != "" {
-		return strings.ToLower(r.TLS.ServerName)
+	if r.TLS == nil || r.TLS.ServerName == "" {
+		return ""
 	}
-	return ""
+	host := r.Host
+	if hn, _, err := net.SplitHostPort(host); err == nil {
+		host = hn
+	}
+	if !strings.EqualFold(host, r.TLS.ServerName) {
+		return ""
+	}
+	return strings.ToLower(r.TLS.ServerName)
 }
 
 // verdict is the outcome of checking a code.

@@ -321,12 +321,20 @@ func (h *Handler) flowSubjectHere(r *http.Request, f *flow) bool {
 }
 
 // againRefused applies what a second code (by SMS or call) must pass: the client's IP limit,
-// then what every new code must pass. It answers when it refuses.
+// the regions in force now, then what every new code must pass. It answers when it refuses. A
+// phone that may no longer sign in gets a code nobody knows, as at the start.
 func (h *Handler) againRefused(w http.ResponseWriter, r *http.Request, f *flow) (bool, error) {
 	ctx := r.Context()
 	client := h.clientIP(r)
 	if wait, err := h.hit(ctx, "ip", limitAddr(client), h.IPLimit); err != nil || wait > 0 {
 		return true, h.limited(w, r, err, wait, "ip")
+	}
+	if h.regions != nil && !h.regions[regionOf(f.Phone)] {
+		id, _ := h.flowCookie(r)
+		return true, h.phonePage(w, r, h.csrfToken(id), "", "err_region")
+	}
+	if f.User == "" {
+		f.Allowed = h.phones.allows(f.Phone)
 	}
 	if wait, limit, err := h.codeAllowed(ctx, f.Phone, client); err != nil || wait > 0 {
 		return true, h.limited(w, r, err, wait, limit)

@@ -126,11 +126,12 @@ type tries struct{ pair, phone int64 }
 
 // countTry counts one code check for phone from client, before the code is compared, so that
 // parallel guesses cannot outrun the lockout. It returns how long to wait when the pair or the
-// phone is locked, or the counts that the check makes. An address already locked out is refused
-// before anything is counted, so that its tries never add up to a lock of the phone.
+// phone is locked, or the counts that the check makes. A locked address or phone is refused
+// before anything is counted, and a try over its address's count does not count for the phone,
+// so that one address's tries never add up to a lock of the phone.
 func (h *Handler) countTry(ctx context.Context, phone, client string) (tries, time.Duration, error) {
 	phoneKey, pairKey := h.lockKeys(phone, client)
-	if wait, err := h.lockedFor(ctx, pairKey); err != nil || wait > 0 {
+	if wait, err := h.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
 		return tries{}, wait, err
 	}
 	lock := time.Duration(h.Lockout.Window)
@@ -138,6 +139,9 @@ func (h *Handler) countTry(ctx context.Context, phone, client string) (tries, ti
 	var err error
 	if n.pair, err = h.store.Incr(ctx, "fail:"+pairKey, lock); err != nil {
 		return n, 0, err
+	}
+	if n.pair > int64(h.Lockout.Count) {
+		return n, lock, nil // parallel tries from this address got there first; the phone's count is not theirs to raise
 	}
 	if n.phone, err = h.store.Incr(ctx, "fail:"+phoneKey, lock); err != nil {
 		return n, 0, err
@@ -147,7 +151,7 @@ func (h *Handler) countTry(ctx context.Context, phone, client string) (tries, ti
 	if wait, err := h.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
 		return n, wait, err
 	}
-	if n.pair > int64(h.Lockout.Count) || n.phone > phoneLockFactor*int64(h.Lockout.Count) {
+	if n.phone > phoneLockFactor*int64(h.Lockout.Count) {
 		return n, lock, nil // parallel tries got there first
 	}
 	return n, 0, nil

@@ -50,6 +50,7 @@ import (
 	"html/template"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -187,6 +188,7 @@ type Handler struct {
 	outbox        *outbox                                    // deliveries in the background
 	health        *health                                    // what recent real deliveries did
 	wait          func(ctx context.Context, d time.Duration) // how simulated deliveries wait
+	aud           []byte                                     // names this gate in its cookies (audience)
 	public        *url.URL                                   // public_url, parsed; nil if unset
 	origin        string                                     // public_url's origin, as browsers send it
 
@@ -289,6 +291,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.keys = deriveKeys(master)
 	aud := h.audience()
+	h.aud = aud
 	h.sessions = newSessionCodec(h.keys.session, h.keys.subject, aud, time.Duration(h.SessionTTL), time.Duration(h.SessionIdle))
 	// Trusted-browser cookies are read to sign out even while trust_device is off: one issued
 	// before must be revoked, or it would sign in again once trust is back.
@@ -419,12 +422,20 @@ func parsePublicURL(raw string) (*url.URL, string, error) {
 	default:
 		return nil, "", fmt.Errorf("otp: public_url %q must be https (plain http only on a loopback host such as localhost): voice scripts carry codes", raw)
 	}
-	if p := u.Port(); p == "443" && u.Scheme == "https" || p == "80" && u.Scheme == "http" {
-		u.Host = u.Hostname()
-		if strings.Contains(u.Host, ":") {
-			u.Host = "[" + u.Host + "]"
+	host := u.Hostname()
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if strings.HasSuffix(u.Host, ":") || u.Port() != "" {
+		port, err := strconv.Atoi(u.Port())
+		if err != nil || port < 1 || port > 65535 {
+			return nil, "", fmt.Errorf("otp: public_url %q has no valid port", raw)
+		}
+		if !(port == 443 && u.Scheme == "https" || port == 80 && u.Scheme == "http") {
+			host += ":" + strconv.Itoa(port) // as a browser writes it in Origin
 		}
 	}
+	u.Host = host
 	return u, u.Scheme + "://" + u.Host, nil
 }
 
@@ -458,7 +469,7 @@ func messagePlaceholder(msg string) string {
 }
 
 // audience names the gates whose sessions this one honours: the configured name, else this
-// gate's path, cookie name and store.
+// gate's path, cookie name, store and public_url.
 func (h *Handler) audience() []byte {
 	name := "name\x00" + h.Audience
 	if h.Audience == "" {
@@ -466,7 +477,7 @@ func (h *Handler) audience() []byte {
 		if n, ok := h.store.(interface{ storeName() string }); ok {
 			store = n.storeName()
 		}
-		name = "gate\x00" + h.Path + "\x00" + h.CookieName + "\x00" + store
+		name = "gate\x00" + h.Path + "\x00" + h.CookieName + "\x00" + store + "\x00" + h.origin
 	}
 	sum := sha256.Sum256([]byte(name))
 	return sum[:8]

@@ -31,6 +31,15 @@ func normalizePhone(input, defaultRegion string) (e164, region string, err error
 	return phonenumbers.Format(num, phonenumbers.E164), region, nil
 }
 
+// regionOf is the region of an E.164 number, or "".
+func regionOf(e164 string) string {
+	num, err := phonenumbers.Parse(e164, "")
+	if err != nil {
+		return ""
+	}
+	return phonenumbers.GetRegionCodeForNumber(num)
+}
+
 // maskPhone keeps the country and area prefix and the last two digits: +1201*****23.
 func maskPhone(e164 string) string {
 	if len(e164) < 8 {
