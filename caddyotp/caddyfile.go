@@ -162,56 +162,6 @@ func guestModule(d *caddyfile.Dispenser, kind, namespace, example string) (json.
 	return caddyconfig.JSONModuleObject(unm, "module", name, nil), nil
 }
 
-// UnmarshalCaddyfile reads the restcomm sender's block.
-func (s *Restcomm) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the module name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	return parseBlock(d, "restcomm sender", func(name string) error {
-		switch name {
-		case "account_sid":
-			return oneString(d, &s.AccountSID)
-		case "auth_token":
-			return oneString(d, &s.AuthToken)
-		case "from":
-			return oneString(d, &s.From)
-		case "base_url":
-			return oneString(d, &s.BaseURL)
-		case "timeout":
-			return oneDuration(d, &s.Timeout)
-		case "voice":
-			s.Voice = true
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			return nil
-		}
-		return errUnknown
-	})
-}
-
-// UnmarshalCaddyfile reads `log`: the log sender takes no options.
-func (s *LogSender) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if d.NextArg() || d.NextBlock(0) {
-		return d.Errf("log sender takes no options")
-	}
-	return nil
-}
-
-// UnmarshalCaddyfile reads `memory [NAME]`.
-func (s *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if d.NextArg() {
-		s.Name = d.Val()
-	}
-	if d.NextArg() || d.NextBlock(0) {
-		return d.Errf("memory store takes at most a name")
-	}
-	return nil
-}
-
 func oneString(d *caddyfile.Dispenser, dst *string) error {
 	if !d.NextArg() {
 		return d.ArgErr()
@@ -266,9 +216,4 @@ func limitArgs(d *caddyfile.Dispenser) (*Limit, error) {
 	return &Limit{Count: n, Window: caddy.Duration(w)}, nil
 }
 
-var (
-	_ caddyfile.Unmarshaler = (*Handler)(nil)
-	_ caddyfile.Unmarshaler = (*Restcomm)(nil)
-	_ caddyfile.Unmarshaler = (*LogSender)(nil)
-	_ caddyfile.Unmarshaler = (*MemoryStore)(nil)
-)
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -3,14 +3,7 @@ package caddyotp
 import (
 	"context"
 	"fmt"
-
-	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 )
-
-func init() {
-	caddy.RegisterModule(LogSender{})
-}
 
 // Sender delivers one text message to one phone number. It returns the provider's id for the
 // message (empty if it has none) once the provider has accepted it, and an error otherwise; a
@@ -48,37 +41,3 @@ func (e *SendError) Error() string {
 	}
 	return fmt.Sprintf("%s: HTTP %d: %s", e.Provider, e.Status, e.Detail)
 }
-
-// LogSender writes each message, code included, to Caddy's log instead of sending it.
-// It exists for development and demos only: never use it on a site that strangers can reach.
-type LogSender struct {
-	logger *zap.Logger
-}
-
-// CaddyModule returns the Caddy module information.
-func (LogSender) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  "http.handlers.otp.senders.log",
-		New: func() caddy.Module { return new(LogSender) },
-	}
-}
-
-// Provision warns, loudly, that codes will be written to the log.
-func (s *LogSender) Provision(ctx caddy.Context) error {
-	s.logger = ctx.Logger()
-	s.logger.Warn("DEVELOPMENT ONLY: the otp log sender writes sign-in codes to this log instead of sending SMS; anyone who reads the log can sign in")
-	return nil
-}
-
-// Send logs the message. The phone is masked; the body, which holds the code, is not.
-func (s *LogSender) Send(_ context.Context, msg Message) (string, error) {
-	s.logger.Warn("DEVELOPMENT ONLY: SMS not sent, logged instead",
-		zap.String("to", maskPhone(msg.To)),
-		zap.String("body", msg.Body))
-	return "", nil
-}
-
-var (
-	_ Sender            = (*LogSender)(nil)
-	_ caddy.Provisioner = (*LogSender)(nil)
-)

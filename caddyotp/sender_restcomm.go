@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 )
 
@@ -233,10 +234,49 @@ func responseDetail(status int, body []byte) string {
 	return meaning + ": " + prefix
 }
 
+// UnmarshalCaddyfile reads the restcomm sender's block:
+//
+//	sender restcomm {
+//	    account_sid {env.RESTCOMM_ACCOUNT_SID}   # required
+//	    auth_token  {env.RESTCOMM_AUTH_TOKEN}    # required
+//	    from        +12015550100                 # required: an SMS-enabled number of the account
+//	    base_url    https://cloud.restcomm.com/restcomm/2012-04-24
+//	    timeout     10s
+//	    voice                                    # offer "call me instead" (needs public_url)
+//	}
+func (s *Restcomm) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return parseBlock(d, "restcomm sender", func(name string) error {
+		switch name {
+		case "account_sid":
+			return oneString(d, &s.AccountSID)
+		case "auth_token":
+			return oneString(d, &s.AuthToken)
+		case "from":
+			return oneString(d, &s.From)
+		case "base_url":
+			return oneString(d, &s.BaseURL)
+		case "timeout":
+			return oneDuration(d, &s.Timeout)
+		case "voice":
+			s.Voice = true
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			return nil
+		}
+		return errUnknown
+	})
+}
+
 var (
-	_ Sender             = (*Restcomm)(nil)
-	_ Caller             = (*Restcomm)(nil)
-	_ caddy.Provisioner  = (*Restcomm)(nil)
-	_ caddy.Validator    = (*Restcomm)(nil)
-	_ caddy.CleanerUpper = (*Restcomm)(nil)
+	_ Sender                = (*Restcomm)(nil)
+	_ Caller                = (*Restcomm)(nil)
+	_ caddy.Provisioner     = (*Restcomm)(nil)
+	_ caddy.Validator       = (*Restcomm)(nil)
+	_ caddy.CleanerUpper    = (*Restcomm)(nil)
+	_ caddyfile.Unmarshaler = (*Restcomm)(nil)
 )

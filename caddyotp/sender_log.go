@@ -1,0 +1,59 @@
+package caddyotp
+
+import (
+	"context"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(LogSender{})
+}
+
+// LogSender writes each message, code included, to Caddy's log instead of sending it.
+// It exists for development and demos only: never use it on a site that strangers can reach.
+type LogSender struct {
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (LogSender) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.otp.senders.log",
+		New: func() caddy.Module { return new(LogSender) },
+	}
+}
+
+// Provision warns, loudly, that codes will be written to the log.
+func (s *LogSender) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	s.logger.Warn("DEVELOPMENT ONLY: the otp log sender writes sign-in codes to this log instead of sending SMS; anyone who reads the log can sign in")
+	return nil
+}
+
+// Send logs the message. The phone is masked; the body, which holds the code, is not.
+func (s *LogSender) Send(_ context.Context, msg Message) (string, error) {
+	s.logger.Warn("DEVELOPMENT ONLY: SMS not sent, logged instead",
+		zap.String("to", maskPhone(msg.To)),
+		zap.String("body", msg.Body))
+	return "", nil
+}
+
+// UnmarshalCaddyfile reads the log sender, which takes no options:
+//
+//	sender log
+func (s *LogSender) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() || d.NextBlock(0) {
+		return d.Errf("log sender takes no options")
+	}
+	return nil
+}
+
+var (
+	_ caddyfile.Unmarshaler = (*LogSender)(nil)
+	_ Sender                = (*LogSender)(nil)
+	_ caddy.Provisioner     = (*LogSender)(nil)
+)
