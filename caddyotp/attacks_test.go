@@ -275,6 +275,7 @@ func TestSessionIsJudgedByTheGatesCurrentTTL(t *testing.T) {
 // TestClientCannotChooseItsAddressBehindTrustedProxy: behind a trusted proxy on a server that is
 // not strict, the address the proxy saw is counted, not the one the client wrote in front of it.
 func TestClientCannotChooseItsAddressBehindTrustedProxy(t *testing.T) {
+	clock.StartWindow(10 * time.Minute) // the requests below count in one window
 	g := newGate(t)
 	g.global = "servers {\n\t\ttrusted_proxies static 127.0.0.0/8\n\t}"
 	g.start("ip_limit 3 10m\n\t\tresend_after 1s")
@@ -424,6 +425,7 @@ func TestOneAddressCannotLockTheOwnerOut(t *testing.T) {
 }
 
 func TestIPv6ClientsCountByTheir64(t *testing.T) {
+	clock.StartWindow(10 * time.Minute) // the requests below count in one window
 	h, _ := newUnitHandler(t, map[string]any{"ip_limit": map[string]any{"count": 2, "window": "10m"}})
 	status := func(ip string) int {
 		flowCookie, csrf := unitFlow(t, h)

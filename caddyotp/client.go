@@ -18,11 +18,7 @@ func (h *Handler) clientIP(r *http.Request) string {
 	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
 		if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.TrustedProxiesStrict == 0 {
-			if !h.strictWarned.Swap(true) {
-				h.logger.Error("trusted_proxies is set without trusted_proxies_strict: a client can write its own address into " +
-					strings.Join(srv.ClientIPHeaders, ", ") + ", so the otp gate counts the rightmost entry, the address the nearest " +
-					"proxy saw; set trusted_proxies_strict in the server's options")
-			}
+			h.obs.notStrict(srv.ClientIPHeaders)
 			if right := rightmostForwarded(r, srv.ClientIPHeaders); right != "" {
 				return right
 			}

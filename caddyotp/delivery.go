@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 )
 
 // A code is handed to the provider in the background, after the visitor got the answer: so the
@@ -98,11 +97,11 @@ func (h *Handler) deliver(d delivery) {
 	defer cancel()
 	var ref, state string
 	var err error
+	var took time.Duration
 	if d.flow.Allowed {
 		started := time.Now()
 		ref, err = d.send(ctx, d.code)
-		took := time.Since(started)
-		metrics.senderDuration.Observe(took.Seconds())
+		took = time.Since(started)
 		state = stateOf(err)
 		h.health.record(outcome{took: took, state: state})
 	} else {
@@ -111,16 +110,14 @@ func (h *Handler) deliver(d delivery) {
 		state = o.state
 	}
 	// Reported, and the cooldown ended, before the state shows: whoever sees it may act on it.
-	h.reportDelivery(d, ref, state, err)
+	h.obs.delivered(d, ref, state, took, err)
 	if state == deliveryFailed || state == deliveryMisconfigured {
 		if err := h.endCooldown(ctx, d.flow.Phone); err != nil {
-			metrics.storeErrors.Inc()
-			h.logger.Error("store error", zap.Error(err))
+			h.obs.storeFailed(err)
 		}
 	}
 	if err := h.store.Set(ctx, deliveryKey(d.flowID, d.flow.Hash), []byte(state), time.Duration(h.CodeTTL)); err != nil {
-		metrics.storeErrors.Inc()
-		h.logger.Error("store error", zap.Error(err))
+		h.obs.storeFailed(err)
 	}
 }
 
@@ -134,40 +131,6 @@ func stateOf(err error) string {
 		return deliveryMisconfigured
 	default: // a sender that says nothing more: assume it may pass later
 		return deliveryFailed
-	}
-}
-
-// reportDelivery counts and logs a finished delivery.
-func (h *Handler) reportDelivery(d delivery, ref, state string, err error) {
-	results := metrics.smsSent
-	if d.channel == "call" {
-		results = metrics.calls
-	}
-	switch {
-	case !d.flow.Allowed:
-		results.WithLabelValues("not_allowed").Inc()
-		h.logger.Info("code sent", h.phoneField(d.flow.Phone), zap.Bool("sms_sent", false), zap.String("channel", d.channel),
-			zap.String("delivery", state), zap.String("client_ip", d.client))
-	case err == nil:
-		results.WithLabelValues("sent").Inc()
-		msg, idField := "code sent", "message_id"
-		if d.channel == "call" {
-			msg, idField = "call placed", "call_id"
-		}
-		h.logger.Info(msg, h.phoneField(d.flow.Phone), zap.Bool("sms_sent", d.channel == "sms"), zap.String("channel", d.channel),
-			zap.String(idField, ref), zap.String("delivery", state), zap.String("client_ip", d.client))
-	default:
-		var se *SendError
-		if !errors.As(err, &se) {
-			se = &SendError{Provider: "sender", Temporary: true, Detail: err.Error()}
-		}
-		label := "failed_permanent"
-		if se.Temporary {
-			label = "failed_temporary"
-		}
-		results.WithLabelValues(label).Inc()
-		h.logger.Error("sender error", h.phoneField(d.flow.Phone), zap.String("channel", d.channel), zap.String("provider", se.Provider),
-			zap.Int("status", se.Status), zap.Bool("temporary", se.Temporary), zap.String("detail", se.Detail), zap.String("delivery", state))
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
 )
 
 // maxFormBody caps every form the gate reads.
@@ -100,8 +99,7 @@ func (h *Handler) trustedBrowser(w http.ResponseWriter, r *http.Request, t time.
 		return Session{}, false, err
 	}
 	h.setSession(w, r, s)
-	metrics.sessions.Inc()
-	h.logger.Info("signed in by a trusted browser", h.subjectField(s.Subject), zap.String("client_ip", h.clientIP(r)))
+	h.obs.trustedBrowser(s.Subject, h.clientIP(r))
 	return s, true, nil
 }
 
@@ -359,7 +357,7 @@ func (h *Handler) continueAfter(w http.ResponseWriter, r *http.Request, err erro
 	case err == nil:
 		return h.seeOther(w, h.Path+"/verify")
 	case errors.Is(err, errOutboxFull):
-		h.logger.Warn("every sender is busy", zap.Int("in_flight", outboxSize))
+		h.obs.busy()
 		setRetryAfter(w, 30*time.Second)
 		t := h.words(r)
 		return h.render(w, r, http.StatusServiceUnavailable, "message.html", page{Title: t["title_not_sent"], Text: t["text_not_sent"],
@@ -450,9 +448,8 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 	if v == codeLocked {
 		return h.limited(w, r, nil, wait, "lockout")
 	}
-	metrics.verifications.WithLabelValues(v.String()).Inc()
 	if v != codeAccepted {
-		h.logger.Info("code failed", h.phoneField(f.Phone), zap.String("reason", v.String()), zap.Int("attempts_left", left), zap.String("client_ip", client))
+		h.obs.codeFailed(f.Phone, v, left, client)
 	}
 	switch v {
 	case codeWrong:
@@ -479,27 +476,8 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) error {
 		}
 		h.setCookie(w, r, h.cookieName(r, deviceCookie), h.devices.encode(d), d.Expires.Sub(now()))
 	}
-	metrics.sessions.Inc()
-	h.logger.Info("code verified", h.phoneField(f.Phone), zap.String("client_ip", client))
+	h.obs.verified(f.Phone, client)
 	return h.seeOther(w, localPath(next, h.Path))
-}
-
-// subjectField is a session's subject for the log: a user by name, a phone as phoneField.
-func (h *Handler) subjectField(subject string) zap.Field {
-	if user, ok := strings.CutPrefix(subject, userPrefix); ok {
-		return zapUser(user)
-	}
-	return h.phoneField(subject)
-}
-
-func zapUser(user string) zap.Field { return zap.String("user", user) }
-
-// phoneField is a phone for the log: masked, unless log_phones is on.
-func (h *Handler) phoneField(phone string) zap.Field {
-	if h.LogPhones {
-		return zap.String("phone", phone)
-	}
-	return zap.String("phone", maskPhone(phone))
 }
 
 // codePage shows the code page for flow f, with an error line if errMsg is set.
@@ -585,8 +563,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 			return h.storeFailed(w, r, err)
 		}
 	}
-	metrics.revoked.Inc()
-	h.logger.Info("session revoked", h.subjectField(valid[0].Subject), zap.Bool("everywhere", everywhere))
+	h.obs.revoked(valid[0].Subject, everywhere, h.clientIP(r))
 	return h.seeOther(w, h.Path+"/login?signed_out")
 }
 
@@ -595,8 +572,7 @@ func (h *Handler) limited(w http.ResponseWriter, r *http.Request, err error, wai
 	if err != nil {
 		return h.storeFailed(w, r, err)
 	}
-	metrics.rateLimited.WithLabelValues(limit).Inc()
-	h.logger.Info("rate limited", zap.String("limit", limit), zap.Duration("retry_after", wait), zap.String("client_ip", h.clientIP(r)))
+	h.obs.limited(limit, wait, h.clientIP(r))
 	setRetryAfter(w, wait)
 	t := h.words(r)
 	if limit == "resend" {
@@ -609,8 +585,7 @@ func (h *Handler) limited(w http.ResponseWriter, r *http.Request, err error, wai
 
 // storeFailed fails closed: nobody passes, the visitor is told, the log says why.
 func (h *Handler) storeFailed(w http.ResponseWriter, r *http.Request, err error) error {
-	metrics.storeErrors.Inc()
-	h.logger.Error("store error", zap.Error(err))
+	h.obs.storeFailed(err)
 	return h.unavailable(w, r)
 }
 

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 )
 
 // Limit is Count events per Window (for lockout: Count consecutive failures, then locked for Window).
@@ -166,15 +165,13 @@ func (h *Handler) tryFailed(ctx context.Context, phone, client string, n tries) 
 		if err := h.lock(ctx, pairKey); err != nil {
 			return err
 		}
-		h.logger.Warn("address locked out for a phone", h.phoneField(phone), zap.String("client_ip", client),
-			zap.Int("failures", h.Lockout.Count), zap.Duration("for", time.Duration(h.Lockout.Window)))
+		h.obs.locked(phone, client, h.Lockout.Count, time.Duration(h.Lockout.Window))
 	}
 	if n.phone >= phoneLockFactor*int64(h.Lockout.Count) {
 		if err := h.lock(ctx, phoneKey); err != nil {
 			return err
 		}
-		h.logger.Warn("phone locked", h.phoneField(phone), zap.Int("failures", phoneLockFactor*h.Lockout.Count),
-			zap.Duration("for", time.Duration(h.Lockout.Window)))
+		h.obs.locked(phone, "", phoneLockFactor*h.Lockout.Count, time.Duration(h.Lockout.Window))
 	}
 	return nil
 }

@@ -18,6 +18,13 @@ func (c *testClock) Now() time.Time { return time.Now().Add(time.Duration(c.offs
 // Advance moves the gate's time forward by d.
 func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
+// StartWindow moves the gate's time forward to the start of the next fixed window of length d,
+// so that a test's few requests all count in one window of a limit.
+func (c *testClock) StartWindow(d time.Duration) {
+	now := c.Now().UnixNano()
+	c.Advance(time.Duration((now/int64(d)+1)*int64(d) - now))
+}
+
 func TestMain(m *testing.M) {
 	now = clock.Now // set once, before any server starts
 	code := m.Run()

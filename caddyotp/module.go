@@ -52,11 +52,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/nyaruka/phonenumbers"
 	"go.uber.org/zap"
@@ -192,7 +192,7 @@ type Handler struct {
 	public        *url.URL                                   // public_url, parsed; nil if unset
 	origin        string                                     // public_url's origin, as browsers send it
 
-	strictWarned *atomic.Bool // the advice to set trusted_proxies_strict was logged
+	obs *observer // reports metrics, events and log lines for every part
 }
 
 // CaddyModule returns the Caddy module information.
@@ -207,7 +207,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // and parses the pages. It makes no network call.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.wait, h.outbox, h.strictWarned = sleepCtx, newOutbox(outboxSize), new(atomic.Bool)
+	h.wait, h.outbox = sleepCtx, newOutbox(outboxSize)
 	repl := caddy.NewReplacer()
 	h.setDefaults()
 	h.Secret = repl.ReplaceKnown(h.Secret, "")
@@ -284,6 +284,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
+	}
+	h.obs = &observer{logger: h.logger, logPhones: h.LogPhones, path: h.Path, ctx: ctx}
+	if app, err := ctx.AppIfConfigured("events"); err == nil { // no events app, no one to hear them
+		h.obs.events, _ = app.(*caddyevents.App)
 	}
 	master, err := masterKey(ctx, h.Secret)
 	if err != nil {

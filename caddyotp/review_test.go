@@ -202,6 +202,7 @@ func TestOneAddressCannotRaiseThePhonesFailureCount(t *testing.T) {
 // that is not strict, only the rightmost entry counts; when it cannot be read, the proxy's own
 // address does, never an entry the client wrote.
 func TestUnreadableForwardedEntryDoesNotHandTheCountToTheClient(t *testing.T) {
+	clock.StartWindow(10 * time.Minute) // the requests below count in one window
 	g := newGate(t)
 	g.global = "servers {\n\t\ttrusted_proxies static 127.0.0.0/8\n\t}"
 	g.start("ip_limit 3 10m")

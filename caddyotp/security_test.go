@@ -48,6 +48,7 @@ func TestStoreDownFailsClosed(t *testing.T) {
 }
 
 func TestSendLimitPerPhoneStopsSMSBombing(t *testing.T) {
+	clock.StartWindow(10 * time.Minute) // the requests below count in one window
 	g := startGate(t, "send_limit 2 10m\n\t\tresend_after 1s")
 	for i := 0; i < 2; i++ {
 		_, r := newVisitor(t).startSignIn("/", alice)
@@ -70,6 +71,7 @@ func TestSendLimitPerPhoneStopsSMSBombing(t *testing.T) {
 }
 
 func TestIPLimitCountsCaddysClientIPBehindTrustedProxies(t *testing.T) {
+	clock.StartWindow(10 * time.Minute) // the requests below count in one window
 	g := newGate(t)
 	g.global = "servers {\n\t\ttrusted_proxies static 127.0.0.0/8\n\t\tclient_ip_headers X-Forwarded-For\n\t}"
 	g.start("ip_limit 3 10m\n\t\tresend_after 1s")
@@ -132,6 +134,7 @@ func TestRegionAllowlistStopsSMSPumping(t *testing.T) {
 }
 
 func TestSiteWideSMSCapStopsABotRunningUpTheBill(t *testing.T) {
+	clock.StartWindow(time.Hour) // the requests below count in one window
 	g := newGate(t)
 	g.phones = "*"
 	g.start("max_sms_per_hour 3")

@@ -66,6 +66,7 @@ func newUnitHandler(tb testing.TB, cfg map[string]any) (*Handler, *recordingSend
 		tb.Fatal(err)
 	}
 	h.logger = zap.NewNop() // benchmarks and fuzzing measure the gate, not the log
+	h.obs.logger = h.logger
 	return h, h.sender.(*recordingSender)
 }
 

@@ -82,7 +82,7 @@ func (h *Handler) userPhone(user string) (phone, refusal string) {
 		return "", "no_account"
 	}
 	if phone = h.users[user]; phone == "" {
-		h.logger.Info("no phone for user", zapUser(user))
+		h.obs.noPhone(user)
 		return "", "no_phone"
 	}
 	return phone, ""

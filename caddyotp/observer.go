@@ -1,0 +1,177 @@
+package caddyotp
+
+import (
+	"errors"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"go.uber.org/zap"
+)
+
+// observer is how the gate's parts report what happened: Prometheus metrics, Caddy events and
+// log lines, from one place. The handler makes it at Provision and gives it to each part, which
+// call it from a request or from background work (a delivery that ends after the page was
+// answered) alike. No report carries a code, a token or, unless log_phones, a full number.
+type observer struct {
+	logger    *zap.Logger
+	logPhones bool
+	path      string
+	events    *caddyevents.App // nil when Caddy has no events app
+	ctx       caddy.Context    // the gate's, which names it as the events' origin
+
+	strictWarned atomic.Bool // the advice to set trusted_proxies_strict was logged
+}
+
+// The events the gate emits, for an operator's `events { on otp_... }` handlers.
+const (
+	eventCodeSent       = "otp_code_sent"       // a delivery finished: sent, refused by the provider, or simulated
+	eventVerified       = "otp_verified"        // a right code signed a visitor in
+	eventFailed         = "otp_failed"          // a code was wrong, expired or exhausted
+	eventLocked         = "otp_locked"          // an address (or a phone) was locked out
+	eventSessionRevoked = "otp_session_revoked" // a sign-out
+)
+
+// phone is a phone for the log and events: masked, unless log_phones is on.
+func (o *observer) phone(p string) string {
+	if o.logPhones {
+		return p
+	}
+	return maskPhone(p)
+}
+
+// subject names a session's subject: "user" and the name, or "phone" and the phone as phone().
+func (o *observer) subject(s string) (key, value string) {
+	if user, ok := strings.CutPrefix(s, userPrefix); ok {
+		return "user", user
+	}
+	return "phone", o.phone(s)
+}
+
+// emit sends an event with the gate's path and the fields given (pairs of name and value).
+// Event handlers run synchronously, so no event is emitted inside the answer to /send.
+func (o *observer) emit(name string, fields ...any) {
+	if o.events == nil {
+		return
+	}
+	data := map[string]any{"path": o.path}
+	for i := 0; i+1 < len(fields); i += 2 {
+		data[fields[i].(string)] = fields[i+1]
+	}
+	o.events.Emit(o.ctx, name, data)
+}
+
+// delivered reports a finished delivery: what the provider said (or, for a number that may not
+// sign in, what the simulated course ended in).
+func (o *observer) delivered(d delivery, ref, state string, took time.Duration, err error) {
+	results := metrics.smsSent
+	if d.channel == "call" {
+		results = metrics.calls
+	}
+	phone := o.phone(d.flow.Phone)
+	switch {
+	case !d.flow.Allowed:
+		results.WithLabelValues("not_allowed").Inc()
+		o.logger.Info("code sent", zap.String("phone", phone), zap.Bool("sms_sent", false), zap.String("channel", d.channel),
+			zap.String("delivery", state), zap.String("client_ip", d.client))
+	case err == nil:
+		metrics.senderDuration.Observe(took.Seconds())
+		results.WithLabelValues("sent").Inc()
+		msg, idField := "code sent", "message_id"
+		if d.channel == "call" {
+			msg, idField = "call placed", "call_id"
+		}
+		o.logger.Info(msg, zap.String("phone", phone), zap.Bool("sms_sent", d.channel == "sms"), zap.String("channel", d.channel),
+			zap.String(idField, ref), zap.String("delivery", state), zap.String("client_ip", d.client))
+	default:
+		metrics.senderDuration.Observe(took.Seconds())
+		var se *SendError
+		if !errors.As(err, &se) {
+			se = &SendError{Provider: "sender", Temporary: true, Detail: err.Error()}
+		}
+		label := "failed_permanent"
+		if se.Temporary {
+			label = "failed_temporary"
+		}
+		results.WithLabelValues(label).Inc()
+		o.logger.Error("sender error", zap.String("phone", phone), zap.String("channel", d.channel), zap.String("provider", se.Provider),
+			zap.Int("status", se.Status), zap.Bool("temporary", se.Temporary), zap.String("detail", se.Detail), zap.String("delivery", state))
+	}
+	o.emit(eventCodeSent, "phone", phone, "channel", d.channel, "delivery", state, "client_ip", d.client)
+}
+
+// codeFailed reports a code that did not sign the visitor in.
+func (o *observer) codeFailed(phone string, v verdict, left int, client string) {
+	metrics.verifications.WithLabelValues(v.String()).Inc()
+	o.logger.Info("code failed", zap.String("phone", o.phone(phone)), zap.String("reason", v.String()), zap.Int("attempts_left", left), zap.String("client_ip", client))
+	o.emit(eventFailed, "phone", o.phone(phone), "reason", v.String(), "attempts_left", left, "client_ip", client)
+}
+
+// verified reports a right code, and the session it made.
+func (o *observer) verified(phone, client string) {
+	metrics.verifications.WithLabelValues(codeAccepted.String()).Inc()
+	metrics.sessions.Inc()
+	o.logger.Info("code verified", zap.String("phone", o.phone(phone)), zap.String("client_ip", client))
+	o.emit(eventVerified, "phone", o.phone(phone), "client_ip", client)
+}
+
+// trustedBrowser reports a session made from a trusted-browser cookie, without an SMS.
+func (o *observer) trustedBrowser(subject, client string) {
+	metrics.sessions.Inc()
+	key, value := o.subject(subject)
+	o.logger.Info("signed in by a trusted browser", zap.String(key, value), zap.String("client_ip", client))
+	o.emit(eventVerified, key, value, "client_ip", client, "trusted_browser", true)
+}
+
+// locked reports a lockout: of an address for a phone, or (client "") of the phone itself.
+func (o *observer) locked(phone, client string, failures int, d time.Duration) {
+	if client == "" {
+		o.logger.Warn("phone locked", zap.String("phone", o.phone(phone)), zap.Int("failures", failures), zap.Duration("for", d))
+	} else {
+		o.logger.Warn("address locked out for a phone", zap.String("phone", o.phone(phone)), zap.String("client_ip", client),
+			zap.Int("failures", failures), zap.Duration("for", d))
+	}
+	o.emit(eventLocked, "phone", o.phone(phone), "client_ip", client, "failures", failures, "for", d.String())
+}
+
+// revoked reports a sign-out.
+func (o *observer) revoked(subject string, everywhere bool, client string) {
+	metrics.revoked.Inc()
+	key, value := o.subject(subject)
+	o.logger.Info("session revoked", zap.String(key, value), zap.Bool("everywhere", everywhere))
+	o.emit(eventSessionRevoked, key, value, "everywhere", everywhere, "client_ip", client)
+}
+
+// limited reports a request refused by a limit.
+func (o *observer) limited(limit string, wait time.Duration, client string) {
+	metrics.rateLimited.WithLabelValues(limit).Inc()
+	o.logger.Info("rate limited", zap.String("limit", limit), zap.Duration("retry_after", wait), zap.String("client_ip", client))
+}
+
+// storeFailed reports a store that could not answer: the gate fails closed.
+func (o *observer) storeFailed(err error) {
+	metrics.storeErrors.Inc()
+	o.logger.Error("store error", zap.Error(err))
+}
+
+// busy reports a /send refused because every slot of the outbox was taken.
+func (o *observer) busy() {
+	o.logger.Warn("every sender is busy", zap.Int("in_flight", outboxSize))
+}
+
+// noPhone reports a first-factor user with no phone bound.
+func (o *observer) noPhone(user string) {
+	o.logger.Info("no phone for user", zap.String("user", user))
+}
+
+// notStrict logs, once, that the server trusts proxies without trusted_proxies_strict.
+func (o *observer) notStrict(headers []string) {
+	if o.strictWarned.Swap(true) {
+		return
+	}
+	o.logger.Error("trusted_proxies is set without trusted_proxies_strict: a client can write its own address into " +
+		strings.Join(headers, ", ") + ", so the otp gate counts the rightmost entry, the address the nearest " +
+		"proxy saw; set trusted_proxies_strict in the server's options")
+}
