@@ -16,50 +16,63 @@ const (
 	deviceCookie  = "_device"
 )
 
-// cookieName is one of the gate's cookies' names for this request: __Host- prefixed on HTTPS.
-func (h *Handler) cookieName(r *http.Request, kind string) string {
-	if h.secure(r) {
-		return "__Host-" + h.CookieName + kind
+// gateCookies names, reads, writes and strips the gate's cookies.
+type gateCookies struct {
+	name      string // cookie_name
+	flowKey   []byte // signs flow cookies
+	csrfKey   []byte // signs the forms of a flow
+	aud       []byte // the gate's audience: a flow cookie is this gate's only
+	httpsSite bool   // public_url is https: the browser talks HTTPS, whatever the request says
+}
+
+// named is one of the gate's cookies' names: __Host- prefixed when the browser talks HTTPS.
+func (c *gateCookies) named(kind string, secure bool) string {
+	if secure {
+		return "__Host-" + c.name + kind
 	}
-	return h.CookieName + kind
+	return c.name + kind
 }
 
-// secure says whether the visitor's browser talks HTTPS to the site: the request came over TLS,
-// or public_url says so, as it does behind a proxy that ends TLS.
-func (h *Handler) secure(r *http.Request) bool {
-	return r.TLS != nil || h.public != nil && h.public.Scheme == "https"
+// set sets (or, with maxAge < 0, clears) one of the gate's cookies.
+func (c *gateCookies) set(w http.ResponseWriter, secure bool, kind, value string, maxAge time.Duration) {
+	ck := &http.Cookie{Name: c.named(kind, secure), Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: secure}
+	if maxAge < 0 {
+		ck.MaxAge = -1
+	} else {
+		ck.MaxAge = max(1, int(maxAge/time.Second))
+	}
+	http.SetCookie(w, ck)
 }
 
-// The flow cookie holds the flow's id and where to go after sign-in, signed:
-// id "." base64url(next) "." base64url(HMAC-SHA256(flow key, id "." base64url(next))).
+// The flow cookie holds the flow's id and where to go after sign-in, signed for this gate:
+// id "." base64url(next) "." base64url(HMAC-SHA256(flow key, audience ‖ id "." base64url(next))).
 // The gate accepts only ids it issued, and keeps nothing on the server until a code is asked for.
 
 // encodeFlow returns the flow cookie's value for id and next.
-func (h *Handler) encodeFlow(id, next string) string {
+func (c *gateCookies) encodeFlow(id, next string) string {
 	payload := id + "." + base64.RawURLEncoding.EncodeToString([]byte(next))
-	return payload + "." + base64.RawURLEncoding.EncodeToString(h.flowMAC(payload))
+	return payload + "." + base64.RawURLEncoding.EncodeToString(c.flowMAC(payload))
 }
 
 // flowMAC signs a flow cookie for this gate only: a flow started on another gate that shares
 // the store was judged by that gate's allowlist and regions.
-func (h *Handler) flowMAC(payload string) []byte {
-	m := hmac.New(sha256.New, h.keys.flow)
-	m.Write(h.aud)
+func (c *gateCookies) flowMAC(payload string) []byte {
+	m := hmac.New(sha256.New, c.flowKey)
+	m.Write(c.aud)
 	m.Write([]byte(payload))
 	return m.Sum(nil)
 }
 
-// flowCookie returns the flow id and next of the request's flow cookie; id is "" unless the
-// gate issued the cookie.
-func (h *Handler) flowCookie(r *http.Request) (id, next string) {
-	value := cookieValue(r, h.cookieName(r, flowCookie))
+// decodeFlow returns the flow id and next of a flow cookie's value; id is "" unless the gate
+// issued it.
+func (c *gateCookies) decodeFlow(value string) (id, next string) {
 	if len(value) > maxFlowCookie {
 		return "", ""
 	}
 	payload, mac, ok := cutLast(value, ".")
 	id, nextB64, ok2 := strings.Cut(payload, ".")
 	got, err := base64.RawURLEncoding.DecodeString(mac)
-	if !ok || !ok2 || err != nil || !validToken(id) || !hmac.Equal(got, h.flowMAC(payload)) {
+	if !ok || !ok2 || err != nil || !validToken(id) || !hmac.Equal(got, c.flowMAC(payload)) {
 		return "", ""
 	}
 	b, err := base64.RawURLEncoding.DecodeString(nextB64)
@@ -79,24 +92,16 @@ func cutLast(s, sep string) (before, after string, found bool) {
 	return s, "", false
 }
 
-// setFlow gives the browser the flow cookie for id and next.
-func (h *Handler) setFlow(w http.ResponseWriter, r *http.Request, id, next string) {
-	h.setCookie(w, r, h.cookieName(r, flowCookie), h.encodeFlow(id, next), flowTTL)
+// csrf binds a form to the flow cookie of the browser it was shown to.
+func (c *gateCookies) csrf(flowID string) string {
+	m := hmac.New(sha256.New, c.csrfKey)
+	m.Write([]byte(flowID))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-func (h *Handler) setSession(w http.ResponseWriter, r *http.Request, s Session) {
-	h.setCookie(w, r, h.cookieName(r, sessionCookie), h.sessions.encode(s), s.Expires.Sub(now()))
-}
-
-// setCookie sets (or, with maxAge < 0, clears) one of the gate's cookies.
-func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
-	c := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: h.secure(r)}
-	if maxAge < 0 {
-		c.MaxAge = -1
-	} else {
-		c.MaxAge = max(1, int(maxAge/time.Second))
-	}
-	http.SetCookie(w, c)
+// validCSRF says whether token is the form token of flowID.
+func (c *gateCookies) validCSRF(flowID, token string) bool {
+	return flowID != "" && token != "" && hmac.Equal([]byte(token), []byte(c.csrf(flowID)))
 }
 
 // cookieValue finds a cookie without parsing every cookie of the request.
@@ -114,13 +119,13 @@ func cookieValue(r *http.Request, name string) string {
 	return ""
 }
 
-// stripCookies removes the gate's cookies from the request before it goes upstream: the site
-// behind the gate never sees a session or flow token. It rewrites the header in place.
-func (h *Handler) stripCookies(r *http.Request) {
+// strip removes the gate's cookies from the request before it goes upstream: the site behind
+// the gate never sees a session or flow token. It rewrites the header in place.
+func (c *gateCookies) strip(r *http.Request) {
 	lines := r.Header["Cookie"]
 	kept := lines[:0]
 	for _, line := range lines {
-		if !strings.Contains(line, h.CookieName) {
+		if !strings.Contains(line, c.name) {
 			kept = append(kept, line)
 			continue
 		}
@@ -130,7 +135,7 @@ func (h *Handler) stripCookies(r *http.Request) {
 			var part string
 			part, rest, _ = strings.Cut(rest, ";")
 			part = strings.TrimSpace(part)
-			if k, _, _ := strings.Cut(part, "="); part == "" || h.isGateCookie(k) {
+			if k, _, _ := strings.Cut(part, "="); part == "" || c.isGateCookie(k) {
 				continue
 			}
 			if b.Len() > 0 {
@@ -150,7 +155,7 @@ func (h *Handler) stripCookies(r *http.Request) {
 }
 
 // isGateCookie says whether a cookie name is one of the gate's, prefixed or not.
-func (h *Handler) isGateCookie(name string) bool {
-	rest, ok := strings.CutPrefix(strings.TrimPrefix(name, "__Host-"), h.CookieName)
+func (c *gateCookies) isGateCookie(name string) bool {
+	rest, ok := strings.CutPrefix(strings.TrimPrefix(name, "__Host-"), c.name)
 	return ok && (rest == sessionCookie || rest == flowCookie || rest == deviceCookie)
 }

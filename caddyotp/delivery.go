@@ -63,6 +63,21 @@ func (o *outbox) run(job func()) {
 	}()
 }
 
+// deliveries hand codes to the sender in the background and keep their states.
+type deliveries struct {
+	store      Store
+	limits     *limits // to end a phone's cooldown when its code could not be sent
+	sender     Sender
+	outbox     *outbox
+	health     *health
+	codeKey    []byte
+	codeLength int
+	codeTTL    time.Duration
+	wait       func(ctx context.Context, d time.Duration) // how simulated deliveries wait
+	now        func() time.Time
+	obs        *observer
+}
+
 // delivery is one code on its way: by SMS or by call (send), or simulated (allowed false).
 type delivery struct {
 	flowID  string
@@ -73,26 +88,20 @@ type delivery struct {
 	send    func(ctx context.Context, code string) (ref string, err error)
 }
 
-// deliveryKey names a code's delivery state: per code, so that a late answer about an old code
-// cannot overwrite the state of the one that replaced it.
-func deliveryKey(flowID string, codeHash []byte) string {
-	return "dlv:" + flowID + ":" + hex.EncodeToString(codeHash[:8])
-}
-
-// deliveryState is the state of the live code of flow f, or "" if it has none.
-func (h *Handler) deliveryState(ctx context.Context, flowID string, f *flow) (string, error) {
+// state is the delivery state of the live code of flow f, or "" if it has none.
+func (ds *deliveries) state(ctx context.Context, flowID string, f *flow) (string, error) {
 	if f.Hash == nil {
 		return "", nil
 	}
-	v, err := h.store.Get(ctx, deliveryKey(flowID, f.Hash))
+	v, err := ds.store.Get(ctx, deliveryKey(flowID, f.Hash))
 	if err != nil || v == nil {
 		return deliveryUnknown, err // outlived by its flow: whatever became of it is past
 	}
 	return string(v), nil
 }
 
-// deliver runs in the background: it sends (or simulates), records the state, and reports.
-func (h *Handler) deliver(d delivery) {
+// run runs in the background: it sends (or simulates), reports, and records the state.
+func (ds *deliveries) run(d delivery) {
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
 	defer cancel()
 	var ref, state string
@@ -103,21 +112,21 @@ func (h *Handler) deliver(d delivery) {
 		ref, err = d.send(ctx, d.code)
 		took = time.Since(started)
 		state = stateOf(err)
-		h.health.record(outcome{took: took, state: state})
+		ds.health.record(result{took: took, state: state})
 	} else {
-		o := h.health.sample()
-		h.wait(ctx, o.took)
+		o := ds.health.sample()
+		ds.wait(ctx, o.took)
 		state = o.state
 	}
 	// Reported, and the cooldown ended, before the state shows: whoever sees it may act on it.
-	h.obs.delivered(d, ref, state, took, err)
+	ds.obs.delivered(d, ref, state, took, err)
 	if state == deliveryFailed || state == deliveryMisconfigured {
-		if err := h.endCooldown(ctx, d.flow.Phone); err != nil {
-			h.obs.storeFailed(err)
+		if err := ds.limits.endCooldown(ctx, d.flow.Phone); err != nil {
+			ds.obs.storeFailed(err)
 		}
 	}
-	if err := h.store.Set(ctx, deliveryKey(d.flowID, d.flow.Hash), []byte(state), time.Duration(h.CodeTTL)); err != nil {
-		h.obs.storeFailed(err)
+	if err := ds.store.Set(ctx, deliveryKey(d.flowID, d.flow.Hash), []byte(state), ds.codeTTL); err != nil {
+		ds.obs.storeFailed(err)
 	}
 }
 
@@ -134,8 +143,8 @@ func stateOf(err error) string {
 	}
 }
 
-// outcome is what one real delivery did: how long the provider took, and the state it made.
-type outcome struct {
+// result is what one real delivery did: how long the provider took, and the state it made.
+type result struct {
 	took  time.Duration
 	state string
 }
@@ -148,7 +157,7 @@ type outcome struct {
 // drawn like the others.
 type health struct {
 	mu   sync.Mutex
-	ring [256]outcome
+	ring [256]result
 	n    int // deliveries recorded, at most len(ring) of them kept
 }
 
@@ -156,9 +165,9 @@ type health struct {
 const healthRecent = 16
 
 // defaultOutcome is the simulated course before any real delivery was seen.
-var defaultOutcome = outcome{took: 400 * time.Millisecond, state: deliveryUnknown}
+var defaultResult = result{took: 400 * time.Millisecond, state: deliveryUnknown}
 
-func (h *health) record(o outcome) {
+func (h *health) record(o result) {
 	h.mu.Lock()
 	h.ring[h.n%len(h.ring)] = o
 	h.n++
@@ -167,11 +176,11 @@ func (h *health) record(o outcome) {
 
 // sample draws a simulated outcome: the state of one of the last healthRecent deliveries, and
 // the time of one of the remembered deliveries that ended in that state.
-func (h *health) sample() outcome {
+func (h *health) sample() result {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.n == 0 {
-		d := defaultOutcome
+		d := defaultResult
 		d.took = d.took/2 + time.Duration(mrand.Int64N(int64(d.took)))
 		return d
 	}
@@ -196,38 +205,48 @@ func healthKey(senderRaw []byte) string {
 	return "otp.health." + hex.EncodeToString(sum[:])
 }
 
-// issue gives the flow a new code, which kills the previous one, saves the flow with its
+// start gives flow f a new code, which kills the previous one, saves the flow with its
 // delivery "sending", and hands the delivery to the outbox: send when the phone may sign in,
 // else the simulated course. For a phone that may not sign in the flow gets a code nobody
 // knows, so every answer matches. With every slot of the outbox taken it saves nothing and
 // returns errOutboxFull, for every number alike.
-func (h *Handler) issue(ctx context.Context, id string, f *flow, channel, client string, send func(ctx context.Context, code string) (string, error)) error {
-	if !h.outbox.reserve() {
+func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, client string, send func(ctx context.Context, code string) (string, error)) error {
+	if !ds.outbox.reserve() {
 		return errOutboxFull
 	}
-	code, err := newCode(h.CodeLength)
+	code, err := newCode(ds.codeLength)
 	if err != nil {
-		h.outbox.release()
+		ds.outbox.release()
 		return err
 	}
-	t := now()
+	t := ds.now()
 	next := *f
-	next.Hash = codeHash(h.keys.code, id, code)
+	next.Hash = codeHash(ds.codeKey, id, code)
 	next.Sent = t.UnixNano()
-	next.Expires = t.Add(time.Duration(h.CodeTTL)).UnixNano()
-	if err := h.store.Set(ctx, deliveryKey(id, next.Hash), []byte(deliverySending), time.Duration(h.CodeTTL)); err != nil {
-		h.outbox.release()
+	next.Expires = t.Add(ds.codeTTL).UnixNano()
+	if err := ds.store.Set(ctx, deliveryKey(id, next.Hash), []byte(deliverySending), ds.codeTTL); err != nil {
+		ds.outbox.release()
 		return err
 	}
-	if err := h.saveFlow(ctx, id, &next); err != nil {
-		h.outbox.release()
+	if err := saveFlow(ctx, ds.store, id, &next); err != nil {
+		ds.outbox.release()
 		return err
 	}
 	*f = next
-	h.outbox.run(func() {
-		h.deliver(delivery{flowID: id, flow: next, code: code, client: client, channel: channel, send: send})
+	ds.outbox.run(func() {
+		ds.run(delivery{flowID: id, flow: next, code: code, client: client, channel: channel, send: send})
 	})
 	return nil
 }
 
 var _ caddy.Destructor = (*health)(nil)
+
+// sleepCtx sleeps for d or until ctx ends: how simulated deliveries wait.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -103,13 +103,13 @@ func TestStatusWithoutAFlowIsNotFound(t *testing.T) {
 func TestSimulatedDeliveryIsDrawnFromRealOnes(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"ip_limit": map[string]any{"count": 100, "window": "10m"},
 		"send_limit": map[string]any{"count": 100, "window": "10m"}, "resend_after": "1ms"})
-	h.health = new(health)
+	h.flows.deliveries.health = new(health)
 	var mu sync.Mutex
 	var waited []time.Duration
-	h.wait = func(_ context.Context, d time.Duration) { mu.Lock(); waited = append(waited, d); mu.Unlock() }
-	real := []outcome{{took: 310 * time.Millisecond, state: deliveryUnknown}, {took: 470 * time.Millisecond, state: deliveryFailed}}
+	h.flows.deliveries.wait = func(_ context.Context, d time.Duration) { mu.Lock(); waited = append(waited, d); mu.Unlock() }
+	real := []result{{took: 310 * time.Millisecond, state: deliveryUnknown}, {took: 470 * time.Millisecond, state: deliveryFailed}}
 	for _, o := range real {
-		h.health.record(o)
+		h.flows.deliveries.health.record(o)
 	}
 	states := map[string]bool{}
 	for i := 0; i < 40; i++ {
@@ -134,8 +134,8 @@ func TestSimulatedDeliveryIsDrawnFromRealOnes(t *testing.T) {
 func TestFullOutboxRefusesEveryNumberAlike(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"ip_limit": map[string]any{"count": 100, "window": "10m"}})
 	release := make(chan struct{})
-	h.sender = blockingSender(release)
-	h.outbox = newOutbox(1)
+	h.flows.deliveries.sender = blockingSender(release)
+	h.flows.deliveries.outbox = newOutbox(1)
 	defer close(release)
 	unitSend(t, h, bob) // holds the only slot until released
 	answers := map[string]*httptest.ResponseRecorder{}
@@ -181,11 +181,11 @@ func unitSend(t *testing.T, h *Handler, phone string) string {
 func unitSettled(t *testing.T, h *Handler, id string) string {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		f, err := h.loadFlow(context.Background(), id)
+		f, err := h.flows.load(context.Background(), id)
 		if err != nil || f == nil {
 			t.Fatalf("flow: %v", err)
 		}
-		if state, _ := h.deliveryState(context.Background(), id, f); state != deliverySending {
+		if state, _ := h.flows.deliveries.state(context.Background(), id, f); state != deliverySending {
 			return state
 		}
 	}

@@ -5,21 +5,26 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"net"
-	"net/http"
+	"errors"
 	"strings"
 	"time"
 )
 
-// flow is one pending verification, kept in the store under "flow:"+id from the moment a code
-// is asked for. Its id is a random 256-bit value in a signed HttpOnly cookie (which also carries
+// flow is one pending verification, kept in the store under flowKey from the moment a code is
+// asked for. Its id is a random 256-bit value in a signed HttpOnly cookie (which also carries
 // where to go after sign-in), so a code is bound to the browser that asked for it.
+//
+// A flow is a small state machine. POST /send starts it (a fresh flow, its subject fixed: a
+// typed phone, or a first-factor user's phone); a code is then on its way; resend and call
+// replace the code; a check ends it verified, or exhausted after max_attempts; its code expires
+// after code_ttl. Each transition is a method of flows that checks its preconditions (limits,
+// cooldown, subject, live code) in one place and returns an outcome, which the handler turns
+// into a page.
 type flow struct {
 	User    string `json:"user,omitempty"`    // the first-factor user the phone is bound to, if any
-	Phone   string `json:"phone,omitempty"`   // E.164, once a code was asked for
-	Allowed bool   `json:"allowed,omitempty"` // whether Phone may sign in (if not, no SMS went out)
+	Phone   string `json:"phone,omitempty"`   // E.164
+	Allowed bool   `json:"allowed,omitempty"` // whether Phone may sign in (if not, no SMS goes out)
 	Hash    []byte `json:"hash,omitempty"`    // codeHash of the live code; nil when there is none
 	Expires int64  `json:"expires,omitempty"` // when the code dies, Unix ns
 	Sent    int64  `json:"sent,omitempty"`    // when the code was issued, Unix ns
@@ -55,11 +60,62 @@ func validToken(s string) bool {
 	return true
 }
 
-func flowKey(id string) string { return "flow:" + id }
+// outcome is what a transition of a flow (or a sign-out) ended in: what the pages show.
+type outcome struct {
+	kind    outcomeKind
+	wait    time.Duration // limited: how long until it may be asked again
+	limit   string        // limited: which limit (ip, send, site, lockout, resend)
+	left    int           // wrong: tries left for this code
+	flow    *flow         // wrong, expired: the flow, for the code page
+	subject string        // verified: what the session is for
+	key     string        // refused: which refusal; badPhone: which error
+	input   string        // badPhone: what was typed
+	err     error         // failed: the store could not answer
+}
 
-// loadFlow returns the flow with id, or nil if there is none (never made, expired or finished).
-func (h *Handler) loadFlow(ctx context.Context, id string) (*flow, error) {
-	b, err := h.store.Get(ctx, flowKey(id))
+type outcomeKind int
+
+const (
+	sent      outcomeKind = iota // a code is on its way: the code page
+	limited                      // a limit refused; nothing changed
+	badPhone                     // not a phone number, or not a region codes may go to
+	refused                      // users mode: no first factor, or no phone for the user
+	busy                         // every sender is busy
+	noFlow                       // nothing pending for this visitor: start again
+	toCode                       // nothing to do (a call not offered yet): back to the code page
+	wrong                        // a wrong code; tries remain
+	expired                      // no live code: past code_ttl, used, or replaced
+	exhausted                    // max_attempts reached: the flow is void
+	verified                     // a right code
+	signedOut                    // signed out (or nothing left to sign out)
+	failed                       // the store could not answer: fail closed
+)
+
+func failedWith(err error) outcome { return outcome{kind: failed, err: err} }
+
+// flows are the gate's pending verifications and their transitions.
+type flows struct {
+	store       Store
+	limits      *limits
+	who         *who
+	codeKey     []byte
+	codeLength  int
+	codeTTL     time.Duration
+	maxAttempts int
+	message     string // the operator's SMS template, or "" for the catalog's
+	siteName    string
+	deliveries  *deliveries
+	voice       *voiceScripts // nil unless the sender calls and public_url is set
+	now         func() time.Time
+	obs         *observer
+}
+
+// load returns the flow with id, or nil if there is none (never made, expired or finished).
+func (fl *flows) load(ctx context.Context, id string) (*flow, error) {
+	if id == "" {
+		return nil, nil
+	}
+	b, err := fl.store.Get(ctx, flowKey(id))
 	if err != nil || b == nil {
 		return nil, err
 	}
@@ -70,83 +126,188 @@ func (h *Handler) loadFlow(ctx context.Context, id string) (*flow, error) {
 	return &f, nil
 }
 
-func (h *Handler) saveFlow(ctx context.Context, id string, f *flow) error {
+// saveFlow keeps flow f under id for flowTTL.
+func saveFlow(ctx context.Context, store Store, id string, f *flow) error {
 	b, err := json.Marshal(f)
 	if err != nil {
 		return err
 	}
-	return h.store.Set(ctx, flowKey(id), b, flowTTL)
+	return store.Set(ctx, flowKey(id), b, flowTTL)
 }
 
-// sleepCtx sleeps for d or until ctx ends: the handler's wait, which tests replace.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+// pending is the visitor's flow and the delivery state of its code, if the visitor may act on
+// it: a user's flow needs that user from the first factor, and its code on the way to that
+// user's phone.
+func (fl *flows) pending(ctx context.Context, v *visit) (*flow, string, error) {
+	f, err := fl.load(ctx, v.flowID)
+	if err != nil || f == nil || f.Phone == "" || f.User != "" && (v.user != f.User || fl.who.users[f.User] != f.Phone) {
+		return nil, "", err
 	}
+	state, err := fl.deliveries.state(ctx, v.flowID, f)
+	return f, state, err
 }
 
-// smsBody returns the SMS for a code: the message (the operator's, or the default in the
-// visitor's language) with {code}, {site} and {host} ({http.request.host} is how the Caddyfile
-// writes {host}), and the origin-bound line "@host #code" that Safari and Chrome read to offer
-// the code for autofill. Nothing in it comes from the request but the language.
-func (h *Handler) smsBody(r *http.Request) func(code string) string {
-	site, host := h.smsNames(r)
-	text := h.Message
-	if text == "" {
-		text = h.words(r)["sms"]
-		if site == "" {
-			text = h.words(r)["sms_no_site"]
+// start is POST /send: a fresh flow for the phone typed (input), or in users mode for the
+// signed-in user's phone, and a code to it, once the limits allow.
+func (fl *flows) start(ctx context.Context, v *visit, input string) outcome {
+	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
+		return limitedBy("ip", wait, err)
+	}
+	f := &flow{}
+	if fl.who.bound(v.user) {
+		phone, refusal := fl.who.userPhone(v.user)
+		if refusal != "" {
+			return outcome{kind: refused, key: refusal}
 		}
-	}
-	bound := h.trustedHost(r)
-	return func(code string) string {
-		body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
-		if bound != "" {
-			body += "\n\n@" + bound + " #" + code
+		f.User, f.Phone, f.Allowed = v.user, phone, true // the code goes to the user's phone, whatever was typed
+	} else {
+		phone, region, err := normalizePhone(input, fl.who.defaultRegion)
+		if err != nil {
+			return outcome{kind: badPhone, key: "err_not_phone", input: input}
 		}
-		return body
+		if !fl.who.region(region) {
+			return outcome{kind: badPhone, key: "err_region", input: input}
+		}
+		f.Phone, f.Allowed = phone, fl.who.phones.allows(phone)
 	}
+	return fl.issue(ctx, v, f, "sms")
 }
 
-// smsNames are what an SMS or a call calls the site: {site}, site_name else the trusted host;
-// {host}, the trusted host else site_name. Either may be "" on plain HTTP without public_url.
-func (h *Handler) smsNames(r *http.Request) (site, host string) {
-	site, host = h.SiteName, h.trustedHost(r)
-	if site == "" {
-		site = host
+// again is POST /resend (channel "sms") or POST /call: a new code for the pending flow, by SMS
+// or by a call, on the terms of a new code and the allowlist and regions in force now. A phone
+// that may no longer sign in gets a code nobody knows, as at the start.
+func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
+	f, _, err := fl.pending(ctx, v)
+	if err != nil {
+		return failedWith(err)
 	}
-	if host == "" {
-		host = site
+	if f == nil {
+		return outcome{kind: noFlow}
 	}
-	return site, host
+	if channel == "call" && (fl.voice == nil || f.Resends == 0) {
+		return outcome{kind: toCode} // a call is offered once a code was resent
+	}
+	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
+		return limitedBy("ip", wait, err)
+	}
+	if !fl.who.region(regionOf(f.Phone)) {
+		return outcome{kind: badPhone, key: "err_region"}
+	}
+	if f.User == "" {
+		f.Allowed = fl.who.phones.allows(f.Phone)
+	}
+	if channel == "sms" {
+		f.Resends++
+	}
+	return fl.issue(ctx, v, f, channel)
 }
 
-// trustedHost is the host the site is known by without believing the request alone:
-// public_url's, else on HTTPS the TLS server name when the request is for that same host (a
-// name Caddy holds a certificate for, and routed to this site). Otherwise it is "": the Host
-// header, and the server name when it names another site, are the client's to choose, and a
-// code bound to a host of the attacker's choosing would autofill on the attacker's page.
-func (h *Handler) trustedHost(r *http.Request) string {
-	if h.public != nil {
-		return h.public.Hostname()
+// issue gives flow f a new code, once the limits on new codes allow, and hands its delivery to
+// the background (deliveries.start).
+func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) outcome {
+	if wait, limit, err := fl.limits.newCode(ctx, f.Phone, v.client); err != nil || wait > 0 {
+		return limitedBy(limit, wait, err)
 	}
-	if r.TLS == nil || r.TLS.ServerName == "" {
-		return ""
+	send := fl.smsSender(v, f.Phone)
+	if channel == "call" {
+		send = fl.voice.caller(f.Phone, v.lang, fl.site(v))
 	}
-	host := r.Host
-	if hn, _, err := net.SplitHostPort(host); err == nil {
-		host = hn
+	switch err := fl.deliveries.start(ctx, v.flowID, f, channel, v.client, send); {
+	case errors.Is(err, errOutboxFull):
+		fl.obs.busy()
+		return outcome{kind: busy}
+	case err != nil:
+		return failedWith(err)
 	}
-	if !strings.EqualFold(host, r.TLS.ServerName) {
-		return ""
-	}
-	return strings.ToLower(r.TLS.ServerName)
+	return outcome{kind: sent}
 }
 
-// verdict is the outcome of checking a code.
+// check is POST /verify: it counts the try against the lockout and the code's max_attempts,
+// then compares the code in constant time. A right code is consumed atomically (Store.Take), so
+// it signs in exactly once even when raced.
+func (fl *flows) check(ctx context.Context, v *visit, code string) outcome {
+	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
+		return limitedBy("ip", wait, err)
+	}
+	f, _, err := fl.pending(ctx, v)
+	if err != nil {
+		return failedWith(err)
+	}
+	if f == nil {
+		return outcome{kind: noFlow}
+	}
+	o := fl.compare(ctx, v, f, code)
+	switch o.kind {
+	case verified:
+		fl.obs.verified(f.Phone, v.client)
+	case wrong, expired, exhausted:
+		fl.obs.codeFailed(f.Phone, o.kind.verdict(), o.left, v.client)
+	}
+	return o
+}
+
+func (fl *flows) compare(ctx context.Context, v *visit, f *flow, code string) outcome {
+	if f.Hash == nil || fl.now().UnixNano() >= f.Expires {
+		return outcome{kind: expired, flow: f}
+	}
+	n, wait, err := fl.limits.countTry(ctx, f.Phone, v.client)
+	if err != nil || wait > 0 {
+		return limitedBy("lockout", wait, err)
+	}
+	attempts, err := fl.store.Incr(ctx, attemptsKey(v.flowID, f.Hash), fl.codeTTL)
+	if err != nil {
+		return failedWith(err)
+	}
+	if attempts > int64(fl.maxAttempts) {
+		return fl.void(ctx, v.flowID)
+	}
+	if code == "" || !codeMatches(fl.codeKey, v.flowID, code, f.Hash) {
+		if err := fl.limits.tryFailed(ctx, f.Phone, v.client, n); err != nil {
+			return failedWith(err)
+		}
+		if attempts >= int64(fl.maxAttempts) {
+			return fl.void(ctx, v.flowID)
+		}
+		return outcome{kind: wrong, left: fl.maxAttempts - int(attempts), flow: f}
+	}
+	b, err := fl.store.Take(ctx, flowKey(v.flowID))
+	if err != nil {
+		return failedWith(err)
+	}
+	var taken flow
+	if b == nil || json.Unmarshal(b, &taken) != nil || !hmac.Equal(taken.Hash, f.Hash) {
+		return outcome{kind: expired, flow: f} // consumed by a concurrent request, or replaced by a resend
+	}
+	if err := fl.limits.trySucceeded(ctx, f.Phone, v.client); err != nil {
+		return failedWith(err)
+	}
+	return outcome{kind: verified, subject: subjectOf(f)}
+}
+
+// void ends a flow whose code had its max_attempts.
+func (fl *flows) void(ctx context.Context, id string) outcome {
+	if err := fl.store.Delete(ctx, flowKey(id)); err != nil {
+		return failedWith(err)
+	}
+	return outcome{kind: exhausted}
+}
+
+// end removes a flow: signed out, or done.
+func (fl *flows) end(ctx context.Context, id string) error {
+	if id == "" {
+		return nil
+	}
+	return fl.store.Delete(ctx, flowKey(id))
+}
+
+func limitedBy(limit string, wait time.Duration, err error) outcome {
+	if err != nil {
+		return failedWith(err)
+	}
+	return outcome{kind: limited, limit: limit, wait: wait}
+}
+
+// verdict is a code check's result, for metrics, logs and events.
 type verdict int
 
 const (
@@ -154,47 +315,55 @@ const (
 	codeWrong             // wrong code, attempts remain
 	codeExpired           // no live code: never sent, past code_ttl, or already used
 	codeExhausted         // max_attempts reached: the flow is void
-	codeLocked            // the lockout refused the check: the code was not compared
 )
 
 func (v verdict) String() string {
-	return [...]string{"accepted", "wrong", "expired", "exhausted", "locked"}[v]
+	return [...]string{"accepted", "wrong", "expired", "exhausted"}[v]
 }
 
-// checkCode counts the attempt against the lockout and the code's max_attempts, then compares
-// the code in constant time. A right code is consumed atomically (Store.Take), so it signs in
-// exactly once even when raced. For codeLocked it returns how long the lock lasts.
-func (h *Handler) checkCode(ctx context.Context, id string, f *flow, client, code string) (v verdict, left int, wait time.Duration, err error) {
-	if f.Hash == nil || now().UnixNano() >= f.Expires {
-		return codeExpired, 0, 0, nil
+func (k outcomeKind) verdict() verdict {
+	switch k {
+	case wrong:
+		return codeWrong
+	case expired:
+		return codeExpired
+	case exhausted:
+		return codeExhausted
 	}
-	n, wait, err := h.countTry(ctx, f.Phone, client)
-	if err != nil || wait > 0 {
-		return codeLocked, 0, wait, err
+	return codeAccepted
+}
+
+// site is what an SMS or a call calls the site: site_name, else the host the site is known by.
+func (fl *flows) site(v *visit) string {
+	if fl.siteName != "" {
+		return fl.siteName
 	}
-	attempts, err := h.store.Incr(ctx, "att:"+id+":"+hex.EncodeToString(f.Hash[:8]), time.Duration(h.CodeTTL))
-	if err != nil {
-		return 0, 0, 0, err
+	return v.host
+}
+
+// smsSender returns the send of an SMS to phone: the message (the operator's, or the default in
+// the visitor's language) with {code}, {site} and {host} ({http.request.host} is how the
+// Caddyfile writes {host}), and the origin-bound line "@host #code" that Safari and Chrome read
+// to offer the code for autofill. Nothing in it comes from the request but the language.
+func (fl *flows) smsSender(v *visit, phone string) func(ctx context.Context, code string) (string, error) {
+	site, host := fl.site(v), v.host
+	if host == "" {
+		host = site
 	}
-	if attempts > int64(h.MaxAttempts) {
-		return codeExhausted, 0, 0, h.store.Delete(ctx, flowKey(id))
-	}
-	if code == "" || !codeMatches(h.keys.code, id, code, f.Hash) {
-		if err := h.tryFailed(ctx, f.Phone, client, n); err != nil {
-			return 0, 0, 0, err
+	text := fl.message
+	if text == "" {
+		text = catalog[v.lang]["sms"]
+		if site == "" {
+			text = catalog[v.lang]["sms_no_site"]
 		}
-		if attempts >= int64(h.MaxAttempts) {
-			return codeExhausted, 0, 0, h.store.Delete(ctx, flowKey(id))
+	}
+	bound := v.host
+	sender := fl.deliveries.sender
+	return func(ctx context.Context, code string) (string, error) {
+		body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
+		if bound != "" {
+			body += "\n\n@" + bound + " #" + code
 		}
-		return codeWrong, h.MaxAttempts - int(attempts), 0, nil
+		return sender.Send(ctx, Message{To: phone, Body: body})
 	}
-	b, err := h.store.Take(ctx, flowKey(id))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	var taken flow
-	if b == nil || json.Unmarshal(b, &taken) != nil || !hmac.Equal(taken.Hash, f.Hash) {
-		return codeExpired, 0, 0, nil // consumed by a concurrent request, or replaced by a resend
-	}
-	return codeAccepted, 0, 0, h.trySucceeded(ctx, f.Phone, client)
 }

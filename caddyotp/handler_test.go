@@ -23,20 +23,20 @@ func TestLocalPathRefusesEverythingThatLeavesTheSite(t *testing.T) {
 }
 
 func TestStripCookiesRemovesOnlyTheGatesCookies(t *testing.T) {
-	h := &Handler{CookieName: "caddy_otp"}
+	c := &gateCookies{name: "caddy_otp"}
 	r, _ := http.NewRequest("GET", "/", nil)
 	r.Header["Cookie"] = []string{
 		"a=1; caddy_otp=S; caddy_otp_flow=F; b=2",
 		"__Host-caddy_otp=S2",
 		"caddy_otp_theme=dark",
 	}
-	h.stripCookies(r)
+	c.strip(r)
 	got := strings.Join(r.Header["Cookie"], " | ")
 	if got != "a=1; b=2 | caddy_otp_theme=dark" {
 		t.Errorf("Cookie after strip = %q", got)
 	}
 	r.Header["Cookie"] = []string{"caddy_otp=S"}
-	h.stripCookies(r)
+	c.strip(r)
 	if _, ok := r.Header["Cookie"]; ok {
 		t.Errorf("empty Cookie header left behind")
 	}

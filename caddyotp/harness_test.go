@@ -40,6 +40,7 @@ type gate struct {
 	redis      string   // if set, the address of the Redis to use as store
 	redisOpts  string   // more lines for the redis store's block
 	address    string   // the site block's address: http://localhost:9080 unless set
+	siteExtra  string   // more directives for the site block
 	senderOpts []string // more lines for the restcomm sender's block
 	tester     *caddytest.Tester
 	sms        *restcommtest.Server
@@ -110,9 +111,10 @@ func (g *gate) config(extra, body string) string {
 		store %s
 		%s
 	}
+	%s
 	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
 }
-`, g.logFile, g.global, address, senderBlock(g.sms, g.sms.AuthToken, g.senderOpts...), g.phones, g.store(), extra, body)
+`, g.logFile, g.global, address, senderBlock(g.sms, g.sms.AuthToken, g.senderOpts...), g.phones, g.store(), extra, g.siteExtra, body)
 }
 
 // reload loads the same gate with a different page body, as an operator's `caddy reload` would.

@@ -365,3 +365,26 @@ func otherChar(c byte) string {
 	}
 	return "x"
 }
+
+// TestHandleErrorsShapesRefusalsOfClientsThatAreNotBrowsers: with error routes, a JSON client's
+// 401 goes through them; a browser still gets the redirect and the pages.
+func TestHandleErrorsShapesRefusalsOfClientsThatAreNotBrowsers(t *testing.T) {
+	g := newGate(t)
+	g.siteExtra = "handle_errors {\n\t\trespond \"shaped {err.status_code}\"\n\t}"
+	g.start("")
+	v := newVisitor(t)
+	req, _ := http.NewRequest(http.MethodGet, site+"/api/items", nil)
+	req.Header.Set("Accept", "application/json")
+	r := v.do(req)
+	if r.status != http.StatusUnauthorized || r.body != "shaped 401" {
+		t.Fatalf("JSON client: %d %q, want 401 shaped by handle_errors", r.status, r.body)
+	}
+	wantStatus(t, "browser", v.get("/reports"), http.StatusSeeOther)
+	if page := v.get("/.otp/login"); page.status != http.StatusOK || !strings.Contains(page.body, `name="phone"`) {
+		t.Fatalf("phone page: %d", page.status)
+	}
+	v.signIn(g, alice)
+	if r := v.get("/"); r.status != http.StatusOK || !strings.HasPrefix(r.body, "upstream") {
+		t.Fatalf("signed in: %d %q", r.status, r.body)
+	}
+}

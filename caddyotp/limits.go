@@ -20,44 +20,61 @@ type Limit struct {
 // so that one address cannot lock the owner out.
 const phoneLockFactor = 5
 
-// subjectKey names a phone or an IP in store keys by a keyed hash, so the store holds neither.
-func (h *Handler) subjectKey(s string) string {
-	id := subjectID(h.keys.subject, s)
+// limits are the gate's abuse controls over its Store: per-address and per-phone counts in fixed
+// windows, the cooldown between codes to one phone, and the lockout. Each check counts as it
+// checks, so that nothing is stored for a request no limit has counted.
+type limits struct {
+	store       Store
+	subjects    []byte // the key that names phones and addresses in store keys
+	ip, send    Limit
+	lockout     Limit
+	perHour     int // codes per hour for the whole site; 0: no cap
+	resendAfter time.Duration
+	now         func() time.Time
+	obs         *observer
+}
+
+// key names a phone or an address in store keys by a keyed hash, so the store holds neither.
+func (l *limits) key(s string) string {
+	id := subjectID(l.subjects, s)
 	return hex.EncodeToString(id[:])
 }
 
-// hit counts one event of kind for subject in the current fixed window of l. It returns how long
-// to wait when the count is over the limit, else 0.
-func (h *Handler) hit(ctx context.Context, kind, subject string, l *Limit) (time.Duration, error) {
-	win := time.Duration(l.Window)
-	t := now()
+// hit counts one event of kind for subject in the current fixed window of lim. It returns how
+// long to wait when the count is over the limit, else 0.
+func (l *limits) hit(ctx context.Context, kind, subject string, lim Limit) (time.Duration, error) {
+	win := time.Duration(lim.Window)
+	t := l.now()
 	slot := t.UnixNano() / int64(win)
-	key := "lim:" + kind + ":" + h.subjectKey(subject) + ":" + strconv.FormatInt(slot, 10)
-	n, err := h.store.Incr(ctx, key, win)
-	if err != nil || n <= int64(l.Count) {
+	n, err := l.store.Incr(ctx, limitKey(kind, l.key(subject), slot), win)
+	if err != nil || n <= int64(lim.Count) {
 		return 0, err
 	}
 	return time.Unix(0, (slot+1)*int64(win)).Sub(t), nil
 }
 
-// codeAllowed checks, in order, what every new code for phone must pass when client asks for
-// it: the lockouts, resend_after since the last code to that phone (whichever flow asked), the
+// address counts a request from client against ip_limit (IPv6 by its /64).
+func (l *limits) address(ctx context.Context, client string) (time.Duration, error) {
+	return l.hit(ctx, "ip", limitAddr(client), l.ip)
+}
+
+// newCode checks, in order, what every new code for phone must pass when client asks for it:
+// the lockouts, resend_after since the last code to that phone (whichever flow asked), the
 // phone's send limit and the site's hourly cap. It counts as it goes, and says how long to wait
 // and which limit refused.
-func (h *Handler) codeAllowed(ctx context.Context, phone, client string) (time.Duration, string, error) {
-	phoneKey, pairKey := h.lockKeys(phone, client)
-	lockKeys := []string{phoneKey, pairKey}
-	if wait, err := h.lockedFor(ctx, lockKeys...); err != nil || wait > 0 {
+func (l *limits) newCode(ctx context.Context, phone, client string) (time.Duration, string, error) {
+	phoneKey, pairKey := l.lockKeys(phone, client)
+	if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
 		return wait, "lockout", err
 	}
-	if wait, err := h.cooldown(ctx, phone); err != nil || wait > 0 {
+	if wait, err := l.cooldown(ctx, phone); err != nil || wait > 0 {
 		return wait, "resend", err
 	}
-	if wait, err := h.hit(ctx, "send", phone, h.SendLimit); err != nil || wait > 0 {
+	if wait, err := l.hit(ctx, "send", phone, l.send); err != nil || wait > 0 {
 		return wait, "send", err
 	}
-	if h.MaxSMSPerHour > 0 {
-		if wait, err := h.hit(ctx, "site", "", &Limit{Count: h.MaxSMSPerHour, Window: caddy.Duration(time.Hour)}); err != nil || wait > 0 {
+	if l.perHour > 0 {
+		if wait, err := l.hit(ctx, "site", "", Limit{Count: l.perHour, Window: caddy.Duration(time.Hour)}); err != nil || wait > 0 {
 			return wait, "site", err
 		}
 	}
@@ -67,54 +84,54 @@ func (h *Handler) codeAllowed(ctx context.Context, phone, client string) (time.D
 // cooldown starts resend_after for phone and returns 0; or, when it is running already, how
 // long it still runs. The time of the last code is kept under the phone; a counter named after
 // that time lets exactly one of several parallel requests start the next one.
-func (h *Handler) cooldown(ctx context.Context, phone string) (time.Duration, error) {
-	d := time.Duration(h.ResendAfter)
+func (l *limits) cooldown(ctx context.Context, phone string) (time.Duration, error) {
+	d := l.resendAfter
 	if d <= 0 {
 		return 0, nil
 	}
-	key := "cool:" + h.subjectKey(phone)
-	v, err := h.store.Get(ctx, key)
+	key := l.key(phone)
+	v, err := l.store.Get(ctx, cooldownKey(key))
 	if err != nil {
 		return 0, err
 	}
 	last, _ := strconv.ParseInt(string(v), 10, 64)
-	t := now()
+	t := l.now()
 	if wait := time.Unix(0, last).Add(d).Sub(t); v != nil && wait > 0 {
 		return wait, nil
 	}
-	if n, err := h.store.Incr(ctx, key+":"+strconv.FormatInt(last, 10), d); err != nil || n > 1 {
+	if n, err := l.store.Incr(ctx, cooldownClaimKey(key, strconv.FormatInt(last, 10)), d); err != nil || n > 1 {
 		return d, err // a parallel request started it
 	}
-	return 0, h.store.Set(ctx, key, []byte(strconv.FormatInt(t.UnixNano(), 10)), d)
+	return 0, l.store.Set(ctx, cooldownKey(key), []byte(strconv.FormatInt(t.UnixNano(), 10)), d)
 }
 
 // endCooldown lets phone have a new code at once: the last one could not be sent. It marks the
 // last code as sent resend_after ago, which names a fresh counter for the next one.
-func (h *Handler) endCooldown(ctx context.Context, phone string) error {
-	d := time.Duration(h.ResendAfter)
+func (l *limits) endCooldown(ctx context.Context, phone string) error {
+	d := l.resendAfter
 	if d <= 0 {
 		return nil
 	}
-	return h.store.Set(ctx, "cool:"+h.subjectKey(phone), []byte(strconv.FormatInt(now().Add(-d).UnixNano()-1, 10)), d)
+	return l.store.Set(ctx, cooldownKey(l.key(phone)), []byte(strconv.FormatInt(l.now().Add(-d).UnixNano()-1, 10)), d)
 }
 
-// lockKeys are the store keys of phone's own lockout and of the pair (phone, client address).
-func (h *Handler) lockKeys(phone, client string) (phoneKey, pairKey string) {
-	p := h.subjectKey(phone)
-	return p, p + ":" + h.subjectKey(limitAddr(client))
+// lockKeys name phone's own lockout and that of the pair (phone, client address).
+func (l *limits) lockKeys(phone, client string) (phoneKey, pairKey string) {
+	p := l.key(phone)
+	return p, p + ":" + l.key(limitAddr(client))
 }
 
 // lockedFor returns how long the longest lock of keys (lockKeys) still runs, or 0.
-func (h *Handler) lockedFor(ctx context.Context, keys ...string) (time.Duration, error) {
+func (l *limits) lockedFor(ctx context.Context, keys ...string) (time.Duration, error) {
 	var wait time.Duration
 	for _, key := range keys {
-		v, err := h.store.Get(ctx, "lock:"+key)
+		v, err := l.store.Get(ctx, lockKey(key))
 		if err != nil {
 			return 0, err
 		}
 		if v != nil {
 			until, _ := strconv.ParseInt(string(v), 10, 64)
-			wait = max(wait, time.Unix(0, until).Sub(now()))
+			wait = max(wait, time.Unix(0, until).Sub(l.now()))
 		}
 	}
 	return wait, nil
@@ -128,29 +145,29 @@ type tries struct{ pair, phone int64 }
 // phone is locked, or the counts that the check makes. A locked address or phone is refused
 // before anything is counted, and a try over its address's count does not count for the phone,
 // so that one address's tries never add up to a lock of the phone.
-func (h *Handler) countTry(ctx context.Context, phone, client string) (tries, time.Duration, error) {
-	phoneKey, pairKey := h.lockKeys(phone, client)
-	if wait, err := h.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
+func (l *limits) countTry(ctx context.Context, phone, client string) (tries, time.Duration, error) {
+	phoneKey, pairKey := l.lockKeys(phone, client)
+	if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
 		return tries{}, wait, err
 	}
-	lock := time.Duration(h.Lockout.Window)
+	lock := time.Duration(l.lockout.Window)
 	var n tries
 	var err error
-	if n.pair, err = h.store.Incr(ctx, "fail:"+pairKey, lock); err != nil {
+	if n.pair, err = l.store.Incr(ctx, failKey(pairKey), lock); err != nil {
 		return n, 0, err
 	}
-	if n.pair > int64(h.Lockout.Count) {
+	if n.pair > int64(l.lockout.Count) {
 		return n, lock, nil // parallel tries from this address got there first; the phone's count is not theirs to raise
 	}
-	if n.phone, err = h.store.Incr(ctx, "fail:"+phoneKey, lock); err != nil {
+	if n.phone, err = l.store.Incr(ctx, failKey(phoneKey), lock); err != nil {
 		return n, 0, err
 	}
 	// Looked at after counting: a lock set since the first look was set after this count, by a
 	// try that counted before it, so of the tries that race one lock at most its count compare.
-	if wait, err := h.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
+	if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
 		return n, wait, err
 	}
-	if n.phone > phoneLockFactor*int64(h.Lockout.Count) {
+	if n.phone > phoneLockFactor*int64(l.lockout.Count) {
 		return n, lock, nil // parallel tries got there first
 	}
 	return n, 0, nil
@@ -159,37 +176,38 @@ func (h *Handler) countTry(ctx context.Context, phone, client string) (tries, ti
 // tryFailed locks the pair when its consecutive failures reach the lockout count, and the phone
 // when its failures from any addresses reach phoneLockFactor times that. A lock starts a new
 // count, which it guards until it ends.
-func (h *Handler) tryFailed(ctx context.Context, phone, client string, n tries) error {
-	phoneKey, pairKey := h.lockKeys(phone, client)
-	if n.pair >= int64(h.Lockout.Count) {
-		if err := h.lock(ctx, pairKey); err != nil {
+func (l *limits) tryFailed(ctx context.Context, phone, client string, n tries) error {
+	phoneKey, pairKey := l.lockKeys(phone, client)
+	d := time.Duration(l.lockout.Window)
+	if n.pair >= int64(l.lockout.Count) {
+		if err := l.lock(ctx, pairKey); err != nil {
 			return err
 		}
-		h.obs.locked(phone, client, h.Lockout.Count, time.Duration(h.Lockout.Window))
+		l.obs.locked(phone, client, l.lockout.Count, d)
 	}
-	if n.phone >= phoneLockFactor*int64(h.Lockout.Count) {
-		if err := h.lock(ctx, phoneKey); err != nil {
+	if n.phone >= phoneLockFactor*int64(l.lockout.Count) {
+		if err := l.lock(ctx, phoneKey); err != nil {
 			return err
 		}
-		h.obs.locked(phone, "", phoneLockFactor*h.Lockout.Count, time.Duration(h.Lockout.Window))
+		l.obs.locked(phone, "", phoneLockFactor*l.lockout.Count, d)
 	}
 	return nil
 }
 
 // lock locks key for the lockout window, then clears its count of failures.
-func (h *Handler) lock(ctx context.Context, key string) error {
-	d := time.Duration(h.Lockout.Window)
-	if err := h.store.Set(ctx, "lock:"+key, []byte(strconv.FormatInt(now().Add(d).UnixNano(), 10)), d); err != nil {
+func (l *limits) lock(ctx context.Context, key string) error {
+	d := time.Duration(l.lockout.Window)
+	if err := l.store.Set(ctx, lockKey(key), []byte(strconv.FormatInt(l.now().Add(d).UnixNano(), 10)), d); err != nil {
 		return err
 	}
-	return h.store.Delete(ctx, "fail:"+key)
+	return l.store.Delete(ctx, failKey(key))
 }
 
 // trySucceeded ends the runs of consecutive failures of phone and of the pair.
-func (h *Handler) trySucceeded(ctx context.Context, phone, client string) error {
-	phoneKey, pairKey := h.lockKeys(phone, client)
-	if err := h.store.Delete(ctx, "fail:"+pairKey); err != nil {
+func (l *limits) trySucceeded(ctx context.Context, phone, client string) error {
+	phoneKey, pairKey := l.lockKeys(phone, client)
+	if err := l.store.Delete(ctx, failKey(pairKey)); err != nil {
 		return err
 	}
-	return h.store.Delete(ctx, "fail:"+phoneKey)
+	return l.store.Delete(ctx, failKey(phoneKey))
 }

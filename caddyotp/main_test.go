@@ -26,7 +26,7 @@ func (c *testClock) StartWindow(d time.Duration) {
 }
 
 func TestMain(m *testing.M) {
-	now = clock.Now // set once, before any server starts
+	defaultClock = clock.Now // set once, before any server starts
 	code := m.Run()
 	if built.bin != "" {
 		os.RemoveAll(filepath.Dir(built.bin))

@@ -25,32 +25,37 @@
 //	    code_length 6                           # 6..10
 //	    code_ttl 5m                             # at most 10m
 //	    max_attempts 5                          # wrong codes per code
-//	    resend_after 30s
+//	    users {                                 # phones bound to first-factor users (basic_auth,
+//	        alice +12015550123                  # forward_auth before the gate): the phone page
+//	    }                                       # is skipped, the code goes to the user's phone
+//	    users_file /etc/caddy/otp-users.txt     # "USER PHONE" a line
+//	    resend_after 30s                        # per phone, whichever browser asks
 //	    send_limit 5 10m                        # SMS per phone per window
-//	    ip_limit 20 10m                         # sends and checks per client IP per window
+//	    ip_limit 20 10m                         # sends and checks per client IP (IPv6: /64) per window
 //	    lockout 10 15m                          # consecutive failures per phone and address,
 //	                                            # lock duration; 5x that from any address locks the phone
-//	    session_ttl 12h
-//	    session_idle 30m
+//	    max_sms_per_hour 200                    # codes per hour for the whole site
+//	    session_ttl 12h                         # absolute
+//	    session_idle 30m                        # sliding
+//	    trust_device 30d                        # offer "trust this browser" (off by default)
 //	    path /.otp
 //	    cookie_name caddy_otp
 //	    secret {env.OTP_SECRET}                 # else generated once, kept in Caddy storage
-//	    store memory [name]
-//	    templates /etc/caddy/otp-templates
+//	    store memory [NAME]                     # or: store redis { address 127.0.0.1:6379 ... }
+//	    templates /etc/caddy/otp-templates      # files that replace the embedded pages
 //	    message "{code} is your {host} sign-in code."
+//	    site_name "Example Docs"                # on the pages and in the SMS
+//	    logo /logo.svg                          # a path on this site
+//	    language en                             # pin en, de, es or fr
+//	    log_phones                              # log full numbers (masked by default)
 //	}
 package caddyotp
 
 import (
-	"context"
-	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"html/template"
-	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -58,8 +63,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/nyaruka/phonenumbers"
-	"go.uber.org/zap"
 )
 
 func init() {
@@ -85,8 +88,9 @@ var (
 	defaultLockout   = Limit{Count: 10, Window: caddy.Duration(15 * time.Minute)}
 )
 
-// now is the gate's clock; tests replace it to move time without sleeping.
-var now = time.Now
+// defaultClock is the clock each new gate gives its parts; tests replace it to move time
+// without sleeping.
+var defaultClock = time.Now
 
 // Handler is the otp gate (module http.handlers.otp). Its JSON fields are the configuration;
 // the Caddyfile form is in the package documentation.
@@ -172,27 +176,19 @@ type Handler struct {
 	// Accept-Language.
 	Language string `json:"language,omitempty"`
 
-	sender   Sender
-	store    Store
-	phones   phoneList
-	users    userPhones
-	regions  map[string]bool
-	keys     keys
-	sessions *sessionCodec
-	devices  *sessionCodec // nil unless trust_device
-	// reads trusted-browser cookies for sign-out: devices, or while trust_device is off, one
-	// that takes any the key signed
-	deviceCookies *sessionCodec
-	pages         map[string]*template.Template
-	logger        *zap.Logger
-	outbox        *outbox                                    // deliveries in the background
-	health        *health                                    // what recent real deliveries did
-	wait          func(ctx context.Context, d time.Duration) // how simulated deliveries wait
-	aud           []byte                                     // names this gate in its cookies (audience)
-	public        *url.URL                                   // public_url, parsed; nil if unset
-	origin        string                                     // public_url's origin, as browsers send it
-
-	obs *observer // reports metrics, events and log lines for every part
+	sender  Sender
+	store   Store
+	health  *health // what recent real deliveries through the sender did
+	keys    keys
+	public  *url.URL // public_url, parsed; nil if unset
+	origin  string   // public_url's origin, as browsers send it
+	now     func() time.Time
+	obs     *observer // reports metrics, events and log lines for every part
+	cookies *gateCookies
+	limits  *limits
+	flows   *flows
+	signins *signins
+	pages   *pageSet
 }
 
 // CaddyModule returns the Caddy module information.
@@ -203,11 +199,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision fills in defaults, loads the sender and store, reads the phone list, derives the keys
-// and parses the pages. It makes no network call.
+// Provision fills in defaults, loads the sender and store, reads who may sign in, derives the
+// keys, parses the pages and wires the parts. It makes no network call.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
-	h.wait, h.outbox = sleepCtx, newOutbox(outboxSize)
+	h.now = defaultClock
 	repl := caddy.NewReplacer()
 	h.setDefaults()
 	h.Secret = repl.ReplaceKnown(h.Secret, "")
@@ -222,10 +217,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.public, h.origin, err = parsePublicURL(h.PublicURL); err != nil {
 		return err
 	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
+	h.obs = &observer{logger: ctx.Logger(), logPhones: h.LogPhones, path: h.Path, ctx: ctx}
+	if app, err := ctx.AppIfConfigured("events"); err == nil { // no events app, no one to hear them
+		h.obs.events, _ = app.(*caddyevents.App)
+	}
 
-	var mod any
 	if h.SenderRaw != nil {
-		mod, err = ctx.LoadModule(h, "SenderRaw")
+		mod, err := ctx.LoadModule(h, "SenderRaw")
 		if err != nil {
 			return fmt.Errorf("loading sender: %v", err)
 		}
@@ -239,75 +240,94 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.StoreRaw == nil {
 		h.StoreRaw = caddyconfig.JSONModuleObject(MemoryStore{}, "module", "memory", nil)
 	}
-	mod, err = ctx.LoadModule(h, "StoreRaw")
+	mod, err := ctx.LoadModule(h, "StoreRaw")
 	if err != nil {
 		return fmt.Errorf("loading store: %v", err)
 	}
 	h.store = mod.(Store)
-
-	if h.DefaultRegion != "" && !knownRegion(h.DefaultRegion) {
-		return fmt.Errorf("default_region %q is not a region code such as US or GB", h.DefaultRegion)
-	}
-	h.phones = phoneList{}
-	for _, p := range h.Phones {
-		if err := h.phones.add(repl.ReplaceKnown(p, ""), h.DefaultRegion, "phones"); err != nil {
-			return err
-		}
-	}
-	if h.PhonesFile != "" {
-		if err := h.phones.addFile(repl.ReplaceKnown(h.PhonesFile, ""), h.DefaultRegion); err != nil {
-			return err
-		}
-	}
-	h.users = userPhones{}
-	for user, phone := range h.Users {
-		if err := h.users.add(user, repl.ReplaceKnown(phone, ""), h.DefaultRegion, "users"); err != nil {
-			return err
-		}
-	}
-	if h.UsersFile != "" {
-		if err := h.users.addFile(repl.ReplaceKnown(h.UsersFile, ""), h.DefaultRegion); err != nil {
-			return err
-		}
-	}
-	h.regions = nil
-	for _, r := range h.Regions {
-		r = strings.ToUpper(r)
-		if !knownRegion(r) {
-			return fmt.Errorf("regions: %q is not a region code such as US or GB", r)
-		}
-		if h.regions == nil {
-			h.regions = make(map[string]bool)
-		}
-		h.regions[r] = true
-	}
-
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("registering metrics: %v", err)
-	}
-	h.obs = &observer{logger: h.logger, logPhones: h.LogPhones, path: h.Path, ctx: ctx}
-	if app, err := ctx.AppIfConfigured("events"); err == nil { // no events app, no one to hear them
-		h.obs.events, _ = app.(*caddyevents.App)
+	who, err := h.who(repl)
+	if err != nil {
+		return err
 	}
 	master, err := masterKey(ctx, h.Secret)
 	if err != nil {
 		return err
 	}
 	h.keys = deriveKeys(master)
-	aud := h.audience()
-	h.aud = aud
-	h.sessions = newSessionCodec(h.keys.session, h.keys.subject, aud, time.Duration(h.SessionTTL), time.Duration(h.SessionIdle))
-	// Trusted-browser cookies are read to sign out even while trust_device is off: one issued
-	// before must be revoked, or it would sign in again once trust is back.
-	h.devices = nil
-	h.deviceCookies = newSessionCodec(h.keys.device, h.keys.subject, aud, subjectRevocationTTL, 0)
-	if h.TrustDevice > 0 {
-		h.devices = newSessionCodec(h.keys.device, h.keys.subject, aud, time.Duration(h.TrustDevice), 0)
-		h.deviceCookies = h.devices
+	templates, err := loadPages(h.Templates)
+	if err != nil {
+		return err
 	}
+	h.wire(who, templates)
+	return nil
+}
 
-	h.pages, err = loadPages(h.Templates)
-	return err
+// who reads who may sign in: phones, users and regions.
+func (h *Handler) who(repl *caddy.Replacer) (*who, error) {
+	if h.DefaultRegion != "" && !knownRegion(h.DefaultRegion) {
+		return nil, fmt.Errorf("default_region %q is not a region code such as US or GB", h.DefaultRegion)
+	}
+	w := &who{phones: phoneList{}, users: userPhones{}, defaultRegion: h.DefaultRegion, obs: h.obs}
+	for _, p := range h.Phones {
+		if err := w.phones.add(repl.ReplaceKnown(p, ""), h.DefaultRegion, "phones"); err != nil {
+			return nil, err
+		}
+	}
+	if h.PhonesFile != "" {
+		if err := w.phones.addFile(repl.ReplaceKnown(h.PhonesFile, ""), h.DefaultRegion); err != nil {
+			return nil, err
+		}
+	}
+	for user, phone := range h.Users {
+		if err := w.users.add(user, repl.ReplaceKnown(phone, ""), h.DefaultRegion, "users"); err != nil {
+			return nil, err
+		}
+	}
+	if h.UsersFile != "" {
+		if err := w.users.addFile(repl.ReplaceKnown(h.UsersFile, ""), h.DefaultRegion); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range h.Regions {
+		r = strings.ToUpper(r)
+		if !knownRegion(r) {
+			return nil, fmt.Errorf("regions: %q is not a region code such as US or GB", r)
+		}
+		if w.regions == nil {
+			w.regions = make(map[string]bool)
+		}
+		w.regions[r] = true
+	}
+	return w, nil
+}
+
+// wire makes the gate's parts from the configuration, each with the clock and the observer.
+func (h *Handler) wire(w *who, templates map[string]*template.Template) {
+	aud := h.audience(h.store)
+	h.cookies = &gateCookies{name: h.CookieName, flowKey: h.keys.flow, csrfKey: h.keys.csrf, aud: aud,
+		httpsSite: h.public != nil && h.public.Scheme == "https"}
+	h.limits = &limits{store: h.store, subjects: h.keys.subject, ip: *h.IPLimit, send: *h.SendLimit, lockout: *h.Lockout,
+		perHour: h.MaxSMSPerHour, resendAfter: time.Duration(h.ResendAfter), now: h.now, obs: h.obs}
+	codeTTL := time.Duration(h.CodeTTL)
+	h.flows = &flows{store: h.store, limits: h.limits, who: w, codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL,
+		maxAttempts: h.MaxAttempts, message: h.Message, siteName: h.SiteName, now: h.now, obs: h.obs,
+		deliveries: &deliveries{store: h.store, limits: h.limits, sender: h.sender, outbox: newOutbox(outboxSize), health: h.health,
+			codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL, wait: sleepCtx, now: h.now, obs: h.obs}}
+	if c, ok := h.sender.(Caller); ok && h.public != nil && c.VoiceEnabled() {
+		h.flows.voice = &voiceScripts{store: h.store, calls: c, key: h.keys.voice, url: h.origin + h.Path + "/voice/", ttl: codeTTL, now: h.now}
+	}
+	h.signins = &signins{store: h.store, who: w, limits: h.limits, flows: h.flows, now: h.now, obs: h.obs,
+		sessions: newSessionCodec(h.keys.session, h.keys.subject, aud, time.Duration(h.SessionTTL), time.Duration(h.SessionIdle)),
+		// Trusted-browser cookies are read to sign out even while trust_device is off: one
+		// issued before must be revoked, or it would sign in again once trust is back.
+		deviceCookies: newSessionCodec(h.keys.device, h.keys.subject, aud, subjectRevocationTTL, 0)}
+	if h.TrustDevice > 0 {
+		h.signins.devices = newSessionCodec(h.keys.device, h.keys.subject, aud, time.Duration(h.TrustDevice), 0)
+		h.signins.deviceCookies = h.signins.devices
+	}
+	h.pages = &pageSet{templates: templates, path: h.Path, siteName: h.SiteName, logo: h.Logo, codeLength: h.CodeLength,
+		trustDays: int(time.Duration(h.TrustDevice) / (24 * time.Hour)), devices: h.signins.devices != nil,
+		resendAfter: time.Duration(h.ResendAfter), canCall: h.flows.voice != nil, cookies: h.cookies, now: h.now}
 }
 
 // Cleanup lets go of the sender's health; deliveries still on their way finish on their own.
@@ -317,195 +337,6 @@ func (h *Handler) Cleanup() error {
 		return err
 	}
 	return nil
-}
-
-func (h *Handler) setDefaults() {
-	if h.Path == "" {
-		h.Path = defaultPath
-	}
-	if h.CookieName == "" {
-		h.CookieName = defaultCookieName
-	}
-	if h.CodeLength == 0 {
-		h.CodeLength = defaultCodeLength
-	}
-	if h.CodeTTL == 0 {
-		h.CodeTTL = caddy.Duration(defaultCodeTTL)
-	}
-	if h.MaxAttempts == 0 {
-		h.MaxAttempts = defaultMaxAttempts
-	}
-	if h.ResendAfter == 0 {
-		h.ResendAfter = caddy.Duration(defaultResendAfter)
-	}
-	// Copies: a handler's limits are its own.
-	if h.SendLimit == nil {
-		l := defaultSendLimit
-		h.SendLimit = &l
-	}
-	if h.IPLimit == nil {
-		l := defaultIPLimit
-		h.IPLimit = &l
-	}
-	if h.Lockout == nil {
-		l := defaultLockout
-		h.Lockout = &l
-	}
-	if h.SessionTTL == 0 {
-		h.SessionTTL = caddy.Duration(defaultSessionTTL)
-	}
-	if h.SessionIdle == 0 {
-		h.SessionIdle = caddy.Duration(defaultSessionIdle)
-	}
-}
-
-// Validate rejects configurations that would be unsafe or could not work, saying how to fix them.
-func (h *Handler) Validate() error {
-	switch {
-	case h.sender == nil:
-		return errors.New("otp: no sender: add `sender restcomm { ... }` (or, for development only, `sender log`)")
-	case h.phones.empty() && len(h.users) == 0:
-		return errors.New("otp: no one may sign in: add `phones +12015550123 ...`, `phones_file FILE`, `phones *` to let anyone with a phone sign in, or `users { NAME PHONE }` after basic_auth")
-	case h.CodeLength < 6 || h.CodeLength > 10:
-		return fmt.Errorf("otp: code_length %d is outside 6..10", h.CodeLength)
-	case h.CodeTTL <= 0 || time.Duration(h.CodeTTL) > maxCodeTTL:
-		return fmt.Errorf("otp: code_ttl %s must be more than 0 and at most %s", time.Duration(h.CodeTTL), maxCodeTTL)
-	case h.MaxAttempts < 1 || h.MaxAttempts > 10:
-		return fmt.Errorf("otp: max_attempts %d is outside 1..10", h.MaxAttempts)
-	case h.ResendAfter < 0:
-		return errors.New("otp: resend_after must not be negative")
-	case h.SessionTTL <= 0:
-		return errors.New("otp: session_ttl must be positive")
-	case h.TrustDevice < 0 || time.Duration(h.TrustDevice) > 400*24*time.Hour:
-		return fmt.Errorf("otp: trust_device %s must be between 0 (off) and 400d", time.Duration(h.TrustDevice))
-	case h.SessionIdle < 0 || h.SessionIdle > h.SessionTTL:
-		return fmt.Errorf("otp: session_idle %s must be between 0 and session_ttl (%s)", time.Duration(h.SessionIdle), time.Duration(h.SessionTTL))
-	case !strings.HasPrefix(h.Path, "/") || strings.HasSuffix(h.Path, "/") || strings.ContainsAny(h.Path, "?#% "):
-		return fmt.Errorf("otp: path %q must start with / and not end with one, e.g. /.otp", h.Path)
-	case !validCookieName(h.CookieName):
-		return fmt.Errorf("otp: cookie_name %q may hold only letters, digits, - and _", h.CookieName)
-	case h.Message != "" && !strings.Contains(h.Message, "{code}"):
-		return errors.New("otp: message must contain {code}")
-	case h.Message != "" && messagePlaceholder(h.Message) != "":
-		return fmt.Errorf("otp: message may use only {code}, {site} and {host}, not %s: an SMS never carries what a request says", messagePlaceholder(h.Message))
-	case h.public == nil && voiceOn(h.sender):
-		return errors.New("otp: the sender's voice calls need public_url (e.g. `public_url https://example.com`): the provider fetches the call's script there, never from an address a request names")
-	case len(h.SiteName) > 64 || strings.ContainsAny(h.SiteName, "\r\n"):
-		return errors.New("otp: site_name must be one line of at most 64 characters")
-	case h.Logo != "" && (!strings.HasPrefix(h.Logo, "/") || strings.HasPrefix(h.Logo, "//") || strings.ContainsAny(h.Logo, "\\ \"'<>")):
-		return fmt.Errorf("otp: logo %q must be a path on this site, e.g. /logo.svg", h.Logo)
-	case h.Language != "" && catalog[h.Language] == nil:
-		return fmt.Errorf("otp: language %q is not one of en, de, es, fr", h.Language)
-	}
-	if h.MaxSMSPerHour < 0 {
-		return errors.New("otp: max_sms_per_hour must not be negative")
-	}
-	for name, l := range map[string]*Limit{"send_limit": h.SendLimit, "ip_limit": h.IPLimit, "lockout": h.Lockout} {
-		if l.Count < 1 || l.Window <= 0 {
-			return fmt.Errorf("otp: %s needs a count of at least 1 and a positive window, e.g. `%s 5 10m`", name, name)
-		}
-	}
-	return nil
-}
-
-// parsePublicURL checks public_url: an origin (scheme, host, optional port) that is https, or
-// http on a loopback host, since voice scripts carry codes. It returns the URL and its origin as
-// a browser writes it in an Origin header.
-func parsePublicURL(raw string) (*url.URL, string, error) {
-	if raw == "" {
-		return nil, "", nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.User != nil || u.Opaque != "" || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
-		return nil, "", fmt.Errorf("otp: public_url %q must be an origin such as https://example.com (scheme, host and optional port, no path)", raw)
-	}
-	u.Scheme, u.Host, u.Path = strings.ToLower(u.Scheme), strings.ToLower(u.Host), ""
-	switch {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && loopbackHost(u.Hostname()):
-	default:
-		return nil, "", fmt.Errorf("otp: public_url %q must be https (plain http only on a loopback host such as localhost): voice scripts carry codes", raw)
-	}
-	host := u.Hostname()
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	if strings.HasSuffix(u.Host, ":") || u.Port() != "" {
-		port, err := strconv.Atoi(u.Port())
-		if err != nil || port < 1 || port > 65535 {
-			return nil, "", fmt.Errorf("otp: public_url %q has no valid port", raw)
-		}
-		if !(port == 443 && u.Scheme == "https" || port == 80 && u.Scheme == "http") {
-			host += ":" + strconv.Itoa(port) // as a browser writes it in Origin
-		}
-	}
-	u.Host = host
-	return u, u.Scheme + "://" + u.Host, nil
-}
-
-func loopbackHost(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
-}
-
-// messagePlaceholder returns the first placeholder of an SMS template other than {code},
-// {site} and {host} ({http.request.host} is how the Caddyfile writes {host}), or "".
-func messagePlaceholder(msg string) string {
-	for rest := msg; ; {
-		i := strings.IndexByte(rest, '{')
-		if i < 0 {
-			return ""
-		}
-		j := strings.IndexByte(rest[i:], '}')
-		if j < 0 {
-			return ""
-		}
-		switch p := rest[i : i+j+1]; p {
-		case "{code}", "{site}", "{host}", "{http.request.host}":
-		default:
-			return p
-		}
-		rest = rest[i+j+1:]
-	}
-}
-
-// audience names the gates whose sessions this one honours: the configured name, else this
-// gate's path, cookie name, store and public_url.
-func (h *Handler) audience() []byte {
-	name := "name\x00" + h.Audience
-	if h.Audience == "" {
-		store := ""
-		if n, ok := h.store.(interface{ storeName() string }); ok {
-			store = n.storeName()
-		}
-		name = "gate\x00" + h.Path + "\x00" + h.CookieName + "\x00" + store + "\x00" + h.origin
-	}
-	sum := sha256.Sum256([]byte(name))
-	return sum[:8]
-}
-
-func voiceOn(s Sender) bool {
-	c, ok := s.(Caller)
-	return ok && c.VoiceEnabled()
-}
-
-func knownRegion(r string) bool {
-	return phonenumbers.GetCountryCodeForRegion(r) != 0
-}
-
-func validCookieName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return false
-		}
-	}
-	return true
 }
 
 // Interface guards

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -90,20 +90,34 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 	return pages, nil
 }
 
+// pageSet renders the gate's pages: the parsed templates and what every page shows.
+type pageSet struct {
+	templates   map[string]*template.Template
+	path        string
+	siteName    string // site_name, if set
+	logo        string
+	codeLength  int
+	trustDays   int  // "trust this browser" for this many days, if not 0
+	devices     bool // trusted browsers are on
+	resendAfter time.Duration
+	canCall     bool
+	cookies     *gateCookies // for the forms' CSRF tokens
+	now         func() time.Time
+}
+
 // render writes a page with the headers every page gets: a strict Content-Security-Policy with a
 // fresh nonce, no framing, no referrer, no caching.
-func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) error {
+func (ps *pageSet) render(w http.ResponseWriter, v *visit, status int, name string, p page) error {
 	var nonce [16]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	p.Nonce = base64.RawStdEncoding.EncodeToString(nonce[:])
-	p.Lang = h.language(r)
-	p.T = catalog[p.Lang]
-	p.Path, p.SiteName, p.Site, p.Logo, p.CodeLength = h.Path, h.SiteName, h.siteName(r), h.Logo, h.CodeLength
-	p.TrustDays, p.Devices = int(time.Duration(h.TrustDevice)/(24*time.Hour)), h.devices != nil
+	p.Lang, p.T = v.lang, catalog[v.lang]
+	p.Path, p.SiteName, p.Site, p.Logo, p.CodeLength = ps.path, ps.siteName, v.site, ps.logo, ps.codeLength
+	p.TrustDays, p.Devices = ps.trustDays, ps.devices
 	var buf bytes.Buffer
-	if err := h.pages[name].Execute(&buf, p); err != nil {
+	if err := ps.templates[name].Execute(&buf, p); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("rendering %s: %v", name, err))
 	}
 	hdr := w.Header()
@@ -120,30 +134,91 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 }
 
 // message renders message.html with the sentences title_KEY and text_KEY and a link to start again.
-func (h *Handler) message(w http.ResponseWriter, r *http.Request, status int, key string) error {
-	t := h.words(r)
-	return h.render(w, r, status, "message.html", page{Title: t["title_"+key], Text: t["text_"+key], Link: h.Path + "/login", LinkText: t["start_again"]})
+func (ps *pageSet) message(w http.ResponseWriter, v *visit, status int, key string) error {
+	t := words(catalog[v.lang])
+	return ps.render(w, v, status, "message.html", page{Title: t["title_"+key], Text: t["text_"+key], Link: ps.path + "/login", LinkText: t["start_again"]})
 }
 
-// language is the pinned language, or the best match for the visitor's Accept-Language.
-func (h *Handler) language(r *http.Request) string {
-	if h.Language != "" {
-		return h.Language
-	}
-	return pickLanguage(r.Header.Get("Accept-Language"))
+// refusal answers 403 with the sentences title_KEY and text_KEY and no way forward but the
+// site's administrator.
+func (ps *pageSet) refusal(w http.ResponseWriter, v *visit, key string) error {
+	t := words(catalog[v.lang])
+	return ps.render(w, v, http.StatusForbidden, "message.html", page{Title: t["title_"+key], Text: t["text_"+key]})
 }
 
-func (h *Handler) words(r *http.Request) words { return catalog[h.language(r)] }
+// codePage shows the code page for flow f, with an error line if errMsg is set.
+func (ps *pageSet) codePage(w http.ResponseWriter, v *visit, status int, f *flow, errMsg string) error {
+	t := words(catalog[v.lang])
+	resendIn := ceilSeconds(time.Unix(0, f.Sent).Add(ps.resendAfter).Sub(ps.now()))
+	return ps.render(w, v, status, "verify.html", page{Title: t["title_code"], CSRF: ps.cookies.csrf(v.flowID), Error: errMsg,
+		Intro:    t.Say("code_intro", "n", strconv.Itoa(ps.codeLength), "phone", unbreakable.Replace(maskPhoneDisplay(f.Phone))),
+		ResendIn: max(0, resendIn), CanCall: ps.canCall && f.Resends > 0})
+}
 
-// siteName is what the pages call the site: site_name, else the host it is known by, else (on
-// a page shown only to the client that sent it) the request's host.
-func (h *Handler) siteName(r *http.Request) string {
-	if site, _ := h.smsNames(r); site != "" {
-		return site
+// unbreakable keeps a number on one line: no-break spaces and hyphens.
+var unbreakable = strings.NewReplacer(" ", "\u00a0", "-", "\u2011")
+
+// phonePage shows the phone page again with the visitor's input and an error.
+func (ps *pageSet) phonePage(w http.ResponseWriter, v *visit, input, errKey string) error {
+	t := words(catalog[v.lang])
+	return ps.render(w, v, http.StatusBadRequest, "login.html", page{Title: t["title_sign_in"], CSRF: ps.cookies.csrf(v.flowID), Phone: clip(input, 40), Error: t[errKey]})
+}
+
+// notSent answers the code page of a flow whose code could not be delivered: 502 when the site's
+// provider setup is broken, 503 (and a retry) when the provider failed or is down.
+func (ps *pageSet) notSent(w http.ResponseWriter, v *visit, f *flow, state string) error {
+	status := http.StatusBadGateway
+	if state == deliveryFailed {
+		status = http.StatusServiceUnavailable
+		setRetryAfter(w, 30*time.Second)
 	}
-	host := r.Host
-	if hn, _, err := net.SplitHostPort(host); err == nil {
-		host = hn
+	t := words(catalog[v.lang])
+	p := page{Title: t["title_not_sent"], Text: t["text_not_sent"], CSRF: ps.cookies.csrf(v.flowID), Retry: true, Link: ps.path + "/login", LinkText: t["other_number"]}
+	if f.User == "" {
+		p.RetryPhone = f.Phone // in users mode the code goes to the user's phone anyway
 	}
-	return strings.ToLower(host)
+	return ps.render(w, v, status, "message.html", p)
+}
+
+// limited answers a request a limit refused: 429 with Retry-After and how long to wait.
+func (ps *pageSet) limited(w http.ResponseWriter, v *visit, o outcome) error {
+	setRetryAfter(w, o.wait)
+	t := words(catalog[v.lang])
+	if o.limit == "resend" {
+		return ps.render(w, v, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
+			Text: t.Say("text_resend_wait", "wait", t.duration(ceilSeconds(o.wait))), Link: ps.path + "/verify", LinkText: t["back_to_code"]})
+	}
+	return ps.render(w, v, http.StatusTooManyRequests, "message.html", page{Title: t["title_wait"],
+		Text: t.Say("text_wait", "wait", t.duration(ceilSeconds(o.wait))), Link: ps.path + "/login", LinkText: t["start_again"]})
+}
+
+// busy answers a code asked for while every sender is busy.
+func (ps *pageSet) busy(w http.ResponseWriter, v *visit) error {
+	setRetryAfter(w, 30*time.Second)
+	t := words(catalog[v.lang])
+	return ps.render(w, v, http.StatusServiceUnavailable, "message.html", page{Title: t["title_not_sent"], Text: t["text_not_sent"],
+		Link: ps.path + "/login", LinkText: t["start_again"]})
+}
+
+// unavailable answers when the store failed: nobody passes, and the visitor is told.
+func (ps *pageSet) unavailable(w http.ResponseWriter, v *visit) error {
+	setRetryAfter(w, 30*time.Second)
+	t := words(catalog[v.lang])
+	return ps.render(w, v, http.StatusServiceUnavailable, "message.html", page{Title: t["title_unavailable"], Text: t["text_unavailable"]})
+}
+
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(ceilSeconds(d)))
+}
+
+// ceilSeconds is d in whole seconds, rounded up.
+func ceilSeconds(d time.Duration) int {
+	return int((d + time.Second - 1) / time.Second)
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

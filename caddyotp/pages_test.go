@@ -41,7 +41,7 @@ func TestEveryPageRendersInEveryLanguage(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			r.Header.Set("Accept-Language", lang)
 			w := httptest.NewRecorder()
-			if err := h.render(w, r, http.StatusOK, name, full); err != nil {
+			if err := h.pages.render(w, h.readVisit(withCaddyContext(r)), http.StatusOK, name, full); err != nil {
 				t.Fatalf("%s in %s: %v", name, lang, err)
 			}
 			body := w.Body.String()

@@ -185,11 +185,11 @@ func TestOneAddressCannotRaiseThePhonesFailureCount(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"lockout": map[string]any{"count": 3, "window": "15m"}})
 	ctx := context.Background()
 	for i := 0; i < 20; i++ { // parallel tries, all counted before any was compared
-		if _, _, err := h.countTry(ctx, alice, "203.0.113.5"); err != nil {
+		if _, _, err := h.limits.countTry(ctx, alice, "203.0.113.5"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	n, wait, err := h.countTry(ctx, alice, "198.51.100.7")
+	n, wait, err := h.limits.countTry(ctx, alice, "198.51.100.7")
 	if err != nil || wait != 0 {
 		t.Fatalf("the owner's try from elsewhere: %+v, locked for %s, %v", n, wait, err)
 	}

@@ -84,11 +84,11 @@ func TestStolenTrustedBrowserStaysOutAfterTrustIsShortened(t *testing.T) {
 // can issue, whatever session_ttl and trust_device say at the time.
 func TestSignOutEverywhereIsKeptFourHundredDays(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"session_ttl": "1m", "session_idle": "1m"})
-	s, err := h.sessions.issue(alice, now())
+	s, err := h.signins.sessions.issue(alice, h.now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, r := postForm(t, h, "/.otp/logout", url.Values{"everywhere": {"1"}}, &http.Cookie{Name: "caddy_otp", Value: h.sessions.encode(s)})
+	w, r := postForm(t, h, "/.otp/logout", url.Values{"everywhere": {"1"}}, &http.Cookie{Name: "caddy_otp", Value: h.signins.sessions.encode(s)})
 	if err := serve(h, w, r); err != nil || w.Code != http.StatusSeeOther {
 		t.Fatalf("sign out: %d %v", w.Code, err)
 	}

@@ -68,9 +68,9 @@ func TestSendTimingTellsNothing(t *testing.T) {
 		"send_limit":   map[string]any{"count": 100000, "window": "10m"},
 		"resend_after": "1ms",
 	})
-	h.sender = slowSender{}
-	h.health = new(health)
-	h.wait = sleepCtx
+	h.flows.deliveries.sender = slowSender{}
+	h.flows.deliveries.health = new(health)
+	h.flows.deliveries.wait = sleepCtx
 	allowed := []string{alice, bob, "+12015550102", "+12015550103", "+12015550104"}
 
 	// send answers one /send, and with leaky set waits for an allowed number's delivery before
@@ -83,7 +83,7 @@ func TestSendTimingTellsNothing(t *testing.T) {
 		}
 		c, _ := r.Cookie("caddy_otp_flow")
 		id = c.Value[:flowIDLen]
-		if leaky && h.phones.allows(phone) {
+		if leaky && h.flows.who.phones.allows(phone) {
 			unitSettledQuietly(t, h, id)
 		}
 		return time.Since(start), id
@@ -157,12 +157,12 @@ func median(d []time.Duration) time.Duration {
 // unitSettledQuietly waits until the flow's delivery left "sending", polling every 200 µs.
 func unitSettledQuietly(t *testing.T, h *Handler, id string) {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Microsecond) {
-		f, err := h.loadFlow(context.Background(), id)
+		f, err := h.flows.load(context.Background(), id)
 		if err != nil || f == nil {
 			t.Errorf("flow: %v", err)
 			return
 		}
-		if state, _ := h.deliveryState(context.Background(), id, f); state != deliverySending {
+		if state, _ := h.flows.deliveries.state(context.Background(), id, f); state != deliverySending {
 			return
 		}
 	}

@@ -23,18 +23,23 @@ func init() {
 // registered only in tests): for benchmarks and fuzzing of the handler without a network.
 type recordingSender struct {
 	mu   *sync.Mutex
+	sent *sync.Cond // broadcast at every message
 	last Message
 	n    int
 }
 
 func (*recordingSender) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.otp.senders.test_record", New: func() caddy.Module { return &recordingSender{mu: new(sync.Mutex)} }}
+	return caddy.ModuleInfo{ID: "http.handlers.otp.senders.test_record", New: func() caddy.Module {
+		mu := new(sync.Mutex)
+		return &recordingSender{mu: mu, sent: sync.NewCond(mu)}
+	}}
 }
 
 func (s *recordingSender) Send(_ context.Context, m Message) (string, error) {
 	s.mu.Lock()
 	s.last, s.n = m, s.n+1
 	s.mu.Unlock()
+	s.sent.Broadcast()
 	return "", nil
 }
 
@@ -65,8 +70,7 @@ func newUnitHandler(tb testing.TB, cfg map[string]any) (*Handler, *recordingSend
 	if err := h.Validate(); err != nil {
 		tb.Fatal(err)
 	}
-	h.logger = zap.NewNop() // benchmarks and fuzzing measure the gate, not the log
-	h.obs.logger = h.logger
+	h.obs.logger = zap.NewNop() // benchmarks and fuzzing measure the gate, not the log
 	return h, h.sender.(*recordingSender)
 }
 
@@ -98,7 +102,7 @@ func unitFlow(tb testing.TB, h *Handler) (*http.Cookie, string) {
 	for _, c := range w.Result().Cookies() {
 		if c.Name == "caddy_otp_flow" {
 			id, _, _ := strings.Cut(c.Value, ".")
-			return c, h.csrfToken(id)
+			return c, h.cookies.csrf(id)
 		}
 	}
 	tb.Fatal("no flow cookie")

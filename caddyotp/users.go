@@ -2,10 +2,7 @@ package caddyotp
 
 import (
 	"fmt"
-	"net/http"
 	"strings"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
 // userPrefix marks a session subject that is a first-factor user, not a phone (phones always
@@ -41,56 +38,57 @@ func (u userPhones) addFile(path, defaultRegion string) error {
 	})
 }
 
-// firstFactor is the user a preceding handler authenticated, or "".
-func firstFactor(r *http.Request) string {
-	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if !ok {
-		return ""
-	}
-	user, _ := repl.GetString("http.auth.user.id")
-	return user
+// who says who may sign in at a gate: phones on the allowlist, first-factor users bound to
+// phones, and the regions codes may go to.
+type who struct {
+	phones        phoneList
+	users         userPhones
+	regions       map[string]bool // nil: any
+	defaultRegion string
+	obs           *observer
 }
 
-// subjectAllowed says whether a session's subject may pass here, for this request: a user
-// session needs the same user from the first factor, and that user still bound to a phone; a
-// phone session needs the phone allowed, and no first-factor user whom a user session should
-// have named.
-func (h *Handler) subjectAllowed(r *http.Request, subject string) bool {
-	if user, ok := strings.CutPrefix(subject, userPrefix); ok {
-		return h.users[user] != "" && firstFactor(r) == user
+// allows says whether a session's subject may pass for a visitor whose first factor (if any) is
+// user: a user session needs that same user, still bound to a phone; a phone session needs the
+// phone allowed, and no first-factor user whom a user session should have named.
+func (w *who) allows(subject, user string) bool {
+	if name, ok := strings.CutPrefix(subject, userPrefix); ok {
+		return w.users[name] != "" && user == name
 	}
-	if len(h.users) > 0 && firstFactor(r) != "" {
+	if len(w.users) > 0 && user != "" {
 		return false
 	}
-	return h.phones.allows(subject)
+	return w.phones.allows(subject)
 }
 
-// boundUser is the first-factor user of the request when the gate binds users to phones;
-// ok is false when the phone flow applies instead.
-func (h *Handler) boundUser(r *http.Request) (user string, ok bool) {
-	if len(h.users) == 0 {
-		return "", false
-	}
-	user = firstFactor(r)
-	return user, user != "" || h.phones.empty()
+// bound says whether the code goes to a first-factor user's phone rather than a typed one: the
+// gate binds users and the visitor has a first factor, or the gate binds users only.
+func (w *who) bound(user string) bool {
+	return len(w.users) > 0 && (user != "" || w.phones.empty())
 }
 
-// userPhone is the phone a bound user's code goes to, or the key of the refusal to show:
-// no first factor, or no phone for this user.
-func (h *Handler) userPhone(user string) (phone, refusal string) {
+// userPhone is the phone a bound user's code goes to, or the key of the refusal to show: no
+// first factor, or no phone for this user.
+func (w *who) userPhone(user string) (phone, refusal string) {
 	if user == "" {
 		return "", "no_account"
 	}
-	if phone = h.users[user]; phone == "" {
-		h.obs.noPhone(user)
+	if phone = w.users[user]; phone == "" {
+		w.obs.noPhone(user)
 		return "", "no_phone"
 	}
 	return phone, ""
 }
 
-// refuse answers 403 with the sentences title_KEY and text_KEY and no way forward but the
-// site's administrator.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, key string) error {
-	t := h.words(r)
-	return h.render(w, r, http.StatusForbidden, "message.html", page{Title: t["title_"+key], Text: t["text_"+key]})
+// region says whether codes may go to region.
+func (w *who) region(region string) bool {
+	return w.regions == nil || w.regions[region]
+}
+
+// subjectOf is what a flow's session is for: its user, or its phone.
+func subjectOf(f *flow) string {
+	if f.User != "" {
+		return userPrefix + f.User
+	}
+	return f.Phone
 }

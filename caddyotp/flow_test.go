@@ -1,0 +1,152 @@
+package caddyotp
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The flow state machine, driven directly: each transition and its refusals, with no HTTP.
+
+// unitVisit is a visitor with a flow of its own.
+func unitVisit(t *testing.T) *visit {
+	t.Helper()
+	id, err := randomToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &visit{client: "192.0.2.1", lang: "en", flowID: id, host: "localhost"}
+}
+
+// sentCode waits for the n-th message the recording sender got and returns its code.
+func sentCode(t testing.TB, s *recordingSender, n int) string {
+	t.Helper()
+	timeout := time.AfterFunc(5*time.Second, s.sent.Broadcast)
+	defer timeout.Stop()
+	deadline := time.Now().Add(5 * time.Second)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.n < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("no message %d", n)
+		}
+		s.sent.Wait()
+	}
+	return s.last.Body[strings.LastIndex(s.last.Body, "#")+1:]
+}
+
+func TestFlowStartRefusesWhatIsNotAPhoneOrNotARegion(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"regions": []string{"US"}})
+	ctx := context.Background()
+	if o := h.flows.start(ctx, unitVisit(t), "not a number"); o.kind != badPhone || o.key != "err_not_phone" || o.input != "not a number" {
+		t.Errorf("not a phone: %+v", o)
+	}
+	if o := h.flows.start(ctx, unitVisit(t), "+442079460000"); o.kind != badPhone || o.key != "err_region" {
+		t.Errorf("a UK number with regions US: %+v", o)
+	}
+}
+
+func TestFlowSendResendAndCheck(t *testing.T) {
+	h, sender := newUnitHandler(t, map[string]any{"max_attempts": 3})
+	ctx := context.Background()
+	v := unitVisit(t)
+	if o := h.flows.start(ctx, v, alice); o.kind != sent {
+		t.Fatalf("start: %+v", o)
+	}
+	first := sentCode(t, sender, 1)
+	if o := h.flows.again(ctx, v, "sms"); o.kind != limited || o.limit != "resend" || o.wait <= 0 || o.wait > 30*time.Second {
+		t.Fatalf("resend inside resend_after: %+v", o)
+	}
+	if o := h.flows.again(ctx, v, "call"); o.kind != toCode {
+		t.Errorf("a call without voice: %+v", o)
+	}
+	clock.Advance(31 * time.Second)
+	if o := h.flows.again(ctx, v, "sms"); o.kind != sent {
+		t.Fatalf("resend: %+v", o)
+	}
+	second := sentCode(t, sender, 2)
+	if o := h.flows.check(ctx, v, first); o.kind != wrong || o.left != 2 {
+		t.Errorf("the replaced code: %+v", o)
+	}
+	if o := h.flows.check(ctx, v, otherCode(second)); o.kind != wrong || o.left != 1 {
+		t.Errorf("a wrong code: %+v", o)
+	}
+	if o := h.flows.check(ctx, v, second); o.kind != verified || o.subject != alice {
+		t.Fatalf("the right code: %+v", o)
+	}
+	if o := h.flows.check(ctx, v, second); o.kind != noFlow {
+		t.Errorf("the right code again: %+v", o)
+	}
+}
+
+func TestFlowCodeExpiresAndIsExhausted(t *testing.T) {
+	h, sender := newUnitHandler(t, map[string]any{"max_attempts": 2})
+	ctx := context.Background()
+	v := unitVisit(t)
+	h.flows.start(ctx, v, alice)
+	code := sentCode(t, sender, 1)
+	for _, want := range []outcomeKind{wrong, exhausted} {
+		if o := h.flows.check(ctx, v, otherCode(code)); o.kind != want {
+			t.Fatalf("wrong code: %+v, want %v", o, want)
+		}
+	}
+	if o := h.flows.check(ctx, v, code); o.kind != noFlow {
+		t.Errorf("the right code after max_attempts: %+v", o)
+	}
+	clock.Advance(31 * time.Second)
+	w := unitVisit(t)
+	h.flows.start(ctx, w, alice)
+	code = sentCode(t, sender, 2)
+	clock.Advance(5*time.Minute + time.Second)
+	if o := h.flows.check(ctx, w, code); o.kind != expired {
+		t.Errorf("past code_ttl: %+v", o)
+	}
+}
+
+func TestFlowLockoutRefusesTheCheck(t *testing.T) {
+	h, sender := newUnitHandler(t, map[string]any{"lockout": map[string]any{"count": 2, "window": "15m"}})
+	ctx := context.Background()
+	v := unitVisit(t)
+	h.flows.start(ctx, v, alice)
+	code := sentCode(t, sender, 1)
+	for i := 0; i < 2; i++ {
+		h.flows.check(ctx, v, otherCode(code))
+	}
+	if o := h.flows.check(ctx, v, code); o.kind != limited || o.limit != "lockout" || o.wait <= 14*time.Minute {
+		t.Errorf("the right code once locked: %+v", o)
+	}
+	other := unitVisit(t)
+	other.client = "198.51.100.7"
+	clock.Advance(31 * time.Second)
+	if o := h.flows.start(ctx, other, alice); o.kind != sent {
+		t.Errorf("the owner from another address: %+v", o)
+	}
+}
+
+func TestFlowOfAUserIsTheUsersOnly(t *testing.T) {
+	h, sender := newUnitHandler(t, map[string]any{"users": map[string]string{"alice": alice}, "phones": []string{bob}})
+	ctx := context.Background()
+	v := unitVisit(t)
+	v.user = "alice"
+	if o := h.flows.start(ctx, v, bob); o.kind != sent {
+		t.Fatalf("start as alice: %+v", o)
+	}
+	code := sentCode(t, sender, 1)
+	if to := sender.last.To; to != alice {
+		t.Fatalf("the code went to %s, not alice's phone", to)
+	}
+	stranger := *v
+	stranger.user = ""
+	if o := h.flows.check(ctx, &stranger, code); o.kind != noFlow {
+		t.Errorf("alice's flow without alice: %+v", o)
+	}
+	if o := h.flows.check(ctx, v, code); o.kind != verified || o.subject != userPrefix+"alice" {
+		t.Errorf("alice's code with alice: %+v", o)
+	}
+	carol := unitVisit(t)
+	carol.user = "carol"
+	if o := h.flows.start(ctx, carol, ""); o.kind != refused || o.key != "no_phone" {
+		t.Errorf("a user without a phone: %+v", o)
+	}
+}

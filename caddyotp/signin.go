@@ -1,0 +1,126 @@
+package caddyotp
+
+import (
+	"context"
+	"time"
+)
+
+// signins are the gate's sessions and trusted browsers: which cookie lets a visitor through,
+// the session a right code or a trusted browser makes, and sign-out.
+type signins struct {
+	sessions *sessionCodec
+	devices  *sessionCodec // nil unless trust_device
+	// reads trusted-browser cookies for sign-out: devices, or while trust_device is off, one
+	// that takes any the key signed, so that one issued before is revoked, not forgotten
+	deviceCookies *sessionCodec
+	store         Store
+	who           *who
+	limits        *limits
+	flows         *flows
+	now           func() time.Time
+	obs           *observer
+}
+
+// current returns the visitor's session: the session cookie's, if it is genuine, within the
+// gate's limits, not revoked, and its subject may pass for the first-factor user; else a new
+// one made from such a trusted-browser cookie (read only then), without an SMS (fresh: its
+// cookie is to be set).
+// An error means the store could not be asked.
+func (si *signins) current(ctx context.Context, sessionCookie string, deviceCookie func() string, user string) (s Session, fresh, ok bool, err error) {
+	t := si.now()
+	if s, ok, err = si.valid(ctx, si.sessions, sessionCookie, user, t); ok || err != nil || si.devices == nil {
+		return s, false, ok, err
+	}
+	d, ok, err := si.valid(ctx, si.devices, deviceCookie(), user, t)
+	if !ok || err != nil {
+		return Session{}, false, false, err
+	}
+	if s, err = si.sessions.issue(d.Subject, t); err != nil {
+		return Session{}, false, false, err
+	}
+	return s, true, true, nil
+}
+
+func (si *signins) valid(ctx context.Context, codec *sessionCodec, cookie, user string, t time.Time) (Session, bool, error) {
+	if cookie == "" {
+		return Session{}, false, nil
+	}
+	s, err := codec.decode(cookie, t)
+	if err != nil || !si.who.allows(s.Subject, user) {
+		return Session{}, false, nil
+	}
+	revoked, err := si.revoked(ctx, s)
+	return s, !revoked && err == nil, err
+}
+
+// revoked asks the store whether a session or trusted browser, or its subject, was revoked.
+func (si *signins) revoked(ctx context.Context, s Session) (bool, error) {
+	own, err := si.store.RevokedAt(ctx, s.ID)
+	if err != nil {
+		return false, err
+	}
+	subject, err := si.store.RevokedAt(ctx, s.subjectID)
+	return revokedBy(s, own, subject), err
+}
+
+// issue makes the session for a verified subject and, when asked for and on, a trusted browser.
+func (si *signins) issue(subject string, trust bool) (s Session, device *Session, err error) {
+	t := si.now()
+	if s, err = si.sessions.issue(subject, t); err != nil || !trust || si.devices == nil {
+		return s, nil, err
+	}
+	d, err := si.devices.issue(subject, t)
+	return s, &d, err
+}
+
+// signOut revokes what the visitor's cookies hold, if they are still valid: a copied cookie
+// signs out once. On this browser, its session, trusted browser and pending flow end;
+// everywhere, every session and trusted browser of the same subject, on any browser. The store
+// writes count against ip_limit. The outcome is signedOut, limited or failed.
+func (si *signins) signOut(ctx context.Context, sessionCookie, deviceCookie, flowID, client string, everywhere bool) outcome {
+	t := si.now()
+	var valid []Session
+	for _, c := range []struct {
+		codec *sessionCodec
+		value string
+	}{{si.sessions, sessionCookie}, {si.deviceCookies, deviceCookie}} {
+		if c.value == "" {
+			continue
+		}
+		s, err := c.codec.decode(c.value, t)
+		if err != nil {
+			continue // past its limits, or not genuine: nothing to revoke
+		}
+		revoked, err := si.revoked(ctx, s)
+		if err != nil {
+			return failedWith(err)
+		}
+		if !revoked {
+			valid = append(valid, s)
+		}
+	}
+	if len(valid) == 0 {
+		return outcome{kind: signedOut}
+	}
+	if wait, err := si.limits.address(ctx, client); err != nil || wait > 0 {
+		return limitedBy("ip", wait, err)
+	}
+	for _, s := range valid {
+		// Until it would expire: past that it is refused anyway.
+		if err := si.store.Revoke(ctx, Revocation{ID: s.ID, Subject: s.subjectID, At: t, TTL: s.Expires.Sub(t)}); err != nil {
+			return failedWith(err)
+		}
+	}
+	if everywhere {
+		// Everything of this subject issued until now, sessions and trusted browsers alike.
+		subject := valid[0].subjectID
+		if err := si.store.Revoke(ctx, Revocation{ID: subject, Subject: subject, At: t, TTL: subjectRevocationTTL}); err != nil {
+			return failedWith(err)
+		}
+	}
+	if err := si.flows.end(ctx, flowID); err != nil {
+		return failedWith(err)
+	}
+	si.obs.revoked(valid[0].Subject, everywhere, client)
+	return outcome{kind: signedOut, subject: valid[0].Subject}
+}
