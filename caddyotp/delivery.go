@@ -31,34 +31,53 @@ const (
 // deliveryTimeout bounds a background delivery, the provider's own timeout included.
 const deliveryTimeout = time.Minute
 
-// outboxSize bounds the deliveries in flight for one gate; past it /send answers 503, for every
-// number alike.
-const outboxSize = 128
+// outboxSize bounds the deliveries in flight for one gate, and outboxPerClient those one
+// address (an IPv6 /64) asked for; past either /send answers 503, for every number alike.
+const (
+	outboxSize      = 128
+	outboxPerClient = 8
+)
 
-var errOutboxFull = errors.New("every sender is busy")
+// outbox runs deliveries in the background: at most size at once, and at most perClient of
+// them for one client, so that one client cannot take every slot.
+type outbox struct {
+	mu        sync.Mutex
+	size      int
+	perClient int
+	inFlight  int
+	byClient  map[string]int
+}
 
-// outbox runs deliveries in the background, at most its size at once.
-type outbox struct{ slots chan struct{} }
+func newOutbox(size, perClient int) *outbox {
+	return &outbox{size: size, perClient: perClient, byClient: make(map[string]int)}
+}
 
-func newOutbox(size int) *outbox { return &outbox{slots: make(chan struct{}, size)} }
-
-// reserve takes a slot, or says there is none.
-func (o *outbox) reserve() bool {
-	select {
-	case o.slots <- struct{}{}:
-		return true
-	default:
+// reserve takes a slot for client, or says there is none.
+func (o *outbox) reserve(client string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.inFlight >= o.size || o.byClient[client] >= o.perClient {
 		return false
+	}
+	o.inFlight++
+	o.byClient[client]++
+	return true
+}
+
+// release gives back client's slot.
+func (o *outbox) release(client string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.inFlight--
+	if o.byClient[client]--; o.byClient[client] <= 0 {
+		delete(o.byClient, client)
 	}
 }
 
-// release gives back a reserved slot that was not used.
-func (o *outbox) release() { <-o.slots }
-
-// run runs job in the background on a reserved slot, which it gives back when done.
-func (o *outbox) run(job func()) {
+// run runs job in the background on client's reserved slot, which it gives back when done.
+func (o *outbox) run(client string, job func()) {
 	go func() {
-		defer o.release()
+		defer o.release(client)
 		job()
 	}()
 }
@@ -112,9 +131,9 @@ func (ds *deliveries) run(d delivery) {
 		ref, err = d.send(ctx, d.code)
 		took = time.Since(started)
 		state = stateOf(err)
-		ds.health.record(result{took: took, state: state})
+		ds.health.record(d.channel, result{took: took, state: state})
 	} else {
-		o := ds.health.sample()
+		o := ds.health.sample(d.channel)
 		ds.wait(ctx, o.took)
 		state = o.state
 	}
@@ -149,49 +168,52 @@ type result struct {
 	state string
 }
 
-// health remembers the last real deliveries through one sender, so that a simulated course can
-// be drawn from the real ones: their spread of times, and their failures when the provider
-// fails. The state is drawn from the last few (healthRecent), so that it follows the provider's
-// current health; the time from the many of that state, so that a burst of slow ones does not
-// shape it. It outlives config reloads (healthPool), so that the first answers after a reload are
-// drawn like the others.
+// health remembers the last real deliveries of one gate through its sender, by channel (SMS,
+// call), so that a simulated course can be drawn from real ones: their times, and their failures
+// when the provider fails. It keeps the last few of each channel only, so that the course follows
+// the provider as it is now; the state and the time of a simulated delivery are those of one real
+// delivery. It outlives config reloads (healthPool), so that the first answers after a reload are
+// drawn like the others; it is the gate's own, so that another gate's traffic cannot steer it.
 type health struct {
-	mu   sync.Mutex
-	ring [256]result
+	mu       sync.Mutex
+	channels map[string]*recent
+}
+
+// recent are the last deliveries of one channel.
+type recent struct {
+	ring [16]result
 	n    int // deliveries recorded, at most len(ring) of them kept
 }
 
-// healthRecent is how many of the last deliveries the simulated state is drawn from.
-const healthRecent = 16
-
-// defaultOutcome is the simulated course before any real delivery was seen.
+// defaultResult is the simulated course before any real delivery was seen.
 var defaultResult = result{took: 400 * time.Millisecond, state: deliveryUnknown}
 
-func (h *health) record(o result) {
-	h.mu.Lock()
-	h.ring[h.n%len(h.ring)] = o
-	h.n++
-	h.mu.Unlock()
-}
-
-// sample draws a simulated outcome: the state of one of the last healthRecent deliveries, and
-// the time of one of the remembered deliveries that ended in that state.
-func (h *health) sample() result {
+func (h *health) record(channel string, o result) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.n == 0 {
+	if h.channels == nil {
+		h.channels = make(map[string]*recent)
+	}
+	c := h.channels[channel]
+	if c == nil {
+		c = new(recent)
+		h.channels[channel] = c
+	}
+	c.ring[c.n%len(c.ring)] = o
+	c.n++
+}
+
+// sample draws a simulated outcome of channel: one of its last real deliveries.
+func (h *health) sample(channel string) result {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.channels[channel]
+	if c == nil || c.n == 0 {
 		d := defaultResult
 		d.took = d.took/2 + time.Duration(mrand.Int64N(int64(d.took)))
 		return d
 	}
-	kept := min(h.n, len(h.ring))
-	o := h.ring[(h.n-1-mrand.IntN(min(kept, healthRecent)))%len(h.ring)]
-	for range 64 { // most often the first or second pick has the state
-		if other := h.ring[mrand.IntN(kept)]; other.state == o.state {
-			return other
-		}
-	}
-	return o
+	return c.ring[mrand.IntN(min(c.n, len(c.ring)))]
 }
 
 func (*health) Destruct() error { return nil }
@@ -199,24 +221,25 @@ func (*health) Destruct() error { return nil }
 // healthPool keeps each sender's health by its configuration.
 var healthPool = caddy.NewUsagePool()
 
-// healthKey names a sender's health by its configuration (hashed: it may hold a token).
-func healthKey(senderRaw []byte) string {
-	sum := sha256.Sum256(senderRaw)
-	return "otp.health." + hex.EncodeToString(sum[:])
+// healthKey names a gate's health by its sender's configuration and its rules of who may sign
+// in (hashed: they may hold a token, and phone numbers).
+func healthKey(senderRaw, rules []byte) string {
+	m := sha256.New()
+	m.Write(senderRaw)
+	m.Write([]byte{0})
+	m.Write(rules)
+	return "otp.health." + hex.EncodeToString(m.Sum(nil))
 }
 
 // start gives flow f a new code, which kills the previous one, saves the flow with its
-// delivery "sending", and hands the delivery to the outbox: send when the phone may sign in,
-// else the simulated course. For a phone that may not sign in the flow gets a code nobody
-// knows, so every answer matches. With every slot of the outbox taken it saves nothing and
-// returns errOutboxFull, for every number alike.
-func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, client string, send func(ctx context.Context, code string) (string, error)) error {
-	if !ds.outbox.reserve() {
-		return errOutboxFull
-	}
+// delivery "sending", and hands the delivery to the outbox on the slot reserved for slotOf:
+// send when the phone may sign in, else the simulated course. For a phone that may not sign in
+// the flow gets a code nobody knows, so every answer matches. On an error the slot is given
+// back and nothing is sent.
+func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, client, slotOf string, send func(ctx context.Context, code string) (string, error)) error {
 	code, err := newCode(ds.codeLength)
 	if err != nil {
-		ds.outbox.release()
+		ds.outbox.release(slotOf)
 		return err
 	}
 	t := ds.now()
@@ -225,15 +248,15 @@ func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, cl
 	next.Sent = t.UnixNano()
 	next.Expires = t.Add(ds.codeTTL).UnixNano()
 	if err := ds.store.Set(ctx, deliveryKey(id, next.Hash), []byte(deliverySending), ds.codeTTL); err != nil {
-		ds.outbox.release()
+		ds.outbox.release(slotOf)
 		return err
 	}
 	if err := saveFlow(ctx, ds.store, id, &next); err != nil {
-		ds.outbox.release()
+		ds.outbox.release(slotOf)
 		return err
 	}
 	*f = next
-	ds.outbox.run(func() {
+	ds.outbox.run(slotOf, func() {
 		ds.run(delivery{flowID: id, flow: next, code: code, client: client, channel: channel, send: send})
 	})
 	return nil

@@ -73,7 +73,7 @@ func TestDeliveryStateOfANumberThatMayNotSignInLooksTheSame(t *testing.T) {
 	// When the provider fails, so does the simulated course: both pages say so.
 	clock.Advance(31 * time.Second)
 	g.sms.Fail(restcommtest.InternalError)
-	for i := 0; i < len(health{}.ring); i++ { // the provider's recent health, as the simulated course draws it
+	for i := 0; i < len(recent{}.ring); i++ { // the provider's recent health, as the simulated course draws it
 		clock.Advance(31 * time.Second)
 		w := newVisitor(t)
 		w.startSignIn("/", []string{alice, bob}[i%2])
@@ -109,7 +109,7 @@ func TestSimulatedDeliveryIsDrawnFromRealOnes(t *testing.T) {
 	h.flows.deliveries.wait = func(_ context.Context, d time.Duration) { mu.Lock(); waited = append(waited, d); mu.Unlock() }
 	real := []result{{took: 310 * time.Millisecond, state: deliveryUnknown}, {took: 470 * time.Millisecond, state: deliveryFailed}}
 	for _, o := range real {
-		h.flows.deliveries.health.record(o)
+		h.flows.deliveries.health.record("sms", o)
 	}
 	states := map[string]bool{}
 	for i := 0; i < 40; i++ {
@@ -135,7 +135,7 @@ func TestFullOutboxRefusesEveryNumberAlike(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"ip_limit": map[string]any{"count": 100, "window": "10m"}})
 	release := make(chan struct{})
 	h.flows.deliveries.sender = blockingSender(release)
-	h.flows.deliveries.outbox = newOutbox(1)
+	h.flows.deliveries.outbox = newOutbox(1, 1)
 	defer close(release)
 	unitSend(t, h, bob) // holds the only slot until released
 	answers := map[string]*httptest.ResponseRecorder{}

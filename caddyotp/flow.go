@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"strings"
 	"time"
 )
@@ -202,21 +201,24 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 	return fl.issue(ctx, v, f, channel)
 }
 
-// issue gives flow f a new code, once the limits on new codes allow, and hands its delivery to
-// the background (deliveries.start).
+// issue gives flow f a new code and hands its delivery to the background (deliveries.start):
+// once a slot of the outbox is free for this client, so that a code that cannot go out now
+// uses up no limit, and once the limits on new codes allow.
 func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) outcome {
+	slot := limitAddr(v.client)
+	if !fl.deliveries.outbox.reserve(slot) {
+		fl.obs.busy()
+		return outcome{kind: busy}
+	}
 	if wait, limit, err := fl.limits.newCode(ctx, f.Phone, v.client); err != nil || wait > 0 {
+		fl.deliveries.outbox.release(slot)
 		return limitedBy(limit, wait, err)
 	}
 	send := fl.smsSender(v, f.Phone)
 	if channel == "call" {
 		send = fl.voice.caller(f.Phone, v.lang, fl.site(v))
 	}
-	switch err := fl.deliveries.start(ctx, v.flowID, f, channel, v.client, send); {
-	case errors.Is(err, errOutboxFull):
-		fl.obs.busy()
-		return outcome{kind: busy}
-	case err != nil:
+	if err := fl.deliveries.start(ctx, v.flowID, f, channel, v.client, slot, send); err != nil {
 		return failedWith(err)
 	}
 	return outcome{kind: sent}

@@ -141,7 +141,7 @@ func TestFlowOfAUserIsTheUsersOnly(t *testing.T) {
 	if o := h.flows.check(ctx, &stranger, code); o.kind != noFlow {
 		t.Errorf("alice's flow without alice: %+v", o)
 	}
-	if o := h.flows.check(ctx, v, code); o.kind != verified || o.subject != userPrefix+"alice" {
+	if o := h.flows.check(ctx, v, code); o.kind != verified || o.subject != userSubject("alice", alice) {
 		t.Errorf("alice's code with alice: %+v", o)
 	}
 	carol := unitVisit(t)

@@ -45,7 +45,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.cookies.set(w, secure, sessionCookie, h.signins.sessions.encode(s), s.Expires.Sub(t))
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", strings.TrimPrefix(s.Subject, userPrefix))
+	repl.Set("http.auth.user.id", subjectName(s.Subject))
 	h.cookies.strip(r)
 	return next.ServeHTTP(w, r)
 }
@@ -276,9 +276,9 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, v *visit) 
 	return err
 }
 
-// serveLogout shows the sign-out buttons (GET) or signs out (POST). It clears every gate cookie
-// the browser sent (session, trusted browser, flow), whatever the config says today; the
-// signins decide what to revoke.
+// serveLogout shows the sign-out buttons (GET) or signs out (POST). Once signed out it clears
+// every gate cookie the browser sent (session, trusted browser, flow), whatever the config says
+// today; the signins decide what to revoke.
 func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request, v *visit) error {
 	if r.Method != http.MethodPost {
 		id, err := h.flowFor(w, v, v.next)
@@ -287,12 +287,15 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request, v *visit) 
 		}
 		return h.pages.render(w, v, http.StatusOK, "logout.html", page{Title: catalog[v.lang]["title_sign_out"], CSRF: h.cookies.csrf(id)})
 	}
-	for kind, value := range map[string]string{sessionCookie: v.session, deviceCookie: v.device, flowCookie: v.flowID} {
-		if value != "" {
-			h.cookies.set(w, v.secure, kind, "", -1)
+	o := h.signins.signOut(r.Context(), v.session, v.device, v.flowID, v.client, r.PostForm.Get("everywhere") == "1")
+	if o.kind == signedOut { // refused (a limit, the store): the cookies stay, so that a retry can sign out
+		for kind, value := range map[string]string{sessionCookie: v.session, deviceCookie: v.device, flowCookie: v.flowID} {
+			if value != "" {
+				h.cookies.set(w, v.secure, kind, "", -1)
+			}
 		}
 	}
-	return h.answer(w, v, h.signins.signOut(r.Context(), v.session, v.device, v.flowID, v.client, r.PostForm.Get("everywhere") == "1"))
+	return h.answer(w, v, o)
 }
 
 // serveVoice answers the provider's fetch of a call's script, once. An unknown, used or expired

@@ -365,7 +365,7 @@ func forgetDeliveries() {
 	healthPool.Range(func(_, v any) bool {
 		h := v.(*health)
 		h.mu.Lock()
-		h.n = 0
+		h.channels = nil
 		h.mu.Unlock()
 		return true
 	})

@@ -178,7 +178,7 @@ type Handler struct {
 
 	sender  Sender
 	store   Store
-	health  *health // what recent real deliveries through the sender did
+	health  *health // what recent real deliveries of this gate did
 	keys    keys
 	public  *url.URL // public_url, parsed; nil if unset
 	origin  string   // public_url's origin, as browsers send it
@@ -231,11 +231,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("loading sender: %v", err)
 		}
 		h.sender = mod.(Sender)
-		hv, _, err := healthPool.LoadOrNew(healthKey(h.SenderRaw), func() (caddy.Destructor, error) { return new(health), nil })
-		if err != nil {
-			return err
-		}
-		h.health = hv.(*health)
 	}
 	if h.StoreRaw == nil {
 		h.StoreRaw = caddyconfig.JSONModuleObject(MemoryStore{}, "module", "memory", nil)
@@ -248,6 +243,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	who, err := h.who(repl)
 	if err != nil {
 		return err
+	}
+	if h.sender != nil {
+		hv, _, err := healthPool.LoadOrNew(h.healthKey(), func() (caddy.Destructor, error) { return new(health), nil })
+		if err != nil {
+			return err
+		}
+		h.health = hv.(*health)
 	}
 	master, err := masterKey(ctx, h.Secret)
 	if err != nil {
@@ -311,7 +313,7 @@ func (h *Handler) wire(w *who, templates map[string]*template.Template) {
 	codeTTL := time.Duration(h.CodeTTL)
 	h.flows = &flows{store: h.store, limits: h.limits, who: w, codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL,
 		maxAttempts: h.MaxAttempts, message: h.Message, siteName: h.SiteName, now: h.now, obs: h.obs,
-		deliveries: &deliveries{store: h.store, limits: h.limits, sender: h.sender, outbox: newOutbox(outboxSize), health: h.health,
+		deliveries: &deliveries{store: h.store, limits: h.limits, sender: h.sender, outbox: newOutbox(outboxSize, outboxPerClient), health: h.health,
 			codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL, wait: sleepCtx, now: h.now, obs: h.obs}}
 	if c, ok := h.sender.(Caller); ok && h.public != nil && c.VoiceEnabled() {
 		h.flows.voice = &voiceScripts{store: h.store, calls: c, key: h.keys.voice, url: h.origin + h.Path + "/voice/", ttl: codeTTL, now: h.now}
@@ -330,10 +332,16 @@ func (h *Handler) wire(w *who, templates map[string]*template.Template) {
 		resendAfter: time.Duration(h.ResendAfter), canCall: h.flows.voice != nil, cookies: h.cookies, now: h.now}
 }
 
+// healthKey names this gate's delivery health: its sender and its rules of who may sign in.
+func (h *Handler) healthKey() string {
+	rules, _ := json.Marshal([]any{h.Phones, h.PhonesFile, h.Users, h.UsersFile, h.Regions, h.DefaultRegion, h.Path, h.CookieName, h.PublicURL})
+	return healthKey(h.SenderRaw, rules)
+}
+
 // Cleanup lets go of the sender's health; deliveries still on their way finish on their own.
 func (h *Handler) Cleanup() error {
 	if h.health != nil {
-		_, err := healthPool.Delete(healthKey(h.SenderRaw))
+		_, err := healthPool.Delete(h.healthKey())
 		return err
 	}
 	return nil

@@ -44,7 +44,7 @@ func (o *observer) phone(p string) string {
 
 // subject names a session's subject: "user" and the name, or "phone" and the phone as phone().
 func (o *observer) subject(s string) (key, value string) {
-	if user, ok := strings.CutPrefix(s, userPrefix); ok {
+	if user, _, ok := subjectUser(s); ok {
 		return "user", user
 	}
 	return "phone", o.phone(s)

@@ -19,7 +19,7 @@ import (
 // signed; the server keeps nothing for it but revocation marks.
 type Session struct {
 	ID      [16]byte
-	Subject string    // the verified phone (E.164), or userPrefix and the first-factor user
+	Subject string    // the verified phone (E.164), or a first-factor user and their phone (userSubject)
 	Issued  time.Time // sign-in time
 	Expires time.Time // absolute end: Issued + session_ttl
 	Seen    time.Time // last time the cookie was issued; the idle limit counts from here

@@ -6,8 +6,32 @@ import (
 )
 
 // userPrefix marks a session subject that is a first-factor user, not a phone (phones always
-// start with "+").
+// start with "+"): "u:" user "\x00" phone, the phone the user's code went to. A user's session
+// holds only where that user is bound to that same phone: not on a gate that binds the user to
+// another phone, nor after the operator rebinds the user.
 const userPrefix = "u:"
+
+// userSubject is the subject of a session of user, whose code went to phone.
+func userSubject(user, phone string) string { return userPrefix + user + "\x00" + phone }
+
+// subjectUser splits a subject: the user and the phone of a user's session; ok is false for a
+// phone's.
+func subjectUser(subject string) (user, phone string, ok bool) {
+	rest, ok := strings.CutPrefix(subject, userPrefix)
+	if !ok {
+		return "", "", false
+	}
+	user, phone, _ = strings.Cut(rest, "\x00")
+	return user, phone, true
+}
+
+// subjectName is what the site behind the gate knows a subject by: the user, or the phone.
+func subjectName(subject string) string {
+	if user, _, ok := subjectUser(subject); ok {
+		return user
+	}
+	return subject
+}
 
 // userPhones binds first-factor users ({http.auth.user.id}, from basic_auth or forward_auth) to
 // the phone their code goes to.
@@ -49,11 +73,12 @@ type who struct {
 }
 
 // allows says whether a session's subject may pass for a visitor whose first factor (if any) is
-// user: a user session needs that same user, still bound to a phone; a phone session needs the
+// user: a user session needs that same user, still bound to the phone its code went to; a phone
+// session needs the
 // phone allowed, and no first-factor user whom a user session should have named.
 func (w *who) allows(subject, user string) bool {
-	if name, ok := strings.CutPrefix(subject, userPrefix); ok {
-		return w.users[name] != "" && user == name
+	if name, phone, ok := subjectUser(subject); ok {
+		return user == name && phone != "" && w.users[name] == phone
 	}
 	if len(w.users) > 0 && user != "" {
 		return false
@@ -88,7 +113,7 @@ func (w *who) region(region string) bool {
 // subjectOf is what a flow's session is for: its user, or its phone.
 func subjectOf(f *flow) string {
 	if f.User != "" {
-		return userPrefix + f.User
+		return userSubject(f.User, f.Phone)
 	}
 	return f.Phone
 }

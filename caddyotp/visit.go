@@ -65,11 +65,12 @@ func remoteHost(r *http.Request) string {
 	return host
 }
 
-// rightmostForwarded is the rightmost entry of the first client IP header the request has, if
-// it is an address: the one the nearest proxy wrote. Any entry left of it may be the client's.
+// rightmostForwarded is the rightmost entry of the last configured client IP header the request
+// has, if it is an address: the one the nearest proxy wrote. Any entry left of it, and a header
+// the proxy does not write (earlier in client_ip_headers), may be the client's.
 func rightmostForwarded(r *http.Request, headers []string) string {
-	for _, name := range headers {
-		values := r.Header.Values(name)
+	for i := len(headers) - 1; i >= 0; i-- {
+		values := r.Header.Values(headers[i])
 		if len(values) == 0 {
 			continue
 		}
