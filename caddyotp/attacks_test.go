@@ -16,7 +16,6 @@ import (
 
 	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
@@ -183,13 +182,7 @@ func TestPasswordAloneCannotClaimACodeSentToAnotherPhone(t *testing.T) {
 func startOptionalFirstFactorSite(t *testing.T) *restcommtest.Server {
 	t.Helper()
 	sms := newRestcomm(t)
-	caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-}
-http://localhost:9080 {
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
 	@creds header Authorization *
 	basic_auth @creds {
 		alice %[1]s
@@ -205,7 +198,7 @@ http://localhost:9080 {
 	}
 	respond "user={http.auth.user.id}"
 }
-`, passwordHash(t), senderBlock(sms, sms.AuthToken), alice, bob, storeName(t)), "caddyfile")
+`, passwordHash(t), senderBlock(sms, sms.AuthToken), alice, bob, storeName(t)))
 	return sms
 }
 
@@ -214,13 +207,7 @@ http://localhost:9080 {
 func TestSessionFromAnotherGateIsRefused(t *testing.T) {
 	sms := newRestcomm(t)
 	config := func(audienceA, audienceB string) string {
-		return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-}
-http://localhost:9080 {
+		return fmt.Sprintf(`http://localhost:9080 {
 	otp {
 		%[1]s
 		public_url http://localhost:9080
@@ -243,8 +230,7 @@ http://127.0.0.1:9080 {
 }
 `, senderBlock(sms, sms.AuthToken), alice, storeName(t), audienceA, audienceB)
 	}
-	tester := caddytest.NewTester(t)
-	tester.InitServer(config("", ""), "caddyfile")
+	tester := loadCaddyfile(t, nil, "", config("", ""))
 	a := newVisitor(t)
 	a.signInWith(sms, alice)
 	wantStatus(t, "own gate", a.get("/"), http.StatusOK)
@@ -252,7 +238,7 @@ http://127.0.0.1:9080 {
 	b.setCookie("caddy_otp", a.cookie("caddy_otp"))
 	wantStatus(t, "session of another gate", b.get("/"), http.StatusSeeOther)
 
-	tester.InitServer(config("audience shared", "audience shared"), "caddyfile")
+	loadCaddyfile(t, tester, "", config("audience shared", "audience shared"))
 	clock.Advance(31 * time.Second)
 	a.signInWith(sms, alice)
 	b.setCookie("caddy_otp", a.cookie("caddy_otp"))
@@ -458,13 +444,7 @@ func TestAccessLogFilterDeletesThePhone(t *testing.T) {
 	sms := newRestcomm(t)
 	dir := t.TempDir()
 	plain, filtered := filepath.Join(dir, "plain.log"), filepath.Join(dir, "filtered.log")
-	caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-}
-http://localhost:9080 {
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
 	log plain {
 		output file %[1]s
 		format json
@@ -484,7 +464,7 @@ http://localhost:9080 {
 	}
 	respond "ok"
 }
-`, plain, filtered, senderBlock(sms, sms.AuthToken), alice, storeName(t)), "caddyfile")
+`, plain, filtered, senderBlock(sms, sms.AuthToken), alice, storeName(t)))
 	v := newVisitor(t)
 	v.signInWith(sms, alice)
 	wantStatus(t, "signed in", v.get("/"), http.StatusOK)

@@ -6,6 +6,7 @@ import (
 )
 
 func TestNewCodeHasExactlyNDigits(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	for n := 6; n <= 10; n++ {
 		for i := 0; i < 200; i++ {
 			c, err := newCode(n)
@@ -23,6 +24,7 @@ func TestNewCodeHasExactlyNDigits(t *testing.T) {
 // chi-square test (9 degrees of freedom; 27.88 is the 0.1% critical value), and that leading
 // zeros appear as often as they should (a code is not a number that drops them).
 func TestNewCodeIsUniform(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	const draws = 100_000
 	var counts [6][10]int
 	for i := 0; i < draws; i++ {
@@ -48,6 +50,7 @@ func TestNewCodeIsUniform(t *testing.T) {
 }
 
 func TestCodeHashBindsCodeToFlowAndKey(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	key, other := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
 	h := codeHash(key, "flowA", "123456")
 	if !codeMatches(key, "flowA", "123456", h) {
@@ -69,6 +72,7 @@ func TestCodeHashBindsCodeToFlowAndKey(t *testing.T) {
 }
 
 func TestCleanCodeAcceptsPastedFormsOnly(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	for in, want := range map[string]string{
 		"123456": "123456", "123 456": "123456", "123-456": "123456", " 12.34.56 ": "123456",
 		"12345": "", "1234567": "", "12345a": "", "١٢٣٤٥٦": "", "": "",

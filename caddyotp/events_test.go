@@ -84,8 +84,7 @@ func TestEventsOfAFullFlow(t *testing.T) {
 	}
 	v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}})
 	v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}})
-	logout := v.get("/.otp/logout")
-	v.post("/.otp/logout", url.Values{"csrf": {logout.csrf()}})
+	v.signOut(false)
 	clock.Advance(31 * time.Second)
 	w := newVisitor(t)
 	c, _ := w.startSignIn("/", bob)

@@ -7,6 +7,7 @@ import (
 )
 
 func TestLocalPathRefusesEverythingThatLeavesTheSite(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	for _, next := range []string{
 		"", "evil", "//evil.example", "/\\evil.example", "\\\\evil", "https://evil.example", "http:/evil",
 		"javascript:alert(1)", "/\t/evil", "/a\nb", "/%", "/.otp/login", "/.otp", "/" + strings.Repeat("a", 2048),
@@ -23,6 +24,7 @@ func TestLocalPathRefusesEverythingThatLeavesTheSite(t *testing.T) {
 }
 
 func TestStripCookiesRemovesOnlyTheGatesCookies(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	c := &gateCookies{name: "caddy_otp"}
 	r, _ := http.NewRequest("GET", "/", nil)
 	r.Header["Cookie"] = []string{
@@ -43,6 +45,7 @@ func TestStripCookiesRemovesOnlyTheGatesCookies(t *testing.T) {
 }
 
 func TestCookieValueFindsExactName(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	r, _ := http.NewRequest("GET", "/", nil)
 	r.Header["Cookie"] = []string{"caddy_otp_flow=F; x=1", `caddy_otp="S"`}
 	if got := cookieValue(r, "caddy_otp"); got != "S" {

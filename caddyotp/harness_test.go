@@ -24,6 +24,33 @@ import (
 // The in-process Caddy that caddytest starts listens here (its admin on localhost:2999).
 const site = "http://localhost:9080"
 
+// testGlobals are the global options every in-process Caddy of the tests starts with.
+const testGlobals = `admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns`
+
+// loadCaddyfile (re)loads the in-process Caddy with sites, after the tests' global options and
+// extra global options of the test's own.
+func loadCaddyfile(t *testing.T, tester *caddytest.Tester, extraGlobals, sites string) *caddytest.Tester {
+	t.Helper()
+	if tester == nil {
+		tester = caddytest.NewTester(t)
+	}
+	tester.InitServer("{\n\t"+testGlobals+"\n\t"+extraGlobals+"\n}\n"+sites, "caddyfile")
+	return tester
+}
+
+// signOut posts the sign-out form, as the sign-out page's buttons do.
+func (v *visitor) signOut(everywhere bool) response {
+	v.t.Helper()
+	form := url.Values{"csrf": {v.get("/.otp/logout").csrf()}}
+	if everywhere {
+		form.Set("everywhere", "1")
+	}
+	return v.post("/.otp/logout", form)
+}
+
 const (
 	alice    = "+12015550123" // may sign in
 	bob      = "+12015550145" // may sign in
@@ -93,10 +120,7 @@ func (g *gate) config(extra, body string) string {
 		}
 	}
 	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	%s
 	log {
 		output file %s
 		format json
@@ -114,7 +138,7 @@ func (g *gate) config(extra, body string) string {
 	%s
 	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
 }
-`, g.logFile, g.global, address, senderBlock(g.sms, g.sms.AuthToken, g.senderOpts...), g.phones, g.store(), extra, g.siteExtra, body)
+`, testGlobals, g.logFile, g.global, address, senderBlock(g.sms, g.sms.AuthToken, g.senderOpts...), g.phones, g.store(), extra, g.siteExtra, body)
 }
 
 // reload loads the same gate with a different page body, as an operator's `caddy reload` would.
@@ -191,11 +215,14 @@ func (r response) csrf() string {
 	return m[1]
 }
 
+// do sends req. A request that gets no answer is an error of the test, and status 0: Errorf,
+// not Fatalf, since parallel visitors call it from goroutines of their own.
 func (v *visitor) do(req *http.Request) response {
 	v.t.Helper()
 	resp, err := v.client.Do(req)
 	if err != nil {
-		v.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+		v.t.Errorf("%s %s: %v", req.Method, req.URL, err)
+		return response{}
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)

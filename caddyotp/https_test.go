@@ -10,22 +10,12 @@ import (
 	"time"
 
 	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 func TestCookiesOnHTTPSAreHostPrefixedSecureHttpOnlyLax(t *testing.T) {
 	sms := restcommtest.NewServer()
 	defer sms.Close()
-	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-	local_certs
-	skip_install_trust
-}
-https://localhost:9443 {
+	loadCaddyfile(t, nil, "local_certs\n\tskip_install_trust", fmt.Sprintf(`https://localhost:9443 {
 	tls internal
 	otp {
 		%s
@@ -34,7 +24,7 @@ https://localhost:9443 {
 	}
 	respond "in"
 }
-`, senderBlock(sms, sms.AuthToken), alice, storeName(t)), "caddyfile")
+`, senderBlock(sms, sms.AuthToken), alice, storeName(t)))
 
 	v := newVisitorAt(t, "https://localhost:9443")
 	v.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // Caddy's internal CA

@@ -46,8 +46,7 @@ func TestMetricsCountAFlowAndItsFailures(t *testing.T) {
 	v.post("/.otp/resend", url.Values{"csrf": {csrf}})                            // too early: 429
 	v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}}) // wrong
 	v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}})            // right
-	logout := v.get("/.otp/logout")
-	v.post("/.otp/logout", url.Values{"csrf": {logout.csrf()}})
+	v.signOut(false)
 	refused := newVisitor(t)
 	refused.startSignIn("/", stranger)
 	refused.settled()
@@ -98,8 +97,7 @@ func TestLogEventsOfAFlowHaveStableFields(t *testing.T) {
 	v.post("/.otp/resend", url.Values{"csrf": {csrf}})
 	_, code2 := g.code(2)
 	v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code2}})
-	logout := v.get("/.otp/logout")
-	v.post("/.otp/logout", url.Values{"csrf": {logout.csrf()}})
+	v.signOut(false)
 	w := newVisitor(t)
 	c, _ := w.startSignIn("/", bob)
 	_, bobCode := g.code(3)

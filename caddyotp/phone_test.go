@@ -8,6 +8,7 @@ import (
 )
 
 func TestNormalizePhone(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	cases := []struct{ in, region, want, wantRegion string }{
 		{"+12015550123", "", "+12015550123", "US"},
 		{"+1 (201) 555-0123", "", "+12015550123", "US"},
@@ -29,6 +30,7 @@ func TestNormalizePhone(t *testing.T) {
 }
 
 func TestMaskPhoneHidesTheMiddle(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	if got := maskPhone("+12015550123"); got != "+1201*****23" {
 		t.Errorf("maskPhone = %q", got)
 	}
@@ -41,6 +43,7 @@ func TestMaskPhoneHidesTheMiddle(t *testing.T) {
 }
 
 func TestPhoneListFromFileNamesTheBadLine(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	path := filepath.Join(t.TempDir(), "phones.txt")
 	content := "# staff\n+12015550123\n\n  (201) 555-0145  # bob, national form\nnot-a-phone\n"
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -57,6 +60,7 @@ func TestPhoneListFromFileNamesTheBadLine(t *testing.T) {
 }
 
 func TestPhoneListAnyoneOnlyByExplicitStar(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	var l phoneList
 	if !l.empty() || l.allows("+12015550123") {
 		t.Fatal("an empty list lets someone in")

@@ -105,8 +105,7 @@ func TestRefusedSignOutKeepsTheCookies(t *testing.T) {
 	v := newVisitor(t)
 	v.signIn(g, alice) // two requests counted: the send and the check
 	newVisitor(t).startSignIn("/", stranger)
-	page := v.get("/.otp/logout")
-	r := v.post("/.otp/logout", url.Values{"csrf": {page.csrf()}, "everywhere": {"1"}})
+	r := v.signOut(true)
 	wantStatus(t, "sign-out over ip_limit", r, http.StatusTooManyRequests)
 	if c := r.header.Values("Set-Cookie"); len(c) != 0 {
 		t.Errorf("a refused sign-out cleared cookies: %q", c)

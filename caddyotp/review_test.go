@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // Regression tests for what an outside review of the closed holes found, named for the attack.
@@ -21,13 +19,7 @@ import (
 // it text or call a number the strict one would refuse.
 func TestFlowOfAnotherGateCannotBeResentHere(t *testing.T) {
 	sms := newRestcomm(t)
-	caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-}
-http://localhost:9080 {
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
 	otp {
 		%[1]s
 		public_url http://localhost:9080
@@ -47,7 +39,7 @@ http://127.0.0.1:9080 {
 	}
 	respond "loose"
 }
-`, senderBlock(sms, sms.AuthToken), alice, storeName(t)), "caddyfile")
+`, senderBlock(sms, sms.AuthToken), alice, storeName(t)))
 	loose := newVisitorAt(t, "http://127.0.0.1:9080")
 	csrf, r := loose.startSignIn("/", "+442079460000")
 	wantStatus(t, "send on the loose gate", r, http.StatusSeeOther)
@@ -87,15 +79,7 @@ func TestResendToAPhoneRemovedByReloadSendsNothing(t *testing.T) {
 // TLS server name only when it is the host the request was for.
 func TestSMSHostIsNotTheSNIOfAnotherSite(t *testing.T) {
 	sms := newRestcomm(t)
-	caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-	local_certs
-	skip_install_trust
-}
-https://a.localhost:9443 {
+	loadCaddyfile(t, nil, "local_certs\n\tskip_install_trust", fmt.Sprintf(`https://a.localhost:9443 {
 	tls internal
 	otp {
 		%s
@@ -108,7 +92,7 @@ https://evil.localhost:9443 {
 	tls internal
 	respond "evil"
 }
-`, senderBlock(sms, sms.AuthToken), alice, storeName(t)), "caddyfile")
+`, senderBlock(sms, sms.AuthToken), alice, storeName(t)))
 	dial := func(sni string) *http.Transport {
 		return &http.Transport{
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: sni}, // Caddy's internal CA
@@ -147,13 +131,7 @@ https://evil.localhost:9443 {
 // cookie name, each with its own public_url, are two gates.
 func TestSessionOfASiteWithAnotherPublicURLIsRefused(t *testing.T) {
 	sms := newRestcomm(t)
-	caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-}
-http://localhost:9080 {
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
 	otp {
 		%[1]s
 		public_url http://localhost:9080
@@ -171,7 +149,7 @@ http://127.0.0.1:9080 {
 	}
 	respond "b"
 }
-`, senderBlock(sms, sms.AuthToken), storeName(t)), "caddyfile")
+`, senderBlock(sms, sms.AuthToken), storeName(t)))
 	a := newVisitor(t)
 	a.signInWith(sms, alice)
 	b := newVisitorAt(t, "http://127.0.0.1:9080")

@@ -285,8 +285,7 @@ func TestLogsNeverHoldCodesTokensCookiesOrFullNumbers(t *testing.T) {
 	failed.startSignIn("/", bob)
 	failed.settled()
 	g.sms.Fail(restcommtest.None)
-	logout := v.get("/.otp/logout")
-	v.post("/.otp/logout", url.Values{"csrf": {logout.csrf()}})
+	v.signOut(false)
 
 	logs := g.logs()
 	for _, want := range []string{"code sent", "code failed", "code verified", "sender error", "session revoked"} {

@@ -12,6 +12,7 @@ func testCodec() *sessionCodec {
 }
 
 func TestSessionRoundTrip(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	c := testCodec()
 	t0 := time.Unix(1_800_000_000, 0)
 	s, err := c.issue(alice, t0)
@@ -29,6 +30,7 @@ func TestSessionRoundTrip(t *testing.T) {
 }
 
 func TestSessionRejectsTamperingAnywhere(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	c := testCodec()
 	t0 := time.Unix(1_800_000_000, 0)
 	s, _ := c.issue(alice, t0)
@@ -58,6 +60,7 @@ func TestSessionRejectsTamperingAnywhere(t *testing.T) {
 // TestSessionIsJudgedByTheCodecsCurrentLimits: a cookie issued for 12 hours is refused once
 // the gate's own session_ttl, shortened since, has passed.
 func TestSessionIsJudgedByTheCodecsCurrentLimits(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	long := testCodec()
 	t0 := time.Unix(1_800_000_000, 0)
 	s, _ := long.issue(alice, t0)
@@ -73,6 +76,7 @@ func TestSessionIsJudgedByTheCodecsCurrentLimits(t *testing.T) {
 }
 
 func TestSessionAbsoluteAndIdleLimits(t *testing.T) {
+	t.Parallel() // no server, no shared clock
 	c := testCodec()
 	t0 := time.Unix(1_800_000_000, 0)
 	s, _ := c.issue(alice, t0)

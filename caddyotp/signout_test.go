@@ -24,8 +24,7 @@ func TestRepeatedSignOutsWithOneCookieLeaveOneRecord(t *testing.T) {
 	session := v.cookie("caddy_otp")
 	for i := 0; i < 50; i++ {
 		v.setCookie("caddy_otp", session)
-		page := v.get("/.otp/logout")
-		wantStatus(t, "sign out everywhere", v.post("/.otp/logout", url.Values{"csrf": {page.csrf()}, "everywhere": {"1"}}), http.StatusSeeOther)
+		wantStatus(t, "sign out everywhere", v.signOut(true), http.StatusSeeOther)
 	}
 	c := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer c.Close()
@@ -48,8 +47,7 @@ func TestSignOutWithTrustOffThenOnKeepsTheBrowserOut(t *testing.T) {
 	v.signInTrusting(g.sms, alice)
 	device := v.cookie("caddy_otp_device")
 	g.reload("", "upstream")
-	page := v.get("/.otp/logout")
-	wantStatus(t, "sign out with trust off", v.post("/.otp/logout", url.Values{"csrf": {page.csrf()}}), http.StatusSeeOther)
+	wantStatus(t, "sign out with trust off", v.signOut(false), http.StatusSeeOther)
 	if v.cookie("caddy_otp_device") != "" {
 		t.Errorf("sign-out with trust off left the trusted-browser cookie")
 	}
@@ -71,8 +69,7 @@ func TestStolenTrustedBrowserStaysOutAfterTrustIsShortened(t *testing.T) {
 	clock.Advance(31 * time.Second)
 	owner := newVisitor(t)
 	owner.signIn(g, alice)
-	page := owner.get("/.otp/logout")
-	wantStatus(t, "sign out everywhere", owner.post("/.otp/logout", url.Values{"csrf": {page.csrf()}, "everywhere": {"1"}}), http.StatusSeeOther)
+	wantStatus(t, "sign out everywhere", owner.signOut(true), http.StatusSeeOther)
 	g.reload("trust_device 30d\n\t\tsession_ttl 1m\n\t\tsession_idle 1m", "upstream")
 	clock.Advance(65 * time.Second)
 	thief := newVisitor(t)

@@ -34,7 +34,11 @@ func provisionStore[S interface {
 	if err := s.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Cleanup() })
+	t.Cleanup(func() {
+		if err := s.Cleanup(); err != nil {
+			t.Error(err)
+		}
+	})
 	return s
 }
 
@@ -56,23 +60,23 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 
 	t.Run("set get replace delete", func(t *testing.T) {
 		s := newStore(t)
-		_ = s.Set(ctx, "k", []byte("one"), time.Minute)
-		_ = s.Set(ctx, "k", []byte("two"), time.Minute)
-		if v, _ := s.Get(ctx, "k"); string(v) != "two" {
+		must(t, s.Set(ctx, "k", []byte("one"), time.Minute))
+		must(t, s.Set(ctx, "k", []byte("two"), time.Minute))
+		if v, err := s.Get(ctx, "k"); err != nil || string(v) != "two" {
 			t.Errorf("Get after replace = %q", v)
 		}
-		_ = s.Delete(ctx, "k")
-		if v, _ := s.Get(ctx, "k"); v != nil {
+		must(t, s.Delete(ctx, "k"))
+		if v, err := s.Get(ctx, "k"); err != nil || v != nil {
 			t.Errorf("Get after Delete = %q", v)
 		}
 	})
 
 	t.Run("values expire after their ttl", func(t *testing.T) {
 		s := newStore(t)
-		_ = s.Set(ctx, "short", []byte("v"), 100*time.Millisecond)
-		_ = s.Set(ctx, "long", []byte("v"), time.Minute)
-		eventually(t, "short-lived value gone", func() bool { v, _ := s.Get(ctx, "short"); return v == nil })
-		if v, _ := s.Get(ctx, "long"); v == nil {
+		must(t, s.Set(ctx, "short", []byte("v"), 100*time.Millisecond))
+		must(t, s.Set(ctx, "long", []byte("v"), time.Minute))
+		eventually(t, "short-lived value gone", func() bool { v, err := s.Get(ctx, "short"); return err == nil && v == nil })
+		if v, err := s.Get(ctx, "long"); err != nil || v == nil {
 			t.Error("a value expired before its ttl")
 		}
 	})
@@ -80,7 +84,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("take gives the value to exactly one", func(t *testing.T) {
 		s := newStore(t)
 		for round := 0; round < 30; round++ {
-			_ = s.Set(ctx, "flow", []byte("v"), time.Minute)
+			must(t, s.Set(ctx, "flow", []byte("v"), time.Minute))
 			var winners atomic.Int32
 			var wg sync.WaitGroup
 			for i := 0; i < 8; i++ {
@@ -104,20 +108,27 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 		var wg sync.WaitGroup
 		for i := 0; i < 100; i++ {
 			wg.Add(1)
-			go func() { defer wg.Done(); _, _ = s.Incr(ctx, "n", time.Minute) }()
+			go func() {
+				defer wg.Done()
+				if _, err := s.Incr(ctx, "n", time.Minute); err != nil {
+					t.Error(err)
+				}
+			}()
 		}
 		wg.Wait()
 		if n, err := s.Incr(ctx, "n", time.Minute); n != 101 || err != nil {
 			t.Errorf("count after 100 concurrent increments and one more = %d, %v", n, err)
 		}
-		if n, _ := s.Incr(ctx, "window", 150*time.Millisecond); n != 1 {
-			t.Fatalf("new counter starts at %d", n)
+		if n, err := s.Incr(ctx, "window", 150*time.Millisecond); n != 1 || err != nil {
+			t.Fatalf("new counter starts at %d (%v)", n, err)
 		}
 		// Increments do not push the expiry back: the counter ends 150ms after it began.
 		for i := 0; i < 3; i++ {
-			_, _ = s.Incr(ctx, "window", time.Hour)
+			if _, err := s.Incr(ctx, "window", time.Hour); err != nil {
+				t.Fatal(err)
+			}
 		}
-		eventually(t, "counter expired", func() bool { n, _ := s.Incr(ctx, "window", 150*time.Millisecond); return n == 1 })
+		eventually(t, "counter expired", func() bool { n, err := s.Incr(ctx, "window", 150*time.Millisecond); return err == nil && n == 1 })
 	})
 
 	t.Run("revocations", func(t *testing.T) {
@@ -133,10 +144,10 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 		if at, err := s.RevokedAt(ctx, abc); at != t1.UnixMilli() || err != nil {
 			t.Errorf("RevokedAt after Revoke = %v, %v", at, err)
 		}
-		if at, _ := s.RevokedAt(ctx, abd); at != 0 {
+		if at, err := s.RevokedAt(ctx, abd); err != nil || at != 0 {
 			t.Error("another id is revoked too")
 		}
-		if at, _ := s.RevokedAt(ctx, subject); at != 0 {
+		if at, err := s.RevokedAt(ctx, subject); err != nil || at != 0 {
 			t.Error("revoking one id revoked its subject")
 		}
 		// Revoking again keeps the later time, whichever order the two come in.
@@ -145,7 +156,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 				t.Fatal(err)
 			}
 		}
-		if at, _ := s.RevokedAt(ctx, abc); at != t1.Add(time.Hour).UnixMilli() {
+		if at, err := s.RevokedAt(ctx, abc); err != nil || at != t1.Add(time.Hour).UnixMilli() {
 			t.Errorf("RevokedAt after three revocations = %v, want the latest", at)
 		}
 	})
@@ -172,7 +183,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 		if err := s.Revoke(ctx, Revocation{ID: first, Subject: subject, At: t1, TTL: 2 * time.Hour}); err != nil {
 			t.Fatal(err)
 		}
-		if at, _ := s.RevokedAt(ctx, first); at != t1.UnixMilli() {
+		if at, err := s.RevokedAt(ctx, first); err != nil || at != t1.UnixMilli() {
 			t.Errorf("the first id's record says %v", at)
 		}
 		if n := liveRecords(t, s); n != maxSubjectRevocations+1 {
@@ -266,4 +277,12 @@ func liveRecords(t *testing.T, s Store) int {
 	}
 	t.Fatalf("no way to count the records of %T", s)
 	return 0
+}
+
+// must fails the test at an error a store should not have.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -22,13 +21,7 @@ func startTwoFactorSite(t *testing.T, extra ...string) *restcommtest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-}
-http://localhost:9080 {
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
 	basic_auth {
 		alice %[1]s
 		bob %[1]s
@@ -46,7 +39,7 @@ http://localhost:9080 {
 	}
 	respond "user={http.auth.user.id}"
 }
-`, hash, senderBlock(sms, sms.AuthToken), alice, bob, storeName(t), strings.Join(extra, "\n\t\t")), "caddyfile")
+`, hash, senderBlock(sms, sms.AuthToken), alice, bob, storeName(t), strings.Join(extra, "\n\t\t")))
 	return sms
 }
 
