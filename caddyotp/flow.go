@@ -158,6 +158,9 @@ func (fl *flows) start(ctx context.Context, v *visit, input string) outcome {
 		if refusal != "" {
 			return outcome{kind: refused, key: refusal}
 		}
+		if !fl.who.region(regionOf(phone)) {
+			return outcome{kind: badPhone, key: "err_region"}
+		}
 		f.User, f.Phone, f.Allowed = v.user, phone, true // the code goes to the user's phone, whatever was typed
 	} else {
 		phone, region, err := normalizePhone(input, fl.who.defaultRegion)

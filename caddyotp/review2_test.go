@@ -1,6 +1,7 @@
 package caddyotp
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -141,12 +142,19 @@ func TestDeliveryHealthIsTheGatesOwn(t *testing.T) {
 	}
 }
 
-// TestClientIPHeaderTheProxyDoesNotWriteIsIgnored: with several client_ip_headers and a proxy
-// that appends X-Forwarded-For only, a client's own X-Real-IP does not choose its address.
+// TestClientIPHeaderTheProxyDoesNotWriteIsIgnored: with several client_ip_headers, in either
+// order, and a proxy that appends X-Forwarded-For only, a client's own X-Real-IP does not choose
+// its address.
 func TestClientIPHeaderTheProxyDoesNotWriteIsIgnored(t *testing.T) {
+	for _, headers := range []string{"X-Real-IP X-Forwarded-For", "X-Forwarded-For X-Real-IP"} {
+		t.Run(headers, func(t *testing.T) { clientIPHeaderIgnored(t, headers) })
+	}
+}
+
+func clientIPHeaderIgnored(t *testing.T, headers string) {
 	clock.StartWindow(10 * time.Minute) // the requests below count in one window
 	g := newGate(t)
-	g.global = "servers {\n\t\ttrusted_proxies static 127.0.0.0/8\n\t\tclient_ip_headers X-Real-IP X-Forwarded-For\n\t}"
+	g.global = "servers {\n\t\ttrusted_proxies static 127.0.0.0/8\n\t\tclient_ip_headers " + headers + "\n\t}"
 	g.start("ip_limit 3 10m")
 	for i := 1; i <= 4; i++ {
 		v := newVisitor(t)
@@ -157,5 +165,16 @@ func TestClientIPHeaderTheProxyDoesNotWriteIsIgnored(t *testing.T) {
 		} else {
 			wantRetryAfter(t, "fourth verify from one client", r, 10*time.Minute)
 		}
+	}
+}
+
+// TestRegionsApplyToAUsersPhone: in users mode the code goes to the user's phone, which must be
+// in a region codes may go to, as a typed one must.
+func TestRegionsApplyToAUsersPhone(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"users": map[string]string{"alice": alice}, "phones": nil, "regions": []string{"GB"}})
+	v := unitVisit(t)
+	v.user = "alice"
+	if o := h.flows.start(context.Background(), v, ""); o.kind != badPhone || o.key != "err_region" {
+		t.Fatalf("a user's US phone with regions GB: %+v", o)
 	}
 }

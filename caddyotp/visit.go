@@ -65,12 +65,23 @@ func remoteHost(r *http.Request) string {
 	return host
 }
 
-// rightmostForwarded is the rightmost entry of the last configured client IP header the request
-// has, if it is an address: the one the nearest proxy wrote. Any entry left of it, and a header
-// the proxy does not write (earlier in client_ip_headers), may be the client's.
+// rightmostForwarded is the rightmost entry of the client IP header a proxy appends to, if it
+// is an address: the one the nearest proxy wrote; any entry left of it may be the client's.
+// That header is X-Forwarded-For when it is configured and present, since proxies append to
+// it; else the last configured header the request has. A client can add a header the proxy
+// does not write; only trusted_proxies_strict, where Caddy skips the proxies it trusts, settles
+// which header to believe.
 func rightmostForwarded(r *http.Request, headers []string) string {
+	order := make([]string, 0, len(headers))
 	for i := len(headers) - 1; i >= 0; i-- {
-		values := r.Header.Values(headers[i])
+		if http.CanonicalHeaderKey(headers[i]) == "X-Forwarded-For" {
+			order = append([]string{headers[i]}, order...)
+		} else {
+			order = append(order, headers[i])
+		}
+	}
+	for _, name := range order {
+		values := r.Header.Values(name)
 		if len(values) == 0 {
 			continue
 		}
