@@ -15,7 +15,7 @@ GOBIN="$tools" go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
 
 modules=$("$out/caddy" list-modules)
 for m in http.handlers.otp http.handlers.otp.senders.log http.handlers.otp.senders.restcomm \
-	http.handlers.otp.stores.memory http.handlers.otp.stores.redis; do
+	http.handlers.otp.stores.memory http.handlers.otp.stores.redis admin.api.otp; do
 	if ! grep -qx "$m" <<<"$modules"; then
 		echo "xcaddy build lacks module $m" >&2
 		exit 1

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,7 +18,8 @@ import (
 
 // instance is one Caddy process of a site served by several.
 type instance struct {
-	base string
+	base  string
+	admin string // its admin API's address
 	*caddyProcess
 }
 
@@ -31,9 +33,9 @@ func startInstances(t *testing.T, n int, redisAddr string, sms *restcommtest.Ser
 	storage := t.TempDir()
 	var all []*instance
 	for i := 0; i < n; i++ {
-		port := freePort(t)
+		port, admin := freePort(t), fmt.Sprintf("localhost:%d", freePort(t))
 		cfg := fmt.Sprintf(`{
-	admin off
+	admin %s
 	storage file_system %s
 }
 http://localhost:%d {
@@ -50,8 +52,8 @@ http://localhost:%d {
 	}
 	respond "instance %d user={http.auth.user.id}"
 }
-`, storage, port, senderBlock(sms, sms.AuthToken), clusterOrigin, alice, bob, strings.Join(racers, " "), redisAddr, strings.Join(extra, "\n\t\t"), i)
-		all = append(all, &instance{base: fmt.Sprintf("http://localhost:%d", port), caddyProcess: runCaddy(t, cfg, port)})
+`, admin, storage, port, senderBlock(sms, sms.AuthToken), clusterOrigin, alice, bob, strings.Join(racers, " "), redisAddr, strings.Join(extra, "\n\t\t"), i)
+		all = append(all, &instance{base: fmt.Sprintf("http://localhost:%d", port), admin: admin, caddyProcess: runCaddy(t, cfg, port)})
 	}
 	return all
 }
@@ -280,4 +282,28 @@ func TestParallelGuessesOnTwoInstancesCannotOutrunTheLockout(t *testing.T) {
 	if compared > 10 {
 		t.Fatalf("%d of 25 parallel wrong codes were compared; the lockout allows 10", compared)
 	}
+}
+
+// TestRevocationThroughOneInstancesAdminAPIHoldsOnTheOther: caddy otp revoke against instance B
+// ends a session that instance A honoured, within the staleness bound.
+func TestRevocationThroughOneInstancesAdminAPIHoldsOnTheOther(t *testing.T) {
+	r := startRedis(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	in := startInstances(t, 2, r.Addr(), sms)
+	v := newBalancedVisitor(t, in[0])
+	v.signInWith(sms, alice)
+	wantStatus(t, "signed in on A", v.get("/"), http.StatusOK)
+	out, err := exec.Command(buildCaddy(t), "otp", "revoke", "--address", in[1].admin, alice).CombinedOutput()
+	if err != nil {
+		t.Fatalf("caddy otp revoke on B: %v\n%s", err, out)
+	}
+	start := time.Now()
+	for v.get("/").status != http.StatusSeeOther {
+		if time.Since(start) > revocationBound {
+			t.Fatalf("the revocation on B had not reached A after %s", revocationBound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("revoked through B, refused on A after %s", time.Since(start).Round(time.Millisecond))
 }

@@ -1,12 +1,14 @@
 package caddyotp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,7 +23,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "otp",
-		Usage: "export-templates <dir> | send-test --config <file> <phone>",
+		Usage: "export-templates <dir> | send-test --config <file> <phone> | revoke [--address <addr>] <phone> | --user <name>",
 		Short: "Tools for the otp gate",
 		Long: `Tools for the otp gate.
 
@@ -30,7 +32,12 @@ handler's "templates" option. It refuses to overwrite existing files.
 
 send-test sends one test SMS (no code in it) to <phone> through the sender of
 the first otp handler in the config, and prints the provider's answer: a way to
-check credentials and the sender number before going live.`,
+check credentials and the sender number before going live.
+
+revoke ends every session and trusted browser of a phone, or of a user, on every
+otp gate of the running Caddy (and, through a shared store, on every instance).
+It calls the admin API (POST /otp/revoke), found as caddy reload finds it: the
+--address flag, else the admin address of --config, else the default.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			send := &cobra.Command{
 				Use:   "send-test --config <file> [--adapter <name>] <phone>",
@@ -46,6 +53,32 @@ check credentials and the sender number before going live.`,
 			send.Flags().StringP("adapter", "a", "", "the config adapter, if the file name does not tell")
 			_ = send.MarkFlagRequired("config")
 			cmd.AddCommand(send)
+			revoke := &cobra.Command{
+				Use:   "revoke [--address <addr>] [--config <file> [--adapter <name>]] <phone> | --user <name>",
+				Short: "End every session of a phone or a user, on every instance",
+				Args:  cobra.MaximumNArgs(1),
+				RunE: func(cmd *cobra.Command, args []string) error {
+					address, _ := cmd.Flags().GetString("address")
+					config, _ := cmd.Flags().GetString("config")
+					adapter, _ := cmd.Flags().GetString("adapter")
+					user, _ := cmd.Flags().GetString("user")
+					var req revokeRequest
+					switch {
+					case user != "" && len(args) == 0:
+						req.User = user
+					case user == "" && len(args) == 1:
+						req.Phone = args[0]
+					default:
+						return errors.New("give a phone number, or --user NAME, not both")
+					}
+					return revokeCommand(cmd.OutOrStdout(), address, config, adapter, req)
+				},
+			}
+			revoke.Flags().String("address", "", "the admin API's address (default: from --config, else Caddy's default)")
+			revoke.Flags().StringP("config", "c", "", "the Caddy config file whose admin address to use")
+			revoke.Flags().StringP("adapter", "a", "", "the config adapter, if the file name does not tell")
+			revoke.Flags().String("user", "", "revoke a first-factor user's sessions instead of a phone's")
+			cmd.AddCommand(revoke)
 			cmd.AddCommand(&cobra.Command{
 				Use:   "export-templates <dir>",
 				Short: "Write the embedded pages to a directory",
@@ -160,5 +193,29 @@ func exportTemplates(dir string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// revokeCommand asks the running Caddy's admin API to revoke a phone's or a user's sessions, and
+// says what it did, or why not.
+func revokeCommand(out io.Writer, address, config, adapter string, req revokeRequest) error {
+	addr, err := caddycmd.DetermineAdminAPIAddress(address, nil, config, adapter)
+	if err != nil {
+		return fmt.Errorf("finding the admin API: %v", err)
+	}
+	body, _ := json.Marshal(req)
+	resp, err := caddycmd.AdminAPIRequest(addr, http.MethodPost, "/otp/revoke", nil, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("revoking through the admin API at %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Revoked string `json:"revoked"`
+		Records int    `json:"records"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+		return fmt.Errorf("the admin API at %s answered %s, not JSON", addr, resp.Status)
+	}
+	fmt.Fprintf(out, "revoked every session and trusted browser of %s (%d record(s) written)\n", answer.Revoked, answer.Records)
 	return nil
 }

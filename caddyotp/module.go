@@ -261,6 +261,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.wire(who, templates)
+	registerGate(h)
 	return nil
 }
 
@@ -338,8 +339,10 @@ func (h *Handler) healthKey() string {
 	return healthKey(h.SenderRaw, rules)
 }
 
-// Cleanup lets go of the sender's health; deliveries still on their way finish on their own.
+// Cleanup leaves the admin API's gates and lets go of the sender's health; deliveries still on
+// their way finish on their own.
 func (h *Handler) Cleanup() error {
+	unregisterGate(h)
 	if h.health != nil {
 		_, err := healthPool.Delete(h.healthKey())
 		return err

@@ -1,0 +1,159 @@
+package caddyotp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// gates are the otp handlers of the running configs. Admin modules are built before any app,
+// so a gate registers here in Provision and leaves in Cleanup, as reverse_proxy's upstreams do
+// for its admin module.
+var gates struct {
+	sync.Mutex
+	all map[*Handler]struct{}
+}
+
+func registerGate(h *Handler) {
+	gates.Lock()
+	defer gates.Unlock()
+	if gates.all == nil {
+		gates.all = make(map[*Handler]struct{})
+	}
+	gates.all[h] = struct{}{}
+}
+
+func unregisterGate(h *Handler) {
+	gates.Lock()
+	delete(gates.all, h)
+	gates.Unlock()
+}
+
+func runningGates() []*Handler {
+	gates.Lock()
+	defer gates.Unlock()
+	out := make([]*Handler, 0, len(gates.all))
+	for h := range gates.all {
+		out = append(out, h)
+	}
+	return out
+}
+
+// adminAPI is the otp gate's admin API (module admin.api.otp), behind Caddy's own admin
+// endpoint and its access controls:
+//
+//	POST /otp/revoke   {"phone": "+1 201 555 0123"} or {"user": "alice"}
+//
+// ends every session and trusted browser of that phone (and of the users bound to it) or user,
+// on every gate of the running config, and through their stores on every instance that shares
+// them.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "admin.api.otp", New: func() caddy.Module { return new(adminAPI) }}
+}
+
+// Routes returns the admin routes of the otp gate.
+func (a *adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/otp/revoke", Handler: caddy.AdminHandlerFunc(a.revoke)}}
+}
+
+// revokeRequest is the body of POST /otp/revoke: exactly one of its fields.
+type revokeRequest struct {
+	Phone string `json:"phone,omitempty"`
+	User  string `json:"user,omitempty"`
+}
+
+func badRevoke(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err, Message: err.Error()}
+}
+
+func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("use POST"), Message: "use POST"}
+	}
+	var req revokeRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 8<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return badRevoke(`the body must be JSON: {"phone": "+12015550123"} or {"user": "alice"} (%v)`, err)
+	}
+	req.Phone, req.User = strings.TrimSpace(req.Phone), strings.TrimSpace(req.User)
+	if (req.Phone == "") == (req.User == "") {
+		return badRevoke(`give exactly one of "phone" and "user", e.g. {"phone": "+12015550123"}`)
+	}
+	running := runningGates()
+	if len(running) == 0 {
+		err := errors.New("no otp gate is running in this Caddy's config")
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: err, Message: err.Error()}
+	}
+	type record struct {
+		store Store
+		id    [16]byte
+	}
+	done := map[record]bool{}
+	var what string
+	for _, h := range running {
+		subjects, name, err := h.revokeSubjects(req)
+		if err != nil {
+			return badRevoke("%v", err)
+		}
+		what = name
+		for _, subject := range subjects {
+			id := subjectID(h.keys.subject, subject)
+			if done[record{h.store, id}] {
+				continue
+			}
+			done[record{h.store, id}] = true
+			if err := h.store.Revoke(r.Context(), Revocation{ID: id, Subject: id, At: h.now(), TTL: subjectRevocationTTL}); err != nil {
+				h.obs.storeFailed(err)
+				return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err, Message: "the store could not record the revocation; nothing may have been revoked: " + err.Error()}
+			}
+			h.obs.revoked(subject, true, "admin API")
+		}
+	}
+	if len(done) == 0 {
+		return badRevoke("no otp gate binds a phone to user %q", req.User)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(map[string]any{"revoked": what, "records": len(done)})
+}
+
+// revokeSubjects are the subjects whose sessions a revocation request ends on this gate, and a
+// name for the answer (a masked phone, or the user): a phone, and every user bound to it; or a
+// user's session with the phone the user is bound to.
+func (h *Handler) revokeSubjects(req revokeRequest) ([]string, string, error) {
+	users := h.flows.who.users
+	if req.User != "" {
+		if phone := users[req.User]; phone != "" {
+			return []string{userSubject(req.User, phone)}, req.User, nil
+		}
+		return nil, req.User, nil
+	}
+	phone, _, err := normalizePhone(req.Phone, h.DefaultRegion)
+	if err != nil {
+		return nil, "", fmt.Errorf("%q is not a phone number; write it with its country code, e.g. +12015550123", req.Phone)
+	}
+	subjects := []string{phone}
+	for user, p := range users {
+		if p == phone {
+			subjects = append(subjects, userSubject(user, p))
+		}
+	}
+	return subjects, h.obs.phone(phone), nil
+}
+
+var _ caddy.AdminRouter = (*adminAPI)(nil)
