@@ -3,7 +3,11 @@ package caddyotp
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -31,80 +35,48 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	return parseBlock(d, "otp", func(name string) error {
-		var err error
-		switch name {
-		case "sender":
-			h.SenderRaw, err = guestModule(d, "sender", "http.handlers.otp.senders.", "`sender restcomm { ... }` or `sender log`")
-		case "store":
-			h.StoreRaw, err = guestModule(d, "store", "http.handlers.otp.stores.", "`store memory`")
-		case "phones":
-			if h.Phones = d.RemainingArgs(); len(h.Phones) == 0 {
-				return d.ArgErr()
-			}
-		case "phones_file":
-			err = oneString(d, &h.PhonesFile)
-		case "users":
-			err = h.unmarshalUsers(d)
-		case "users_file":
-			err = oneString(d, &h.UsersFile)
-		case "default_region":
-			err = oneString(d, &h.DefaultRegion)
-		case "regions":
-			if h.Regions = d.RemainingArgs(); len(h.Regions) == 0 {
-				return d.ArgErr()
-			}
-		case "code_length":
-			err = oneInt(d, &h.CodeLength)
-		case "code_ttl":
-			err = oneDuration(d, &h.CodeTTL)
-		case "max_attempts":
-			err = oneInt(d, &h.MaxAttempts)
-		case "resend_after":
-			err = oneDuration(d, &h.ResendAfter)
-		case "send_limit":
-			h.SendLimit, err = limitArgs(d)
-		case "ip_limit":
-			h.IPLimit, err = limitArgs(d)
-		case "lockout":
-			h.Lockout, err = limitArgs(d)
-		case "max_sms_per_hour":
-			err = oneInt(d, &h.MaxSMSPerHour)
-		case "session_ttl":
-			err = oneDuration(d, &h.SessionTTL)
-		case "session_idle":
-			err = oneDuration(d, &h.SessionIdle)
-		case "trust_device":
-			err = oneDuration(d, &h.TrustDevice)
-		case "public_url":
-			err = oneString(d, &h.PublicURL)
-		case "audience":
-			err = oneString(d, &h.Audience)
-		case "path":
-			err = oneString(d, &h.Path)
-		case "cookie_name":
-			err = oneString(d, &h.CookieName)
-		case "secret":
-			err = oneString(d, &h.Secret)
-		case "templates":
-			err = oneString(d, &h.Templates)
-		case "message":
-			err = oneString(d, &h.Message)
-		case "site_name":
-			err = oneString(d, &h.SiteName)
-		case "logo":
-			err = oneString(d, &h.Logo)
-		case "language":
-			err = oneString(d, &h.Language)
-		case "log_phones":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.LogPhones = true
-		default:
-			return errUnknown
-		}
-		return err
+	str := func(dst *string) func() error { return func() error { return oneString(d, dst) } }
+	dur := func(dst *caddy.Duration) func() error { return func() error { return oneDuration(d, dst) } }
+	limit := func(dst **Limit) func() error {
+		return func() (err error) { *dst, err = limitArgs(d); return err }
+	}
+	return parseBlock(d, "otp", map[string]func() error{
+		"sender": func() (err error) {
+			h.SenderRaw, err = guestModule(d, "sender", "http.handlers.otp.senders", "`sender restcomm { ... }` or `sender log`")
+			return err
+		},
+		"store": func() (err error) {
+			h.StoreRaw, err = guestModule(d, "store", "http.handlers.otp.stores", "`store memory` or `store redis { ... }`")
+			return err
+		},
+		"phones":           func() error { return someStrings(d, &h.Phones, "+12015550123 ... (or * for anyone)") },
+		"phones_file":      str(&h.PhonesFile),
+		"users":            func() error { return h.unmarshalUsers(d) },
+		"users_file":       str(&h.UsersFile),
+		"default_region":   str(&h.DefaultRegion),
+		"regions":          func() error { return someStrings(d, &h.Regions, "US CA GB") },
+		"code_length":      func() error { return oneInt(d, &h.CodeLength, "6 to 10") },
+		"code_ttl":         dur(&h.CodeTTL),
+		"max_attempts":     func() error { return oneInt(d, &h.MaxAttempts, "1 to 10") },
+		"resend_after":     dur(&h.ResendAfter),
+		"send_limit":       limit(&h.SendLimit),
+		"ip_limit":         limit(&h.IPLimit),
+		"lockout":          limit(&h.Lockout),
+		"max_sms_per_hour": func() error { return oneInt(d, &h.MaxSMSPerHour, "0 for no cap, or more") },
+		"session_ttl":      dur(&h.SessionTTL),
+		"session_idle":     dur(&h.SessionIdle),
+		"trust_device":     dur(&h.TrustDevice),
+		"public_url":       str(&h.PublicURL),
+		"audience":         str(&h.Audience),
+		"path":             str(&h.Path),
+		"cookie_name":      str(&h.CookieName),
+		"secret":           str(&h.Secret),
+		"templates":        str(&h.Templates),
+		"message":          str(&h.Message),
+		"site_name":        str(&h.SiteName),
+		"logo":             str(&h.Logo),
+		"language":         str(&h.Language),
+		"log_phones":       func() error { return noValue(d, &h.LogPhones) },
 	})
 }
 
@@ -128,11 +100,10 @@ func (h *Handler) unmarshalUsers(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// errUnknown is what a parseBlock callback returns for a subdirective it does not know.
-var errUnknown = errors.New("unknown subdirective")
-
-// parseBlock reads each subdirective of a block with parse, refusing unknown and repeated ones.
-func parseBlock(d *caddyfile.Dispenser, what string, parse func(name string) error) error {
+// parseBlock reads each subdirective of a block with its function in subs, refusing unknown
+// and repeated ones. An error names the block and the subdirective, and an unknown name gets a
+// suggestion.
+func parseBlock(d *caddyfile.Dispenser, what string, subs map[string]func() error) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
@@ -140,13 +111,63 @@ func parseBlock(d *caddyfile.Dispenser, what string, parse func(name string) err
 			return d.Errf("%s: %s given twice", what, name)
 		}
 		seen[name] = true
-		if err := parse(name); err == errUnknown {
-			return d.Errf("%s: unknown subdirective %q", what, name)
+		parse, ok := subs[name]
+		if !ok {
+			return d.Errf("%s: unknown subdirective %q%s", what, name, suggestion(name, slices.Collect(maps.Keys(subs))))
+		}
+		var bad badValue
+		if err := parse(); errors.As(err, &bad) {
+			return d.Errf("%s: %s: %s", what, name, bad.msg)
 		} else if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// badValue is a subdirective's value that is not what it takes; parseBlock names the
+// subdirective and where it is.
+type badValue struct{ msg string }
+
+func (b badValue) Error() string { return b.msg }
+
+func badValuef(format string, args ...any) error { return badValue{fmt.Sprintf(format, args...)} }
+
+// suggestion is `; did you mean "X"?` for the known name closest to name (at most two edits
+// away), else the list of known names.
+func suggestion(name string, known []string) string {
+	slices.Sort(known)
+	best, bestDist := "", 3
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("; did you mean %q?", best)
+	}
+	return "; it takes " + strings.Join(known, ", ")
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // guestModule reads `KIND NAME [{ ... }]` and hands the rest to the module NAME of namespace.
@@ -155,32 +176,64 @@ func guestModule(d *caddyfile.Dispenser, kind, namespace, example string) (json.
 		return nil, d.Errf("otp: %s needs a name, e.g. %s", kind, example)
 	}
 	name := d.Val()
-	unm, err := caddyfile.UnmarshalModule(d, namespace+name)
+	if _, err := caddy.GetModule(namespace + "." + name); err != nil {
+		var names []string
+		for _, m := range caddy.GetModules(namespace) {
+			if n := m.ID.Name(); !strings.HasPrefix(n, "test_") {
+				names = append(names, n)
+			}
+		}
+		slices.Sort(names)
+		hint := suggestion(name, names)
+		if !strings.HasPrefix(hint, "; it takes") {
+			hint += "; " + kind + "s: " + strings.Join(names, ", ")
+		} else {
+			hint = "; " + kind + "s: " + strings.Join(names, ", ")
+		}
+		return nil, d.Errf("otp: unknown %s %q%s", kind, name, hint)
+	}
+	unm, err := caddyfile.UnmarshalModule(d, namespace+"."+name)
 	if err != nil {
 		return nil, err
 	}
 	return caddyconfig.JSONModuleObject(unm, "module", name, nil), nil
 }
 
+// oneString reads a subdirective's one value.
 func oneString(d *caddyfile.Dispenser, dst *string) error {
-	if !d.NextArg() {
-		return d.ArgErr()
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return badValuef("takes one value, not %d", len(args))
 	}
-	*dst = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
+	*dst = args[0]
+	return nil
+}
+
+// someStrings reads a subdirective's values, at least one.
+func someStrings(d *caddyfile.Dispenser, dst *[]string, example string) error {
+	if *dst = d.RemainingArgs(); len(*dst) == 0 {
+		return badValuef("needs at least one value, e.g. %s", example)
 	}
 	return nil
 }
 
-func oneInt(d *caddyfile.Dispenser, dst *int) error {
+// noValue reads a subdirective that takes no value.
+func noValue(d *caddyfile.Dispenser, dst *bool) error {
+	if d.NextArg() {
+		return badValuef("takes no value")
+	}
+	*dst = true
+	return nil
+}
+
+func oneInt(d *caddyfile.Dispenser, dst *int, allowed string) error {
 	var s string
 	if err := oneString(d, &s); err != nil {
 		return err
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil {
-		return d.Errf("%q is not a whole number", s)
+		return badValuef("%q is not a whole number (%s)", s, allowed)
 	}
 	*dst = n
 	return nil
@@ -193,7 +246,7 @@ func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	}
 	v, err := caddy.ParseDuration(s)
 	if err != nil {
-		return d.Errf("%q is not a duration such as 30s, 5m or 12h", s)
+		return badValuef("%q is not a duration such as 30s, 5m or 12h", s)
 	}
 	*dst = caddy.Duration(v)
 	return nil
@@ -203,15 +256,15 @@ func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 func limitArgs(d *caddyfile.Dispenser) (*Limit, error) {
 	args := d.RemainingArgs()
 	if len(args) != 2 {
-		return nil, d.Errf("expected a count and a window, e.g. `5 10m`")
+		return nil, badValuef("expected a count and a window, e.g. `5 10m`")
 	}
 	n, err := strconv.Atoi(args[0])
 	if err != nil || n < 1 {
-		return nil, d.Errf("%q is not a count of at least 1", args[0])
+		return nil, badValuef("%q is not a count of at least 1", args[0])
 	}
 	w, err := caddy.ParseDuration(args[1])
 	if err != nil || w <= 0 {
-		return nil, d.Errf("%q is not a positive duration such as 10m", args[1])
+		return nil, badValuef("%q is not a positive duration such as 10m", args[1])
 	}
 	return &Limit{Count: n, Window: caddy.Duration(w)}, nil
 }

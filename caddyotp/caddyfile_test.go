@@ -72,3 +72,27 @@ func adaptAndValidate(t *testing.T, caddyfile string) error {
 	c.StorageRaw = json.RawMessage(`{"module": "file_system", "root": "` + t.TempDir() + `"}`)
 	return caddy.Validate(&c)
 }
+
+// TestWarningsAtLoadNameTheRiskAndTheFix: configurations that load but carry a risk say which,
+// and how to fix it; safe ones say nothing.
+func TestWarningsAtLoadNameTheRiskAndTheFix(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg  map[string]any
+		want string
+	}{
+		"phones * without guards":         {map[string]any{"phones": []string{"*"}}, "SMS toll fraud"},
+		"phones * with regions only":      {map[string]any{"phones": []string{"*"}, "regions": []string{"US"}}, "max_sms_per_hour"},
+		"log sender on a public site":     {map[string]any{"sender": map[string]any{"module": "log"}, "public_url": "https://example.com"}, "anyone who reads the log can sign in"},
+		"phones * with regions and a cap": {map[string]any{"phones": []string{"*"}, "regions": []string{"US"}, "max_sms_per_hour": 100}, ""},
+		"an allowlist":                    {nil, ""},
+		"log sender on localhost":         {map[string]any{"sender": map[string]any{"module": "log"}}, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, _ := newUnitHandler(t, tc.cfg)
+			got := strings.Join(h.warnings(), "\n")
+			if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+				t.Errorf("warnings %q, want one containing %q", got, tc.want)
+			}
+		})
+	}
+}

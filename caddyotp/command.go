@@ -16,6 +16,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-otp/caddy-otp/templates"
 )
@@ -121,13 +123,22 @@ func sendTest(ctx context.Context, out io.Writer, configFile, adapter, phone str
 	}
 	delete(fields, "module") // the inline key names the module; it is not one of its fields
 	raw, _ := json.Marshal(fields)
-	cctx, cancel := caddy.NewContext(caddy.Context{Context: ctx})
-	defer cancel()
-	mod, err := cctx.LoadModuleByID("http.handlers.otp.senders."+name, raw)
-	if err != nil {
-		return err
+	var sender Sender
+	if name == "log" {
+		// Its development-only warning, without the stack trace Caddy's default logger adds.
+		logger := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.Lock(os.Stderr), zap.InfoLevel))
+		logger.Warn("the log sender writes messages to the log instead of sending them: development only")
+		sender = &LogSender{logger: logger, out: out}
+	} else {
+		cctx, cancel := caddy.NewContext(caddy.Context{Context: ctx})
+		defer cancel()
+		mod, err := cctx.LoadModuleByID("http.handlers.otp.senders."+name, raw)
+		if err != nil {
+			return err
+		}
+		sender = mod.(Sender)
 	}
-	id, err := mod.(Sender).Send(ctx, Message{To: to, Body: "Test message from caddy-otp: the " + name + " sender works."})
+	id, err := sender.Send(ctx, Message{To: to, Body: "Test message from caddy-otp: the " + name + " sender works."})
 	if err != nil {
 		return fmt.Errorf("not sent: %w", err)
 	}

@@ -76,6 +76,8 @@ func (h *Handler) Validate() error {
 		return errors.New("otp: session_ttl must be positive")
 	case h.TrustDevice < 0 || time.Duration(h.TrustDevice) > 400*24*time.Hour:
 		return fmt.Errorf("otp: trust_device %s must be between 0 (off) and 400d", time.Duration(h.TrustDevice))
+	case h.CodeTTL < h.ResendAfter:
+		return fmt.Errorf("otp: code_ttl %s is shorter than resend_after %s: a visitor whose code expired would have to wait for a new one; make code_ttl at least resend_after", time.Duration(h.CodeTTL), time.Duration(h.ResendAfter))
 	case h.SessionIdle < 0 || h.SessionIdle > h.SessionTTL:
 		return fmt.Errorf("otp: session_idle %s must be between 0 and session_ttl (%s)", time.Duration(h.SessionIdle), time.Duration(h.SessionTTL))
 	case !strings.HasPrefix(h.Path, "/") || strings.HasSuffix(h.Path, "/") || strings.ContainsAny(h.Path, "?#% "):
@@ -199,4 +201,17 @@ func validCookieName(s string) bool {
 		}
 	}
 	return true
+}
+
+// warnings are the risks of a configuration that still loads, each with its fix; Provision logs
+// them.
+func (h *Handler) warnings() []string {
+	var out []string
+	if h.flows.who.phones.anyone && (h.flows.who.regions == nil || h.MaxSMSPerHour == 0) {
+		out = append(out, "phones * lets anyone ask for codes: without regions and max_sms_per_hour, SMS toll fraud (codes sent to premium numbers abroad) can run up the bill; set `regions US ...` and `max_sms_per_hour N`")
+	}
+	if _, ok := h.sender.(*LogSender); ok && h.public != nil && !loopbackHost(h.public.Hostname()) {
+		out = append(out, "the log sender writes sign-in codes to the log on a site with a public address ("+h.origin+"): anyone who reads the log can sign in; use `sender restcomm { ... }`")
+	}
+	return out
 }

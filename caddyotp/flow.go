@@ -369,6 +369,6 @@ func (fl *flows) smsSender(v *visit, phone string) func(ctx context.Context, cod
 		if bound != "" {
 			body += "\n\n@" + bound + " #" + code
 		}
-		return sender.Send(ctx, Message{To: phone, Body: body})
+		return sender.Send(ctx, Message{To: phone, Body: body, Code: code})
 	}
 }

@@ -261,6 +261,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.wire(who, templates)
+	for _, w := range h.warnings() {
+		h.obs.logger.Warn(w)
+	}
 	registerGate(h)
 	return nil
 }

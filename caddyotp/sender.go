@@ -25,6 +25,7 @@ type Caller interface {
 type Message struct {
 	To   string // E.164, e.g. +12015550123
 	Body string // holds the code: a secret
+	Code string // the code alone, for a sender that shows it (the development log sender); a secret
 }
 
 // SendError is a provider's refusal or failure.

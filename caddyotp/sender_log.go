@@ -2,6 +2,9 @@ package caddyotp
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -16,6 +19,7 @@ func init() {
 // It exists for development and demos only: never use it on a site that strangers can reach.
 type LogSender struct {
 	logger *zap.Logger
+	out    io.Writer // where the code line goes: the terminal Caddy runs in
 }
 
 // CaddyModule returns the Caddy module information.
@@ -28,16 +32,20 @@ func (LogSender) CaddyModule() caddy.ModuleInfo {
 
 // Provision warns, loudly, that codes will be written to the log.
 func (s *LogSender) Provision(ctx caddy.Context) error {
-	s.logger = ctx.Logger()
+	s.logger, s.out = ctx.Logger(), os.Stderr
 	s.logger.Warn("DEVELOPMENT ONLY: the otp log sender writes sign-in codes to this log instead of sending SMS; anyone who reads the log can sign in")
 	return nil
 }
 
-// Send logs the message. The phone is masked; the body, which holds the code, is not.
+// Send logs the message (the phone masked, the body, which holds the code, not), and writes a
+// line that starts with the code to the terminal, where a developer trying the gate looks.
 func (s *LogSender) Send(_ context.Context, msg Message) (string, error) {
 	s.logger.Warn("DEVELOPMENT ONLY: SMS not sent, logged instead",
 		zap.String("to", maskPhone(msg.To)),
 		zap.String("body", msg.Body))
+	if msg.Code != "" {
+		fmt.Fprintf(s.out, "%s  is the sign-in code for %s (otp log sender: development only)\n", msg.Code, maskPhone(msg.To))
+	}
 	return "", nil
 }
 

@@ -88,12 +88,15 @@ func (s *Restcomm) Validate() error {
 	if s.AuthToken == "" {
 		return errors.New("restcomm sender: auth_token is empty (if it comes from {env.VAR}, is VAR set?)")
 	}
+	if !accountSID.MatchString(s.AccountSID) && !uuidSID.MatchString(s.AccountSID) {
+		return fmt.Errorf("restcomm sender: account_sid %q is neither AC and 32 hex digits (Restcomm, Twilio) nor a UUID (a SignalWire project id); copy it from the provider's console", s.AccountSID)
+	}
 	if s.From == "" {
 		return errors.New("restcomm sender: from is empty: give the account's SMS number in E.164, e.g. +12015550100")
 	}
-	if !strings.HasPrefix(s.From, "client:") {
+	if !strings.HasPrefix(s.From, "client:") && !alphanumericSender.MatchString(s.From) {
 		if _, _, err := normalizePhone(s.From, ""); err != nil {
-			return fmt.Errorf("restcomm sender: from %q is not a phone number in E.164 (e.g. +12015550100)", s.From)
+			return fmt.Errorf("restcomm sender: from %q is neither a phone number in E.164 (e.g. +12015550100) nor an alphanumeric sender id (up to 11 letters, digits and spaces, e.g. ExampleCo)", s.From)
 		}
 	}
 	u, err := url.Parse(s.BaseURL)
@@ -234,6 +237,13 @@ func responseDetail(status int, body []byte) string {
 	return meaning + ": " + prefix
 }
 
+var (
+	accountSID = regexp.MustCompile(`^AC[0-9a-fA-F]{32}$`)
+	uuidSID    = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	// an alphanumeric sender id: 1 to 11 letters, digits and spaces, at least one letter
+	alphanumericSender = regexp.MustCompile(`^(?:[A-Za-z0-9 ]*[A-Za-z][A-Za-z0-9 ]*)$`)
+)
+
 // UnmarshalCaddyfile reads the restcomm sender's block:
 //
 //	sender restcomm {
@@ -249,26 +259,13 @@ func (s *Restcomm) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	return parseBlock(d, "restcomm sender", func(name string) error {
-		switch name {
-		case "account_sid":
-			return oneString(d, &s.AccountSID)
-		case "auth_token":
-			return oneString(d, &s.AuthToken)
-		case "from":
-			return oneString(d, &s.From)
-		case "base_url":
-			return oneString(d, &s.BaseURL)
-		case "timeout":
-			return oneDuration(d, &s.Timeout)
-		case "voice":
-			s.Voice = true
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			return nil
-		}
-		return errUnknown
+	return parseBlock(d, "restcomm sender", map[string]func() error{
+		"account_sid": func() error { return oneString(d, &s.AccountSID) },
+		"auth_token":  func() error { return oneString(d, &s.AuthToken) },
+		"from":        func() error { return oneString(d, &s.From) },
+		"base_url":    func() error { return oneString(d, &s.BaseURL) },
+		"timeout":     func() error { return oneDuration(d, &s.Timeout) },
+		"voice":       func() error { return noValue(d, &s.Voice) },
 	})
 }
 

@@ -104,6 +104,7 @@ func TestRestcommErrorsAreClassifiedAndHoldNoSecrets(t *testing.T) {
 }
 
 func TestRestcommValidateExplainsMissingSettings(t *testing.T) {
+	const sid = "AC0123456789abcdef0123456789abcdef"
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	for name, tc := range map[string]struct {
@@ -111,10 +112,11 @@ func TestRestcommValidateExplainsMissingSettings(t *testing.T) {
 		want string
 	}{
 		"no sid":          {Restcomm{AuthToken: "t", From: fromNum}, "account_sid is empty"},
-		"unset env token": {Restcomm{AccountSID: "AC1", AuthToken: "{env.SURELY_UNSET_TOKEN_VAR}", From: fromNum}, "auth_token is empty"},
-		"no from":         {Restcomm{AccountSID: "AC1", AuthToken: "t"}, "from is empty"},
-		"bad from":        {Restcomm{AccountSID: "AC1", AuthToken: "t", From: "12345"}, "not a phone number"},
-		"bad base_url":    {Restcomm{AccountSID: "AC1", AuthToken: "t", From: fromNum, BaseURL: "ftp://x"}, "base_url"},
+		"unset env token": {Restcomm{AccountSID: sid, AuthToken: "{env.SURELY_UNSET_TOKEN_VAR}", From: fromNum}, "auth_token is empty"},
+		"bad sid":         {Restcomm{AccountSID: "AC1", AuthToken: "t", From: fromNum}, `account_sid "AC1" is neither AC and 32 hex digits`},
+		"no from":         {Restcomm{AccountSID: sid, AuthToken: "t"}, "from is empty"},
+		"bad from":        {Restcomm{AccountSID: sid, AuthToken: "t", From: "12345"}, "neither a phone number in E.164"},
+		"bad base_url":    {Restcomm{AccountSID: sid, AuthToken: "t", From: fromNum, BaseURL: "ftp://x"}, "base_url"},
 	} {
 		s := tc.s
 		if err := s.Provision(ctx); err != nil {

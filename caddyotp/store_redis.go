@@ -187,39 +187,18 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.ArgErr()
 		}
 	}
-	return parseBlock(d, "redis store", func(name string) error {
-		switch name {
-		case "address":
-			return oneString(d, &s.Address)
-		case "addresses":
-			if s.Addresses = d.RemainingArgs(); len(s.Addresses) == 0 {
-				return d.ArgErr()
-			}
-			return nil
-		case "master_name":
-			return oneString(d, &s.MasterName)
-		case "username":
-			return oneString(d, &s.Username)
-		case "password":
-			return oneString(d, &s.Password)
-		case "db":
-			return oneInt(d, &s.DB)
-		case "key_prefix":
-			return oneString(d, &s.KeyPrefix)
-		case "tls":
-			s.TLS = true
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			return nil
-		case "tls_server_name":
-			return oneString(d, &s.TLSServerName)
-		case "dial_timeout":
-			return oneDuration(d, &s.DialTimeout)
-		case "timeout":
-			return oneDuration(d, &s.Timeout)
-		}
-		return errUnknown
+	return parseBlock(d, "redis store", map[string]func() error{
+		"address":         func() error { return oneString(d, &s.Address) },
+		"addresses":       func() error { return someStrings(d, &s.Addresses, "HOST:PORT HOST:PORT ...") },
+		"master_name":     func() error { return oneString(d, &s.MasterName) },
+		"username":        func() error { return oneString(d, &s.Username) },
+		"password":        func() error { return oneString(d, &s.Password) },
+		"db":              func() error { return oneInt(d, &s.DB, "0 to 15") },
+		"key_prefix":      func() error { return oneString(d, &s.KeyPrefix) },
+		"tls":             func() error { return noValue(d, &s.TLS) },
+		"tls_server_name": func() error { return oneString(d, &s.TLSServerName) },
+		"dial_timeout":    func() error { return oneDuration(d, &s.DialTimeout) },
+		"timeout":         func() error { return oneDuration(d, &s.Timeout) },
 	})
 }
 

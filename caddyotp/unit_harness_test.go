@@ -71,7 +71,8 @@ func newUnitHandler(tb testing.TB, cfg map[string]any) (*Handler, *recordingSend
 		tb.Fatal(err)
 	}
 	h.obs.logger = zap.NewNop() // benchmarks and fuzzing measure the gate, not the log
-	return h, h.sender.(*recordingSender)
+	recording, _ := h.sender.(*recordingSender)
+	return h, recording
 }
 
 // upstream stands for the protected site.
