@@ -42,6 +42,7 @@ cat > "$work/Caddyfile" <<CADDY
 :18082 {
 	otp {
 		sender log
+		public_url http://127.0.0.1:18082
 		phones +12015550123
 		secret bench-secret-bench-secret-bench-secret
 		session_ttl 12h
@@ -77,7 +78,12 @@ jar="$work/jar"
 login=$(curl -s -c "$jar" -b "$jar" "http://127.0.0.1:18082/.otp/login")
 csrf=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' <<<"$login" | head -1)
 curl -s -o /dev/null -c "$jar" -b "$jar" --data-urlencode "csrf=$csrf" --data-urlencode "phone=+12015550123" http://127.0.0.1:18082/.otp/send
-code=$(grep -o '#[0-9]\{6\}' "$work/caddy.log" | tail -1 | tr -d '#')
+code=
+for _ in $(seq 50); do # the gate sends in the background
+	code=$(grep -o '#[0-9]\{6\}' "$work/caddy.log" | tail -1 | tr -d '#')
+	[ -n "$code" ] && break
+	sleep 0.1
+done
 curl -s -o /dev/null -c "$jar" -b "$jar" --data-urlencode "csrf=$csrf" --data-urlencode "code=$code" http://127.0.0.1:18082/.otp/verify
 session=$(awk '$6 == "caddy_otp" {print $7}' "$jar")
 [ -n "$session" ] || { echo "could not sign in for the benchmark" >&2; exit 1; }

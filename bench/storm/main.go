@@ -55,14 +55,18 @@ http://127.0.0.1:%d {
 			from +12015550100
 			base_url %s
 		}
+		public_url http://127.0.0.1:%d
 		phones *
+		regions US
+		max_sms_per_hour 100000000
 		send_limit 1000000 10m
 		ip_limit 1000000 10m
+		resend_after 1ms
 		secret bench-secret-bench-secret-bench-secret
 	}
 	respond "hello"
 }
-`, dir, port, sms.AccountSID, sms.AuthToken, sms.BaseURL())
+`, dir, port, sms.AccountSID, sms.AuthToken, sms.BaseURL(), port)
 	check(os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte(cfg), 0o600))
 	cmd := exec.Command(*caddyBin, "run", "--config", filepath.Join(dir, "Caddyfile"), "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "HOME="+dir)
@@ -81,11 +85,13 @@ http://127.0.0.1:%d {
 	start := time.Now()
 	for v := 0; v < *visitors; v++ {
 		wg.Add(1)
-		go func(phone string) {
+		go func(phone string, from net.IP) {
 			defer wg.Done()
+			dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: from}}
+			transport := &http.Transport{DialContext: dialer.DialContext}
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				err := signIn(base, phone, sms)
+				err := signIn(base, phone, sms, transport)
 				mu.Lock()
 				if err != nil {
 					failures++
@@ -97,7 +103,7 @@ http://127.0.0.1:%d {
 				}
 				mu.Unlock()
 			}
-		}(fmt.Sprintf("+120155501%02d", v))
+		}(fmt.Sprintf("+120155501%02d", v), net.IPv4(127, 0, 1, byte(1+v)))
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -120,9 +126,11 @@ var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 var codeRE = regexp.MustCompile(`#([0-9]+)$`)
 
 // signIn is one visitor's whole sign-in, with a fresh browser.
-func signIn(base, phone string, sms *restcommtest.Server) error {
+// signIn walks one whole sign-in through transport, which connects from the visitor's own
+// loopback address, as visitors come from addresses of their own.
+func signIn(base, phone string, sms *restcommtest.Server, transport http.RoundTripper) error {
 	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 10 * time.Second,
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := c.Get(base + "/.otp/login?next=%2F")
 	if err != nil {
@@ -144,13 +152,24 @@ func signIn(base, phone string, sms *restcommtest.Server) error {
 		resp.Body.Close()
 		return resp.StatusCode, nil
 	}
+	before, _ := sms.LastMessageTo(phone)
 	if status, err := post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {phone}}); err != nil || status != http.StatusSeeOther {
 		return fmt.Errorf("send: %d %v", status, err)
 	}
-	msg, ok := sms.LastMessageTo(phone)
+	// The gate sends in the background: wait for this sign-in's SMS.
+	var msg restcommtest.Message
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Microsecond) {
+		var ok bool
+		if msg, ok = sms.LastMessageTo(phone); ok && msg.SID != before.SID {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no SMS for %s", phone)
+		}
+	}
 	code := codeRE.FindStringSubmatch(msg.Body)
-	if !ok || code == nil {
-		return fmt.Errorf("no SMS for %s", phone)
+	if code == nil {
+		return fmt.Errorf("no code in the SMS to %s", phone)
 	}
 	if status, err := post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code[1]}}); err != nil || status != http.StatusSeeOther {
 		return fmt.Errorf("verify: %d %v", status, err)
