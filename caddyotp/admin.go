@@ -100,30 +100,46 @@ func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 		err := errors.New("no otp gate is running in this Caddy's config")
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: err, Message: err.Error()}
 	}
+	// First what to revoke on each gate, so that a request some gate cannot read revokes nothing.
 	type record struct {
-		store Store
+		store string // the store's identity: gates that share one write once
 		id    [16]byte
 	}
+	type write struct {
+		gate    *Handler
+		subject string
+	}
 	done := map[record]bool{}
-	var what string
+	var writes []write
+	var what, phone string
 	for _, h := range running {
 		subjects, name, err := h.revokeSubjects(req)
 		if err != nil {
 			return badRevoke("%v", err)
 		}
+		if req.Phone != "" && len(subjects) > 0 {
+			if phone != "" && subjects[0] != phone {
+				return badRevoke("%q names different numbers on gates with different default regions; write it with its country code, e.g. %s", req.Phone, phone)
+			}
+			phone = subjects[0]
+		}
 		what = name
 		for _, subject := range subjects {
-			id := subjectID(h.keys.subject, subject)
-			if done[record{h.store, id}] {
-				continue
+			rec := record{storeIdentity(h.store), subjectID(h.keys.subject, subject)}
+			if !done[rec] {
+				done[rec] = true
+				writes = append(writes, write{h, subject})
 			}
-			done[record{h.store, id}] = true
-			if err := h.store.Revoke(r.Context(), Revocation{ID: id, Subject: id, At: h.now(), TTL: subjectRevocationTTL}); err != nil {
-				h.obs.storeFailed(err)
-				return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err, Message: "the store could not record the revocation; nothing may have been revoked: " + err.Error()}
-			}
-			h.obs.revoked(subject, true, "admin API")
 		}
+	}
+	for _, wr := range writes {
+		h, id := wr.gate, subjectID(wr.gate.keys.subject, wr.subject)
+		if err := h.store.Revoke(r.Context(), Revocation{ID: id, Subject: id, At: h.now(), TTL: subjectRevocationTTL}); err != nil {
+			h.obs.storeFailed(err)
+			return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err,
+				Message: "a store could not record the revocation, so it may have reached some gates only; revoking again is safe: " + err.Error()}
+		}
+		h.obs.revoked(wr.subject, true, "admin API")
 	}
 	if len(done) == 0 {
 		return badRevoke("no otp gate binds a phone to user %q", req.User)
@@ -157,3 +173,12 @@ func (h *Handler) revokeSubjects(req revokeRequest) ([]string, string, error) {
 }
 
 var _ caddy.AdminRouter = (*adminAPI)(nil)
+
+// storeIdentity names the state a store holds, so that gates sharing it are told apart from gates
+// that do not: its storeName, else the store itself.
+func storeIdentity(s Store) string {
+	if n, ok := s.(interface{ storeName() string }); ok {
+		return n.storeName()
+	}
+	return fmt.Sprintf("%p", s)
+}

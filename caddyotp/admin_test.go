@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -105,3 +106,35 @@ func signInAs(t *testing.T, v *visitor, sms *restcommtest.Server, n int) {
 
 // clockPastResend moves the gate's clock past resend_after, which holds per phone.
 func clockPastResend() { clock.Advance(31 * time.Second) }
+
+// TestRevokeThatOneGateCannotReadRevokesNothing: a number some gate reads otherwise, or cannot
+// read, is refused before anything is written.
+func TestRevokeThatOneGateCannotReadRevokesNothing(t *testing.T) {
+	sms := newRestcomm(t)
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
+	otp {
+		%[1]s
+		public_url http://localhost:9080
+		phones %[2]s
+		default_region US
+		store memory %[3]s-us
+	}
+	respond "us"
+}
+http://127.0.0.1:9080 {
+	otp {
+		%[1]s
+		public_url http://127.0.0.1:9080
+		phones %[2]s
+		store memory %[3]s-none
+	}
+	respond "none"
+}
+`, senderBlock(sms, sms.AuthToken), alice, storeName(t)))
+	v := newVisitor(t)
+	v.signInWith(sms, alice)
+	if status, body := adminRevoke(t, `{"phone": "201 555 0123"}`); status != http.StatusBadRequest {
+		t.Fatalf("a national number one gate cannot read: %d %s", status, body)
+	}
+	wantStatus(t, "alice after a refused revoke", v.get("/"), http.StatusOK)
+}

@@ -177,11 +177,7 @@ func messagePlaceholder(msg string) string {
 func (h *Handler) audience(store Store) []byte {
 	name := "name\x00" + h.Audience
 	if h.Audience == "" {
-		storeName := ""
-		if n, ok := store.(interface{ storeName() string }); ok {
-			storeName = n.storeName()
-		}
-		name = "gate\x00" + h.Path + "\x00" + h.CookieName + "\x00" + storeName + "\x00" + h.origin
+		name = "gate\x00" + h.Path + "\x00" + h.CookieName + "\x00" + storeIdentity(store) + "\x00" + h.origin
 	}
 	sum := sha256.Sum256([]byte(name))
 	return sum[:8]

@@ -89,12 +89,17 @@ func (s *Restcomm) Validate() error {
 		return errors.New("restcomm sender: auth_token is empty (if it comes from {env.VAR}, is VAR set?)")
 	}
 	if !accountSID.MatchString(s.AccountSID) && !uuidSID.MatchString(s.AccountSID) {
-		return fmt.Errorf("restcomm sender: account_sid %q is neither AC and 32 hex digits (Restcomm, Twilio) nor a UUID (a SignalWire project id); copy it from the provider's console", s.AccountSID)
+		// Not echoed: a token pasted into the wrong field would land in the log.
+		return fmt.Errorf("restcomm sender: account_sid (%d characters) is neither AC and 32 hex digits (Restcomm, Twilio) nor a UUID (a SignalWire project id); copy it from the provider's console", len(s.AccountSID))
 	}
 	if s.From == "" {
 		return errors.New("restcomm sender: from is empty: give the account's SMS number in E.164, e.g. +12015550100")
 	}
-	if !strings.HasPrefix(s.From, "client:") && !alphanumericSender.MatchString(s.From) {
+	alphanumeric := len(s.From) <= 11 && alphanumericSender.MatchString(s.From)
+	if alphanumeric && s.Voice {
+		return fmt.Errorf("restcomm sender: voice needs from to be a phone number that can call, not the sender id %q", s.From)
+	}
+	if !strings.HasPrefix(s.From, "client:") && !alphanumeric {
 		if _, _, err := normalizePhone(s.From, ""); err != nil {
 			return fmt.Errorf("restcomm sender: from %q is neither a phone number in E.164 (e.g. +12015550100) nor an alphanumeric sender id (up to 11 letters, digits and spaces, e.g. ExampleCo)", s.From)
 		}

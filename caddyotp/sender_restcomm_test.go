@@ -113,10 +113,12 @@ func TestRestcommValidateExplainsMissingSettings(t *testing.T) {
 	}{
 		"no sid":          {Restcomm{AuthToken: "t", From: fromNum}, "account_sid is empty"},
 		"unset env token": {Restcomm{AccountSID: sid, AuthToken: "{env.SURELY_UNSET_TOKEN_VAR}", From: fromNum}, "auth_token is empty"},
-		"bad sid":         {Restcomm{AccountSID: "AC1", AuthToken: "t", From: fromNum}, `account_sid "AC1" is neither AC and 32 hex digits`},
+		"bad sid":         {Restcomm{AccountSID: "AC1", AuthToken: "t", From: fromNum}, `account_sid (3 characters) is neither AC and 32 hex digits`},
 		"no from":         {Restcomm{AccountSID: sid, AuthToken: "t"}, "from is empty"},
 		"bad from":        {Restcomm{AccountSID: sid, AuthToken: "t", From: "12345"}, "neither a phone number in E.164"},
 		"bad base_url":    {Restcomm{AccountSID: sid, AuthToken: "t", From: fromNum, BaseURL: "ftp://x"}, "base_url"},
+		"long sender id":  {Restcomm{AccountSID: sid, AuthToken: "t", From: "Example Company"}, "neither a phone number in E.164"},
+		"voice from id":   {Restcomm{AccountSID: sid, AuthToken: "t", From: "ExampleCo", Voice: true}, "voice needs from to be a phone number"},
 	} {
 		s := tc.s
 		if err := s.Provision(ctx); err != nil {
