@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -64,6 +65,11 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 // Provision resolves placeholders and attaches to the shared client for these settings. The
 // client connects lazily, so `caddy validate` and `caddy adapt` make no network call.
 func (s *RedisStore) Provision(ctx caddy.Context) error {
+	return s.provision(ctx, ctx.Logger())
+}
+
+// provision is Provision with the config's logger given.
+func (s *RedisStore) provision(_ caddy.Context, logger *zap.Logger) error {
 	repl := caddy.NewReplacer()
 	s.Address = repl.ReplaceKnown(s.Address, "")
 	for i := range s.Addresses {
@@ -98,7 +104,6 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 	if s.TLS {
 		opts.TLSConfig = &tls.Config{ServerName: s.TLSServerName, MinVersion: tls.VersionTLS12}
 	}
-	logger := ctx.Logger()
 	v, _, err := redisPool.LoadOrNew(s.poolKey(), func() (caddy.Destructor, error) {
 		return newRedisBackend(redis.NewUniversalClient(opts), s.KeyPrefix, logger), nil
 	})
@@ -106,6 +111,7 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 		return err
 	}
 	s.be = v.(*redisBackend)
+	s.be.logger.Store(logger) // the background's messages go to the config that holds it now
 	return nil
 }
 

@@ -85,14 +85,19 @@ func (s *RedisStore) RevokedAt(ctx context.Context, id [16]byte) (int64, error) 
 }
 
 // redisBackend is one client and its view of the revocations, shared by the configs that use it.
+// Its background work (the pub/sub listener and the refresh loop) starts with it and stops in
+// Destruct, under mu, so that nothing can start after a stop. The client connects lazily and
+// retries with backoff, so neither Provision nor `caddy validate` waits for Redis.
 type redisBackend struct {
 	client redis.UniversalClient
 	prefix string
-	logger *zap.Logger
+	logger atomic.Pointer[zap.Logger] // the logger of the config that holds the backend now
 
-	startOnce sync.Once
-	stop      context.CancelFunc
-	done      sync.WaitGroup
+	mu      sync.Mutex
+	stopped bool
+	stop    context.CancelFunc
+	done    sync.WaitGroup
+	first   sync.Mutex // one request at a time loads the view before the loop's first refresh
 
 	revs     revocations
 	lastSync atomic.Int64 // when the last full refresh succeeded, Unix ns
@@ -100,26 +105,26 @@ type redisBackend struct {
 }
 
 func newRedisBackend(c redis.UniversalClient, prefix string, logger *zap.Logger) *redisBackend {
-	return &redisBackend{client: c, prefix: prefix, logger: logger}
+	b := &redisBackend{client: c, prefix: prefix}
+	b.logger.Store(logger)
+	b.stale.Store(true) // until the first refresh succeeds
+	var bg context.Context
+	bg, b.stop = context.WithCancel(context.Background())
+	b.done.Add(2)
+	go b.listen(bg)
+	go b.refreshLoop(bg)
+	return b
 }
 
-// start begins listening for revocations on first use, not at Provision, and loads them once
-// before it returns so that the first request has a fresh view.
-func (b *redisBackend) start(ctx context.Context) {
-	b.startOnce.Do(func() {
-		b.stale.Store(true) // until the first refresh succeeds
-		var bg context.Context
-		bg, b.stop = context.WithCancel(context.Background())
-		sub := b.client.Subscribe(bg, b.prefix+"revoked")
-		b.done.Add(2)
-		go b.listen(bg, sub)
-		go b.refreshLoop(bg)
-		_ = b.refresh(ctx)
-	})
-}
-
+// revokedAt answers from the local view. Before the first refresh has succeeded it loads the
+// view itself, so that the first requests after a start are not refused for want of one.
 func (b *redisBackend) revokedAt(ctx context.Context, id [16]byte) (int64, error) {
-	b.start(ctx)
+	if b.lastSync.Load() == 0 && b.first.TryLock() {
+		if b.lastSync.Load() == 0 {
+			_ = b.refresh(ctx)
+		}
+		b.first.Unlock()
+	}
 	if b.stale.Load() {
 		return 0, errRevocationsStale
 	}
@@ -149,8 +154,9 @@ func (b *redisBackend) apply(announcement string) {
 }
 
 // listen applies revocations announced by any instance as they come.
-func (b *redisBackend) listen(ctx context.Context, sub *redis.PubSub) {
+func (b *redisBackend) listen(ctx context.Context) {
 	defer b.done.Done()
+	sub := b.client.Subscribe(ctx, b.prefix+"revoked") // here, not in the constructor: it may wait for Redis
 	defer sub.Close()
 	ch := sub.Channel()
 	for {
@@ -183,9 +189,9 @@ func (b *redisBackend) refreshLoop(ctx context.Context) {
 				b.stale.Store(true)
 			}
 			if err != nil && !failing && ctx.Err() == nil {
-				b.logger.Error("redis store: cannot refresh revocations; sessions are refused until it can", zap.Error(err))
+				b.logger.Load().Error("redis store: cannot refresh revocations; sessions are refused until it can", zap.Error(err))
 			} else if err == nil && failing {
-				b.logger.Info("redis store: revocations refreshed again")
+				b.logger.Load().Info("redis store: revocations refreshed again")
 			}
 			failing = err != nil
 		}
@@ -216,11 +222,16 @@ func (b *redisBackend) refresh(ctx context.Context) error {
 	return nil
 }
 
-// Destruct stops the listeners and closes the client when the last config using it is gone.
+// Destruct stops the background work and closes the client when the last config using it is
+// gone.
 func (b *redisBackend) Destruct() error {
-	if b.stop != nil {
-		b.stop()
-		b.done.Wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return nil
 	}
+	b.stopped = true
+	b.stop()
+	b.done.Wait()
 	return b.client.Close()
 }
