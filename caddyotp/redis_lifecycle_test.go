@@ -4,10 +4,13 @@ import (
 	"context"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	zapobserver "go.uber.org/zap/zaptest/observer"
 )
@@ -90,5 +93,84 @@ func TestRedisStoreProvisionDoesNotWaitForRedis(t *testing.T) {
 		}
 	case <-time.After(4 * time.Second): // under the dial timeout: nothing waited for a dial
 		t.Fatal("Provision and Cleanup waited for an unreachable Redis")
+	}
+}
+
+// commandCounter counts the commands a Redis client sends, by name.
+type commandCounter struct {
+	mu    sync.Mutex
+	names map[string]int
+}
+
+func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.count(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.count(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (c *commandCounter) count(cmd redis.Cmder) {
+	c.mu.Lock()
+	c.names[strings.ToLower(cmd.Name())]++
+	c.mu.Unlock()
+}
+
+func (c *commandCounter) get(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.names[name]
+}
+
+// TestIdleInstanceReadsOnlyWhatChanged: once an instance has read the revocations, it reads only
+// what the log holds past its position: an idle instance never reads the whole set again, however
+// many revocations are live, and a new one still reaches it.
+func TestIdleInstanceReadsOnlyWhatChanged(t *testing.T) {
+	rs := startRedis(t)
+	ctx := context.Background()
+	writer := provisionStore(t, &RedisStore{Address: rs.Addr(), KeyPrefix: "idle:"})
+	for i := 0; i < 2000; i++ {
+		id := [16]byte{byte(i), byte(i >> 8), 0xaa}
+		if err := writer.Revoke(ctx, Revocation{ID: id, Subject: [16]byte{byte(i), byte(i >> 8)}, At: time.Now(), TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another timeout: a client of its own, as another instance has.
+	reader := provisionStore(t, &RedisStore{Address: rs.Addr(), KeyPrefix: "idle:", Timeout: caddy.Duration(999 * time.Millisecond)}).(*RedisStore)
+	counter := &commandCounter{names: map[string]int{}}
+	reader.be.client.AddHook(counter)
+	if at, err := reader.RevokedAt(ctx, [16]byte{7, 0, 0xaa}); err != nil || at == 0 {
+		t.Fatalf("a live revocation after the first load: %d, %v", at, err)
+	}
+	fullReads := func() int { return counter.get("zscan") + counter.get("zrangebyscore") + counter.get("zrange") }
+	before := fullReads()
+	time.Sleep(3 * revocationRefresh) // idle: a few refreshes
+	if got := fullReads(); got != before {
+		t.Fatalf("an idle instance read the whole set again (%d reads of it, %d before)", got, before)
+	}
+	if counter.get("xrange") == 0 {
+		t.Fatalf("an idle instance did not follow the log")
+	}
+	fresh := [16]byte{0xfe, 0xed}
+	if err := writer.Revoke(ctx, Revocation{ID: fresh, Subject: fresh, At: time.Now(), TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(revocationBound); ; time.Sleep(20 * time.Millisecond) {
+		if at, _ := reader.RevokedAt(ctx, fresh); at != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a new revocation did not reach the idle instance within the bound")
+		}
 	}
 }

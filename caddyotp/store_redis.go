@@ -28,7 +28,7 @@ var redisPool = caddy.NewUsagePool()
 // several Caddy instances behind one site share codes, limits and sign-outs. Every operation has
 // the memory store's semantics: TTLs are Redis's own, counters are atomic (INCR and PEXPIRE in one
 // script), a code is consumed with GETDEL. A protected request makes no Redis round trip:
-// revocations are kept locally, fed by pub/sub and refreshed every half second.
+// revocations are kept locally, fed by pub/sub and by a log of new ones read every half second.
 type RedisStore struct {
 	// host:port of a single Redis. Default 127.0.0.1:6379.
 	Address string `json:"address,omitempty"`

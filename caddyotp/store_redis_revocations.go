@@ -30,12 +30,20 @@ var errRevocationsStale = errors.New("redis store: revocations not refreshed for
 // record in Unix ms), with one key per id holding its current "at until" (so that an id has one
 // member) and one sorted set per subject of its ids (so that a subject's records are bounded).
 // Every key shares the hash tag {revocations}, so the script's keys sit in one cluster slot.
+// Each new record is also appended to a stream, the log: instances read what is new since their
+// position in it (an id Redis gave), so that an idle instance's cost follows new revocations,
+// not live ones; the whole set is read, in pages, only after a gap.
 const revocationsTag = "{revocations}"
+
+// revocationLogLen is about how many announcements the log keeps; an instance that fell further
+// behind reloads the whole set.
+const revocationLogLen = 100000
 
 // revokeScript records one revocation as the Store contract says, atomically, and returns the
 // announcement ("hexid:at until") of what it wrote, or nil when the record already said as much.
-// KEYS: the set, the id's key, the subject's set, the subject's own key.
-// ARGV: id, at, until, subject, now, max records per subject, the subject record's until.
+// KEYS: the set, the id's key, the subject's set, the subject's own key, the log.
+// ARGV: id, at, until, subject, now, max records per subject, the subject record's until, the
+// log's length.
 var revokeScript = redis.NewScript(`
 local function put(idkey, id, at, untl)
   local old = redis.call("GET", idkey)
@@ -48,7 +56,9 @@ local function put(idkey, id, at, untl)
   end
   redis.call("ZADD", KEYS[1], untl, id .. ":" .. at)
   redis.call("SET", idkey, at .. " " .. untl, "PXAT", untl)
-  return id .. ":" .. at .. " " .. untl
+  local ann = id .. ":" .. at .. " " .. untl
+  redis.call("XADD", KEYS[5], "MAXLEN", "~", ARGV[8], "*", "r", ann)
+  return ann
 end
 if ARGV[1] ~= ARGV[4] then
   redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", ARGV[5])
@@ -66,8 +76,8 @@ func (s *RedisStore) Revoke(ctx context.Context, r Revocation) error {
 	id, subject := hex.EncodeToString(r.ID[:]), hex.EncodeToString(r.Subject[:])
 	set := s.be.prefix + revocationsTag
 	ms := func(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
-	ann, err := revokeScript.Run(ctx, s.be.client, []string{set, set + ":id:" + id, set + ":subject:" + subject, set + ":id:" + subject},
-		id, ms(r.At), ms(now.Add(r.TTL)), subject, ms(now), maxSubjectRevocations, ms(now.Add(subjectRevocationTTL))).Text()
+	ann, err := revokeScript.Run(ctx, s.be.client, []string{set, set + ":id:" + id, set + ":subject:" + subject, set + ":id:" + subject, set + ":log"},
+		id, ms(r.At), ms(now.Add(r.TTL)), subject, ms(now), maxSubjectRevocations, ms(now.Add(subjectRevocationTTL)), revocationLogLen).Text()
 	if errors.Is(err, redis.Nil) {
 		return nil // nothing new to say
 	}
@@ -99,8 +109,12 @@ type redisBackend struct {
 	done    sync.WaitGroup
 	first   sync.Mutex // one request at a time loads the view before the loop's first refresh
 
+	syncMu    sync.Mutex // one refresh at a time
+	pos       string     // the last log entry applied; "" until the whole set was read
+	lastSweep time.Time  // when this instance last tried to remove expired records
+
 	revs     revocations
-	lastSync atomic.Int64 // when the last full refresh succeeded, Unix ns
+	lastSync atomic.Int64 // when the last refresh succeeded, Unix ns
 	stale    atomic.Bool  // set by the refresh loop: the view may be older than revocationBound
 }
 
@@ -198,28 +212,114 @@ func (b *redisBackend) refreshLoop(ctx context.Context) {
 	}
 }
 
+// refresh brings the view up to date: what the log holds past the instance's position, or, at
+// the start and after a gap (the log trimmed past the position, or lost with a Redis restart),
+// the whole set, read in pages. Once a minute one instance at a time removes expired records.
 func (b *redisBackend) refresh(ctx context.Context) error {
+	b.syncMu.Lock()
+	defer b.syncMu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, revocationRefresh)
 	defer cancel()
-	nowMS := time.Now().UnixMilli()
-	key := b.prefix + revocationsTag
-	pipe := b.client.TxPipeline()
-	pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(nowMS, 10))
-	live := pipe.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Min: strconv.FormatInt(nowMS, 10), Max: "+inf"})
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := b.follow(ctx); err != nil {
 		return err
 	}
-	all := make(map[[16]byte]revocation, len(live.Val()))
-	for _, z := range live.Val() {
-		member, _ := z.Member.(string)
-		if id, rev, ok := parseRevocation(member, int64(z.Score)); ok {
-			all[id] = later(all[id], rev)
+	b.lastSync.Store(time.Now().UnixNano())
+	b.stale.Store(false)
+	if time.Since(b.lastSweep) > time.Minute {
+		b.lastSweep = time.Now()
+		b.sweep(ctx)
+	}
+	return nil
+}
+
+// logPage is how many entries, or set members, one read takes.
+const logPage = 1000
+
+func (b *redisBackend) follow(ctx context.Context) error {
+	if b.pos == "" {
+		return b.reload(ctx)
+	}
+	log := b.prefix + revocationsTag + ":log"
+	for {
+		pipe := b.client.Pipeline()
+		first := pipe.XRangeN(ctx, log, "-", "+", 1)
+		next := pipe.XRangeN(ctx, log, "("+b.pos, "+", logPage)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+		switch f := first.Val(); {
+		case len(f) == 0 && b.pos == "0-0":
+			return nil // nothing was ever logged
+		case len(f) == 0 || streamIDAfter(f[0].ID, b.pos):
+			return b.reload(ctx) // a gap: the log no longer holds what follows the position
+		}
+		for _, e := range next.Val() {
+			if ann, ok := e.Values["r"].(string); ok {
+				b.apply(ann)
+			}
+			b.pos = e.ID
+		}
+		if len(next.Val()) < logPage {
+			return nil
+		}
+	}
+}
+
+// reload reads the whole set, in pages, after noting the log's end, so that what is written
+// during the scan is read again from the log afterwards.
+func (b *redisBackend) reload(ctx context.Context) error {
+	set := b.prefix + revocationsTag
+	last, err := b.client.XRevRangeN(ctx, set+":log", "+", "-", 1).Result()
+	if err != nil {
+		return err
+	}
+	pos := "0-0"
+	if len(last) > 0 {
+		pos = last[0].ID
+	}
+	all := make(map[[16]byte]revocation)
+	var cursor uint64
+	for {
+		page, next, err := b.client.ZScan(ctx, set, cursor, "", logPage).Result()
+		if err != nil {
+			return err
+		}
+		for i := 0; i+1 < len(page); i += 2 {
+			untilMS, _ := strconv.ParseFloat(page[i+1], 64)
+			if id, rev, ok := parseRevocation(page[i], int64(untilMS)); ok {
+				all[id] = later(all[id], rev)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			break
 		}
 	}
 	b.revs.merge(all, time.Now().UnixNano())
-	b.lastSync.Store(time.Now().UnixNano())
-	b.stale.Store(false)
+	b.pos = pos
 	return nil
+}
+
+// sweep removes expired records, by one instance at a time: the one that takes the minute's
+// lock.
+func (b *redisBackend) sweep(ctx context.Context) {
+	set := b.prefix + revocationsTag
+	if ok, err := b.client.SetNX(ctx, set+":sweep", "1", time.Minute).Result(); err != nil || !ok {
+		return
+	}
+	b.client.ZRemRangeByScore(ctx, set, "-inf", strconv.FormatInt(time.Now().UnixMilli(), 10))
+}
+
+// streamIDAfter says whether the stream id a comes after b ("ms-seq").
+func streamIDAfter(a, b string) bool {
+	parse := func(s string) (uint64, uint64) {
+		ms, seq, _ := strings.Cut(s, "-")
+		m, _ := strconv.ParseUint(ms, 10, 64)
+		q, _ := strconv.ParseUint(seq, 10, 64)
+		return m, q
+	}
+	am, aq := parse(a)
+	bm, bq := parse(b)
+	return am > bm || am == bm && aq > bq
 }
 
 // Destruct stops the background work and closes the client when the last config using it is
