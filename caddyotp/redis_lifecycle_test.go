@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"context"
+	"encoding/hex"
 	"runtime"
 	"strconv"
 	"strings"
@@ -172,5 +173,41 @@ func TestIdleInstanceReadsOnlyWhatChanged(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("a new revocation did not reach the idle instance within the bound")
 		}
+	}
+}
+
+// TestTrimmedPositionReloadsTheWholeSet: when the log no longer holds an instance's position
+// (trimmed, or begun anew), the instance reads the whole set again rather than skip the hole.
+func TestTrimmedPositionReloadsTheWholeSet(t *testing.T) {
+	rs := startRedis(t)
+	ctx := context.Background()
+	s := provisionStore(t, &RedisStore{Address: rs.Addr(), KeyPrefix: "trim:"}).(*RedisStore)
+	for i := 0; i < 3; i++ {
+		if err := s.Revoke(ctx, Revocation{ID: [16]byte{byte(i), 1}, Subject: [16]byte{byte(i)}, At: time.Now(), TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.be.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	counter := &commandCounter{names: map[string]int{}}
+	s.be.client.AddHook(counter)
+	// A record the log no longer holds, behind a position the log no longer holds either.
+	lost := [16]byte{0x10, 0x57}
+	set := s.be.prefix + revocationsTag
+	if err := s.be.client.ZAdd(ctx, set, redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: hex.EncodeToString(lost[:]) + ":1"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.be.syncMu.Lock()
+	s.be.pos = "1-0"
+	s.be.syncMu.Unlock()
+	if err := s.be.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if counter.get("zscan") == 0 {
+		t.Fatal("a position the log no longer holds did not make the instance read the whole set")
+	}
+	if at, err := s.RevokedAt(ctx, lost); err != nil || at != 1 {
+		t.Fatalf("the record behind the hole: %d, %v", at, err)
 	}
 }

@@ -139,7 +139,9 @@ func (b *redisBackend) revokedAt(ctx context.Context, id [16]byte) (int64, error
 		}
 		b.first.Unlock()
 	}
-	if b.stale.Load() {
+	// The loop marks the view stale, but only between refreshes: a long one (a reload) is
+	// judged here, by the age of the view itself.
+	if b.stale.Load() || time.Since(time.Unix(0, b.lastSync.Load())) > revocationBound {
 		return 0, errRevocationsStale
 	}
 	return b.revs.at(id), nil
@@ -218,12 +220,11 @@ func (b *redisBackend) refreshLoop(ctx context.Context) {
 func (b *redisBackend) refresh(ctx context.Context) error {
 	b.syncMu.Lock()
 	defer b.syncMu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, revocationRefresh)
-	defer cancel()
+	read := time.Now() // the view is as new as the moment its reading began
 	if err := b.follow(ctx); err != nil {
 		return err
 	}
-	b.lastSync.Store(time.Now().UnixNano())
+	b.lastSync.Store(read.UnixNano())
 	b.stale.Store(false)
 	if time.Since(b.lastSweep) > time.Minute {
 		b.lastSweep = time.Now()
@@ -235,39 +236,52 @@ func (b *redisBackend) refresh(ctx context.Context) error {
 // logPage is how many entries, or set members, one read takes.
 const logPage = 1000
 
+// follow reads the log from the position on, inclusively and in one command, so that a trim
+// cannot fall between a check and the read: if the entry at the position is gone, so may be
+// what followed it, and the whole set is read again.
 func (b *redisBackend) follow(ctx context.Context) error {
 	if b.pos == "" {
 		return b.reload(ctx)
 	}
 	log := b.prefix + revocationsTag + ":log"
 	for {
-		pipe := b.client.Pipeline()
-		first := pipe.XRangeN(ctx, log, "-", "+", 1)
-		next := pipe.XRangeN(ctx, log, "("+b.pos, "+", logPage)
-		if _, err := pipe.Exec(ctx); err != nil {
+		step, cancel := context.WithTimeout(ctx, revocationRefresh)
+		start := b.pos
+		if start == "0-0" {
+			start = "-"
+		}
+		page, err := b.client.XRangeN(step, log, start, "+", logPage+1).Result()
+		cancel()
+		if err != nil {
 			return err
 		}
-		switch f := first.Val(); {
-		case len(f) == 0 && b.pos == "0-0":
+		switch {
+		case b.pos == "0-0" && len(page) == 0:
 			return nil // nothing was ever logged
-		case len(f) == 0 || streamIDAfter(f[0].ID, b.pos):
-			return b.reload(ctx) // a gap: the log no longer holds what follows the position
+		case b.pos == "0-0" || len(page) == 0 || page[0].ID != b.pos:
+			return b.reload(ctx) // a gap: the log no longer holds the position, or began anew
 		}
-		for _, e := range next.Val() {
+		for _, e := range page[1:] {
 			if ann, ok := e.Values["r"].(string); ok {
 				b.apply(ann)
 			}
 			b.pos = e.ID
 		}
-		if len(next.Val()) < logPage {
+		if len(page) <= logPage {
 			return nil
 		}
 	}
 }
 
+// reloadTimeout bounds a reload of the whole set, which may take many pages; while it runs the
+// view is older than the bound, and requests are refused.
+const reloadTimeout = 30 * time.Second
+
 // reload reads the whole set, in pages, after noting the log's end, so that what is written
 // during the scan is read again from the log afterwards.
 func (b *redisBackend) reload(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, reloadTimeout)
+	defer cancel()
 	set := b.prefix + revocationsTag
 	last, err := b.client.XRevRangeN(ctx, set+":log", "+", "-", 1).Result()
 	if err != nil {
@@ -309,19 +323,6 @@ func (b *redisBackend) sweep(ctx context.Context) {
 	b.client.ZRemRangeByScore(ctx, set, "-inf", strconv.FormatInt(time.Now().UnixMilli(), 10))
 }
 
-// streamIDAfter says whether the stream id a comes after b ("ms-seq").
-func streamIDAfter(a, b string) bool {
-	parse := func(s string) (uint64, uint64) {
-		ms, seq, _ := strings.Cut(s, "-")
-		m, _ := strconv.ParseUint(ms, 10, 64)
-		q, _ := strconv.ParseUint(seq, 10, 64)
-		return m, q
-	}
-	am, aq := parse(a)
-	bm, bq := parse(b)
-	return am > bm || am == bm && aq > bq
-}
-
 // Destruct stops the background work and closes the client when the last config using it is
 // gone.
 func (b *redisBackend) Destruct() error {
@@ -331,6 +332,7 @@ func (b *redisBackend) Destruct() error {
 		return nil
 	}
 	b.stopped = true
+	b.stale.Store(true) // a view nobody keeps up to date answers nothing
 	b.stop()
 	b.done.Wait()
 	return b.client.Close()
