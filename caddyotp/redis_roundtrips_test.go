@@ -1,0 +1,97 @@
+package caddyotp
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// roundTrips counts the round trips a Redis client makes: a command, or a pipeline, each one.
+type roundTrips struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.add(); return next(ctx, cmd) }
+}
+
+func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { c.add(); return next(ctx, cmds) }
+}
+
+func (c *roundTrips) add() { c.mu.Lock(); c.n++; c.mu.Unlock() }
+
+// take returns the count so far and starts again.
+func (c *roundTrips) take() int { c.mu.Lock(); defer c.mu.Unlock(); n := c.n; c.n = 0; return n }
+
+// TestSignInRedisRoundTrips counts what one sign-in costs in Redis round trips, step by step,
+// in the steady state (the scripts loaded, the revocation view loaded), and holds it to the
+// budget docs/BENCHMARKS.md states. The background refresh is stopped, so that only the steps
+// count.
+func TestSignInRedisRoundTrips(t *testing.T) {
+	rs := startRedis(t)
+	h, sender := newUnitHandler(t, map[string]any{"store": map[string]any{"module": "redis", "address": rs.Addr(), "key_prefix": "rt:"}})
+	store := h.store.(*RedisStore)
+	ctx := context.Background()
+	counter := new(roundTrips)
+	store.be.client.AddHook(counter)
+	signIn := func(phone string, n int) map[string]int {
+		steps := map[string]int{}
+		v := unitVisit(t)
+		counter.take()
+		if o := h.flows.start(ctx, v, phone); o.kind != sent {
+			t.Fatalf("send: %+v", o)
+		}
+		steps["send"] = counter.take()
+		code := sentCode(t, sender, n)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			counter.mu.Lock()
+			done := counter.n >= 1 // the delivery's state, written once the sender answered
+			counter.mu.Unlock()
+			if done {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the delivery state was not written")
+			}
+		}
+		steps["delivery"] = counter.take()
+		if o := h.flows.check(ctx, v, code); o.kind != verified {
+			t.Fatalf("verify: %+v", o)
+		}
+		steps["verify"] = counter.take()
+		s, _, err := h.signins.issue(phone, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, r := postForm(t, h, "/.otp/logout", url.Values{"everywhere": {"1"}}, &http.Cookie{Name: "caddy_otp", Value: h.signins.sessions.encode(s)})
+		counter.take()
+		if err := serve(h, w, r); err != nil || w.Code != http.StatusSeeOther {
+			t.Fatalf("sign-out: %d %v", w.Code, err)
+		}
+		steps["sign-out"] = counter.take()
+		return steps
+	}
+	signIn(alice, 1) // loads the scripts and the revocation view
+	store.be.stop()  // the revocation loop's own reads are not a sign-in's
+	store.be.done.Wait()
+	if err := store.be.refresh(ctx); err != nil { // a fresh view for the measured sign-in
+		t.Fatal(err)
+	}
+	steps := signIn(bob, 2)
+	t.Logf("Redis round trips per step of a sign-in: %v", steps)
+	budget := map[string]int{"send": 9, "delivery": 1, "verify": 13, "sign-out": 6}
+	for step, n := range steps {
+		if n > budget[step] {
+			t.Errorf("%s took %d round trips, over its budget of %d", step, n, budget[step])
+		}
+	}
+}
