@@ -134,12 +134,21 @@ func saveFlow(ctx context.Context, store Store, id string, f *flow) error {
 	return store.Set(ctx, flowKey(id), b, flowTTL)
 }
 
-// pending is the visitor's flow and the delivery state of its code, if the visitor may act on
-// it: a user's flow needs that user from the first factor, and its code on the way to that
-// user's phone.
-func (fl *flows) pending(ctx context.Context, v *visit) (*flow, string, error) {
+// pending is the visitor's flow, if the visitor may act on it: a user's flow needs that user
+// from the first factor, and its code on the way to that user's phone.
+func (fl *flows) pending(ctx context.Context, v *visit) (*flow, error) {
 	f, err := fl.load(ctx, v.flowID)
 	if err != nil || f == nil || f.Phone == "" || f.User != "" && (v.user != f.User || fl.who.users[f.User] != f.Phone) {
+		return nil, err
+	}
+	return f, nil
+}
+
+// shown is the pending flow and the delivery state of its code, for the code page and
+// GET P/status.
+func (fl *flows) shown(ctx context.Context, v *visit) (*flow, string, error) {
+	f, err := fl.pending(ctx, v)
+	if err != nil || f == nil {
 		return nil, "", err
 	}
 	state, err := fl.deliveries.state(ctx, v.flowID, f)
@@ -179,7 +188,7 @@ func (fl *flows) start(ctx context.Context, v *visit, input string) outcome {
 // or by a call, on the terms of a new code and the allowlist and regions in force now. A phone
 // that may no longer sign in gets a code nobody knows, as at the start.
 func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
-	f, _, err := fl.pending(ctx, v)
+	f, err := fl.pending(ctx, v)
 	if err != nil {
 		return failedWith(err)
 	}
@@ -234,7 +243,7 @@ func (fl *flows) check(ctx context.Context, v *visit, code string) outcome {
 	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
 	}
-	f, _, err := fl.pending(ctx, v)
+	f, err := fl.pending(ctx, v)
 	if err != nil {
 		return failedWith(err)
 	}

@@ -228,7 +228,7 @@ func (h *Handler) serveAgain(channel string) func(http.ResponseWriter, *http.Req
 // serveVerify shows the code page (GET) or checks a code (POST); a right one makes the session.
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) error {
 	if r.Method != http.MethodPost {
-		f, state, err := h.flows.pending(r.Context(), v)
+		f, state, err := h.flows.shown(r.Context(), v)
 		switch {
 		case err != nil:
 			return h.answer(w, v, failedWith(err))
@@ -261,7 +261,7 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) 
 
 // serveStatus answers the delivery state of the visitor's pending code, as JSON.
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, v *visit) error {
-	f, state, err := h.flows.pending(r.Context(), v)
+	f, state, err := h.flows.shown(r.Context(), v)
 	if err != nil {
 		return h.answer(w, v, failedWith(err))
 	}

@@ -144,6 +144,7 @@ func TestSiteWideSMSCapStopsABotRunningUpTheBill(t *testing.T) {
 	}
 	_, r := newVisitor(t).startSignIn("/", "+12015550179")
 	wantRetryAfter(t, "fourth SMS in the hour", r, time.Hour)
+	g.code(3) // the three accepted codes go out in the background
 	if n := len(g.sms.Messages()); n != 3 {
 		t.Errorf("%d SMS, want 3", n)
 	}
