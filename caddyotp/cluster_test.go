@@ -28,7 +28,7 @@ var racers = []string{"+12015550161", "+12015550162", "+12015550163", "+12015550
 
 // startInstances runs n Caddy processes of this repository's build, each on its own port, all
 // with one Redis store and one storage directory (so one generated signing key).
-func startInstances(t *testing.T, n int, redisAddr string, sms *restcommtest.Server, extra ...string) []*instance {
+func startInstances(t *testing.T, n int, r redisDeployment, sms *restcommtest.Server, extra ...string) []*instance {
 	t.Helper()
 	storage := t.TempDir()
 	var all []*instance
@@ -44,7 +44,7 @@ http://localhost:%d {
 		public_url %s
 		phones %s %s %s
 		store redis {
-			address %s
+			%s
 			timeout 300ms
 			dial_timeout 300ms
 		}
@@ -52,7 +52,7 @@ http://localhost:%d {
 	}
 	respond "instance %d user={http.auth.user.id}"
 }
-`, admin, storage, port, senderBlock(sms, sms.AuthToken), clusterOrigin, alice, bob, strings.Join(racers, " "), redisAddr, strings.Join(extra, "\n\t\t"), i)
+`, admin, storage, port, senderBlock(sms, sms.AuthToken), clusterOrigin, alice, bob, strings.Join(racers, " "), r.storeLines(), strings.Join(extra, "\n\t\t"), i)
 		all = append(all, &instance{base: fmt.Sprintf("http://localhost:%d", port), admin: admin, caddyProcess: runCaddy(t, cfg, port)})
 	}
 	return all
@@ -76,79 +76,81 @@ func newBalancedVisitor(t *testing.T, in *instance) *visitor {
 }
 
 func TestSeveralInstancesShareCodesSessionsAndSignOuts(t *testing.T) {
-	r := startRedis(t)
-	sms := restcommtest.NewServer()
-	defer sms.Close()
-	in := startInstances(t, 2, r.Addr(), sms)
-	a, b := in[0], in[1]
+	onEveryRedis(t, func(t *testing.T, r redisDeployment) {
+		sms := restcommtest.NewServer()
+		defer sms.Close()
+		in := startInstances(t, 2, r, sms)
+		a, b := in[0], in[1]
 
-	// A code asked for on A verifies on B, and the session from it passes on both.
-	v := newBalancedVisitor(t, a)
-	csrf, sent := v.startSignIn("/", alice)
-	wantStatus(t, "send on A", sent, http.StatusSeeOther)
-	_, code := smsCode(t, sms, 1)
-	wantStatus(t, "verify on B", v.at(b).post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), http.StatusSeeOther)
-	for _, at := range in {
-		if r := v.at(at).get("/"); r.status != http.StatusOK || !strings.Contains(r.body, "user="+alice) {
-			t.Fatalf("signed-in visitor on %s: %d %q", at.base, r.status, r.body)
+		// A code asked for on A verifies on B, and the session from it passes on both.
+		v := newBalancedVisitor(t, a)
+		csrf, sent := v.startSignIn("/", alice)
+		wantStatus(t, "send on A", sent, http.StatusSeeOther)
+		_, code := smsCode(t, sms, 1)
+		wantStatus(t, "verify on B", v.at(b).post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), http.StatusSeeOther)
+		for _, at := range in {
+			if r := v.at(at).get("/"); r.status != http.StatusOK || !strings.Contains(r.body, "user="+alice) {
+				t.Fatalf("signed-in visitor on %s: %d %q", at.base, r.status, r.body)
+			}
 		}
-	}
 
-	// Sign out on B; a copy of the cookie is refused on A within the revocation bound.
-	thief := newBalancedVisitor(t, a)
-	thief.setCookie("caddy_otp", v.cookie("caddy_otp"))
-	wantStatus(t, "copied cookie before logout", thief.get("/"), http.StatusOK)
-	logout := v.at(b).get("/.otp/logout")
-	start := time.Now()
-	wantStatus(t, "logout on B", v.post("/.otp/logout", url.Values{"csrf": {logout.csrf()}}), http.StatusSeeOther)
-	for thief.get("/").status != http.StatusSeeOther {
-		if time.Since(start) > revocationBound {
-			t.Fatalf("the sign-out on B had not reached A after %s", revocationBound)
+		// Sign out on B; a copy of the cookie is refused on A within the revocation bound.
+		thief := newBalancedVisitor(t, a)
+		thief.setCookie("caddy_otp", v.cookie("caddy_otp"))
+		wantStatus(t, "copied cookie before logout", thief.get("/"), http.StatusOK)
+		logout := v.at(b).get("/.otp/logout")
+		start := time.Now()
+		wantStatus(t, "logout on B", v.post("/.otp/logout", url.Values{"csrf": {logout.csrf()}}), http.StatusSeeOther)
+		for thief.get("/").status != http.StatusSeeOther {
+			if time.Since(start) > revocationBound {
+				t.Fatalf("the sign-out on B had not reached A after %s", revocationBound)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Logf("sign-out on B reached A after %s", time.Since(start).Round(time.Millisecond))
+		t.Logf("sign-out on B reached A after %s", time.Since(start).Round(time.Millisecond))
+	})
 }
 
 func TestRacingVerificationsOnTwoInstancesMakeExactlyOneSession(t *testing.T) {
-	r := startRedis(t)
-	sms := restcommtest.NewServer()
-	defer sms.Close()
-	in := startInstances(t, 2, r.Addr(), sms)
-	for round := 1; round <= len(racers); round++ {
-		v := newBalancedVisitor(t, in[0])
-		csrf, _ := v.startSignIn("/", racers[round-1]) // a phone of its own: resend_after holds per phone
-		_, code := smsCode(t, sms, round)
-		flow := v.cookie("caddy_otp_flow")
-		var wg sync.WaitGroup
-		results := make([]response, 2)
-		for i := range in {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				w := newBalancedVisitor(t, in[i])
-				w.setCookie("caddy_otp_flow", flow)
-				results[i] = w.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}})
-			}()
-		}
-		wg.Wait()
-		sessions := 0
-		for _, res := range results {
-			if res.status == http.StatusSeeOther && strings.Contains(strings.Join(res.header.Values("Set-Cookie"), ";"), "caddy_otp=") {
-				sessions++
+	onEveryRedis(t, func(t *testing.T, r redisDeployment) {
+		sms := restcommtest.NewServer()
+		defer sms.Close()
+		in := startInstances(t, 2, r, sms)
+		for round := 1; round <= len(racers); round++ {
+			v := newBalancedVisitor(t, in[0])
+			csrf, _ := v.startSignIn("/", racers[round-1]) // a phone of its own: resend_after holds per phone
+			_, code := smsCode(t, sms, round)
+			flow := v.cookie("caddy_otp_flow")
+			var wg sync.WaitGroup
+			results := make([]response, 2)
+			for i := range in {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					w := newBalancedVisitor(t, in[i])
+					w.setCookie("caddy_otp_flow", flow)
+					results[i] = w.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}})
+				}()
+			}
+			wg.Wait()
+			sessions := 0
+			for _, res := range results {
+				if res.status == http.StatusSeeOther && strings.Contains(strings.Join(res.header.Values("Set-Cookie"), ";"), "caddy_otp=") {
+					sessions++
+				}
+			}
+			if sessions != 1 {
+				t.Fatalf("round %d: %d sessions from one code (statuses %d, %d)", round, sessions, results[0].status, results[1].status)
 			}
 		}
-		if sessions != 1 {
-			t.Fatalf("round %d: %d sessions from one code (statuses %d, %d)", round, sessions, results[0].status, results[1].status)
-		}
-	}
+	})
 }
 
 func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	r := startRedis(t)
 	sms := restcommtest.NewServer()
 	defer sms.Close()
-	in := startInstances(t, 1, r.Addr(), sms)
+	in := startInstances(t, 1, r, sms)
 	v := newBalancedVisitor(t, in[0])
 	v.signInWith(sms, alice)
 	wantStatus(t, "signed in", v.get("/"), http.StatusOK)
@@ -234,76 +236,78 @@ func TestRedisStoreLeaksNoGoroutinesOrConnectionsAcrossReloads(t *testing.T) {
 // TestParallelGuessesOnTwoInstancesCannotOutrunTheLockout: wrong codes fired at once, on several
 // flows, at two instances sharing Redis: at most the lockout's count of them are compared.
 func TestParallelGuessesOnTwoInstancesCannotOutrunTheLockout(t *testing.T) {
-	r := startRedis(t)
-	sms := restcommtest.NewServer()
-	defer sms.Close()
-	in := startInstances(t, 2, r.Addr(), sms, "lockout 10 15m", "resend_after 1ms", "send_limit 10 10m", "ip_limit 100 10m")
-	type attempt struct {
-		v    *visitor
-		csrf string
-		code string
-	}
-	var flows []attempt
-	for i := 0; i < 5; i++ {
-		v := newBalancedVisitor(t, in[0])
-		csrf, sent := v.startSignIn("/", bob)
-		wantStatus(t, "send", sent, http.StatusSeeOther)
-		_, code := smsCode(t, sms, i+1)
-		flows = append(flows, attempt{v, csrf, code})
-		time.Sleep(2 * time.Millisecond) // past resend_after, on the instances' own clock
-	}
-	var wg sync.WaitGroup
-	results := make(chan response, 25)
-	for i, f := range flows {
-		for j := 0; j < 5; j++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				w := newBalancedVisitor(t, in[(i+j)%2])
-				w.setCookie("caddy_otp_flow", f.v.cookie("caddy_otp_flow"))
-				results <- w.post("/.otp/verify", url.Values{"csrf": {f.csrf}, "code": {otherCode(f.code)}})
-			}()
+	onEveryRedis(t, func(t *testing.T, r redisDeployment) {
+		sms := restcommtest.NewServer()
+		defer sms.Close()
+		in := startInstances(t, 2, r, sms, "lockout 10 15m", "resend_after 1ms", "send_limit 10 10m", "ip_limit 100 10m")
+		type attempt struct {
+			v    *visitor
+			csrf string
+			code string
 		}
-	}
-	wg.Wait()
-	close(results)
-	compared, refused := 0, 0
-	for res := range results {
-		switch res.status {
-		case http.StatusUnauthorized:
-			compared++ // a wrong code, or the last of a flow's attempts
-		case http.StatusTooManyRequests:
-			refused++
-		default:
-			t.Errorf("a guess got %d", res.status)
+		var flows []attempt
+		for i := 0; i < 5; i++ {
+			v := newBalancedVisitor(t, in[0])
+			csrf, sent := v.startSignIn("/", bob)
+			wantStatus(t, "send", sent, http.StatusSeeOther)
+			_, code := smsCode(t, sms, i+1)
+			flows = append(flows, attempt{v, csrf, code})
+			time.Sleep(2 * time.Millisecond) // past resend_after, on the instances' own clock
 		}
-	}
-	t.Logf("%d guesses compared, %d refused by the lockout", compared, refused)
-	if compared > 10 {
-		t.Fatalf("%d of 25 parallel wrong codes were compared; the lockout allows 10", compared)
-	}
+		var wg sync.WaitGroup
+		results := make(chan response, 25)
+		for i, f := range flows {
+			for j := 0; j < 5; j++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					w := newBalancedVisitor(t, in[(i+j)%2])
+					w.setCookie("caddy_otp_flow", f.v.cookie("caddy_otp_flow"))
+					results <- w.post("/.otp/verify", url.Values{"csrf": {f.csrf}, "code": {otherCode(f.code)}})
+				}()
+			}
+		}
+		wg.Wait()
+		close(results)
+		compared, refused := 0, 0
+		for res := range results {
+			switch res.status {
+			case http.StatusUnauthorized:
+				compared++ // a wrong code, or the last of a flow's attempts
+			case http.StatusTooManyRequests:
+				refused++
+			default:
+				t.Errorf("a guess got %d", res.status)
+			}
+		}
+		t.Logf("%d guesses compared, %d refused by the lockout", compared, refused)
+		if compared > 10 {
+			t.Fatalf("%d of 25 parallel wrong codes were compared; the lockout allows 10", compared)
+		}
+	})
 }
 
 // TestRevocationThroughOneInstancesAdminAPIHoldsOnTheOther: caddy otp revoke against instance B
 // ends a session that instance A honoured, within the staleness bound.
 func TestRevocationThroughOneInstancesAdminAPIHoldsOnTheOther(t *testing.T) {
-	r := startRedis(t)
-	sms := restcommtest.NewServer()
-	defer sms.Close()
-	in := startInstances(t, 2, r.Addr(), sms)
-	v := newBalancedVisitor(t, in[0])
-	v.signInWith(sms, alice)
-	wantStatus(t, "signed in on A", v.get("/"), http.StatusOK)
-	out, err := exec.Command(buildCaddy(t), "otp", "revoke", "--address", in[1].admin, alice).CombinedOutput()
-	if err != nil {
-		t.Fatalf("caddy otp revoke on B: %v\n%s", err, out)
-	}
-	start := time.Now()
-	for v.get("/").status != http.StatusSeeOther {
-		if time.Since(start) > revocationBound {
-			t.Fatalf("the revocation on B had not reached A after %s", revocationBound)
+	onEveryRedis(t, func(t *testing.T, r redisDeployment) {
+		sms := restcommtest.NewServer()
+		defer sms.Close()
+		in := startInstances(t, 2, r, sms)
+		v := newBalancedVisitor(t, in[0])
+		v.signInWith(sms, alice)
+		wantStatus(t, "signed in on A", v.get("/"), http.StatusOK)
+		out, err := exec.Command(buildCaddy(t), "otp", "revoke", "--address", in[1].admin, alice).CombinedOutput()
+		if err != nil {
+			t.Fatalf("caddy otp revoke on B: %v\n%s", err, out)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Logf("revoked through B, refused on A after %s", time.Since(start).Round(time.Millisecond))
+		start := time.Now()
+		for v.get("/").status != http.StatusSeeOther {
+			if time.Since(start) > revocationBound {
+				t.Fatalf("the revocation on B had not reached A after %s", revocationBound)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("revoked through B, refused on A after %s", time.Since(start).Round(time.Millisecond))
+	})
 }

@@ -1,44 +1,87 @@
 package caddyotp
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
+
+// redisDeployment is a real Redis the tests run against: one redis-server, or a Redis Cluster
+// of three masters. Both are started by the tests themselves and stopped when the test ends.
+type redisDeployment interface {
+	// storeLines are the Caddyfile lines of a redis store block that reach it.
+	storeLines() string
+	// store is a RedisStore that reaches it.
+	store(prefix string) *RedisStore
+	// serverOf is the redis-server that holds key: the only one, or the key's cluster master.
+	serverOf(key string) *redisServer
+}
+
+// onEveryRedis runs test on a single redis-server and on a three-master Redis Cluster.
+func onEveryRedis(t *testing.T, test func(t *testing.T, r redisDeployment)) {
+	t.Run("single", func(t *testing.T) { test(t, startRedis(t, withPersistence)) })
+	t.Run("cluster", func(t *testing.T) { test(t, startRedisCluster(t)) })
+}
 
 // redisServer is a real redis-server on a loopback port of its own, which a test can stop and
 // start again.
 type redisServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	cmd  *exec.Cmd
+	t       *testing.T
+	port    int
+	dir     string
+	persist bool     // an append-only file, written before each command is answered
+	args    []string // more arguments, e.g. a cluster node's
+	cmd     *exec.Cmd
+	out     *output
 }
+
+// withPersistence makes a server keep its data across a stop and a start, as a production Redis
+// with appendonly on does.
+func withPersistence(r *redisServer) { r.persist = true }
 
 func (r *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
 
 // startRedis runs redis-server for the test; it is stopped when the test ends.
-func startRedis(t *testing.T) *redisServer {
+func startRedis(t *testing.T, opts ...func(*redisServer)) *redisServer {
+	t.Helper()
+	r := newRedisServer(t, opts...)
+	r.Start()
+	return r
+}
+
+func newRedisServer(t *testing.T, opts ...func(*redisServer)) *redisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("the Redis tests need redis-server: apt-get install -y redis-server (%v)", err)
 	}
 	r := &redisServer{t: t, port: freePort(t), dir: t.TempDir()}
-	r.Start()
+	for _, o := range opts {
+		o(r)
+	}
 	t.Cleanup(r.Stop)
 	return r
 }
 
-// Start starts the server (again) on the same port, with no persistence.
+// Start starts the server (again) on the same port and in the same directory.
 func (r *redisServer) Start() {
 	r.t.Helper()
-	out := new(output)
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--protected-mode", "no")
-	r.cmd.Stdout, r.cmd.Stderr = out, out
+	r.out = new(output)
+	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--dir", r.dir, "--protected-mode", "no"}
+	if r.persist {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	r.cmd = exec.Command("redis-server", append(args, r.args...)...)
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -50,7 +93,7 @@ func (r *redisServer) Start() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.t.Fatalf("redis-server did not start on %s:\n%s", r.Addr(), out)
+	r.t.Fatalf("redis-server did not start on %s:\n%s", r.Addr(), r.out)
 }
 
 // Stop kills the server, as a crash or a network cut would look to its clients.
@@ -63,3 +106,96 @@ func (r *redisServer) Stop() {
 }
 
 func (r *redisServer) String() string { return fmt.Sprintf("redis-server on %s", r.Addr()) }
+
+func (r *redisServer) storeLines() string { return "address " + r.Addr() }
+
+func (r *redisServer) store(prefix string) *RedisStore {
+	return &RedisStore{Address: r.Addr(), KeyPrefix: prefix}
+}
+
+func (r *redisServer) serverOf(string) *redisServer { return r }
+
+// redisCluster is a Redis Cluster of three masters and no replicas, each persistent, as
+// `redis-cli --cluster create` makes it.
+type redisCluster struct {
+	t     *testing.T
+	nodes []*redisServer
+}
+
+// startRedisCluster starts three cluster-enabled servers, joins them into one cluster, and
+// waits until every node reports it healthy.
+func startRedisCluster(t *testing.T) *redisCluster {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Fatalf("the Redis Cluster tests need redis-cli: apt-get install -y redis-server (%v)", err)
+	}
+	c := &redisCluster{t: t}
+	for i := 0; i < 3; i++ {
+		n := newRedisServer(t, withPersistence)
+		n.args = []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-port", strconv.Itoa(freePort(t)), "--cluster-node-timeout", "1000"}
+		n.Start()
+		c.nodes = append(c.nodes, n)
+	}
+	create := exec.Command("redis-cli", append(append([]string{"--cluster", "create"}, c.addrs()...),
+		"--cluster-replicas", "0", "--cluster-yes")...)
+	if out, err := create.CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c.waitHealthy()
+	return c
+}
+
+func (c *redisCluster) addrs() []string {
+	var a []string
+	for _, n := range c.nodes {
+		a = append(a, n.Addr())
+	}
+	return a
+}
+
+// waitHealthy waits until every node says the cluster is ok, as it does once all slots are served.
+func (c *redisCluster) waitHealthy() {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, n := range c.nodes {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr()})
+		for {
+			info, err := cl.ClusterInfo(context.Background()).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				cl.Close()
+				c.t.Fatalf("the Redis Cluster did not become healthy: %v %s", err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cl.Close()
+	}
+}
+
+func (c *redisCluster) String() string { return "Redis Cluster on " + strings.Join(c.addrs(), " ") }
+
+func (c *redisCluster) storeLines() string { return "addresses " + strings.Join(c.addrs(), " ") }
+
+func (c *redisCluster) store(prefix string) *RedisStore {
+	return &RedisStore{Addresses: c.addrs(), KeyPrefix: prefix}
+}
+
+func (c *redisCluster) serverOf(key string) *redisServer {
+	c.t.Helper()
+	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.addrs()})
+	defer cl.Close()
+	m, err := cl.MasterForKey(context.Background(), key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		if n.Addr() == m.Options().Addr {
+			return n
+		}
+	}
+	c.t.Fatalf("no node of %s is %s", c, m.Options().Addr)
+	return nil
+}

@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,10 +13,20 @@ import (
 
 // TestStoreConformance runs the same contract against every Store: what the gate relies on.
 func TestStoreConformance(t *testing.T) {
+	var cluster *redisCluster
+	clusterStores := 0
 	stores := map[string]func(t *testing.T) Store{
 		"memory": func(t *testing.T) Store { return provisionStore(t, &MemoryStore{Name: t.Name()}) },
 		"redis": func(t *testing.T) Store {
-			return provisionStore(t, &RedisStore{Address: startRedis(t).Addr(), KeyPrefix: "conformance:"})
+			return provisionStore(t, startRedis(t).store("conformance:"))
+		},
+		// One cluster for every case (it takes seconds to form), a key prefix for each.
+		"redis cluster": func(st *testing.T) Store {
+			if cluster == nil {
+				cluster = startRedisCluster(t)
+			}
+			clusterStores++
+			return provisionStore(st, cluster.store(fmt.Sprintf("conformance%d:", clusterStores)))
 		},
 	}
 	for name, newStore := range stores {
