@@ -155,25 +155,7 @@ func (c *redisCluster) addrs() []string {
 }
 
 // waitHealthy waits until every node says the cluster is ok, as it does once all slots are served.
-func (c *redisCluster) waitHealthy() {
-	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for _, n := range c.nodes {
-		cl := redis.NewClient(&redis.Options{Addr: n.Addr()})
-		for {
-			info, err := cl.ClusterInfo(context.Background()).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				cl.Close()
-				c.t.Fatalf("the Redis Cluster did not become healthy: %v %s", err, info)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		cl.Close()
-	}
-}
+func (c *redisCluster) waitHealthy() { c.t.Helper(); c.waitState(nil, "ok") }
 
 func (c *redisCluster) String() string { return "Redis Cluster on " + strings.Join(c.addrs(), " ") }
 
@@ -198,4 +180,28 @@ func (c *redisCluster) serverOf(key string) *redisServer {
 	}
 	c.t.Fatalf("no node of %s is %s", c, m.Options().Addr)
 	return nil
+}
+
+// waitState waits until the nodes other than except report the cluster's state as state.
+func (c *redisCluster) waitState(except *redisServer, state string) {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for _, n := range c.nodes {
+		if n == except {
+			continue
+		}
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr()})
+		for {
+			info, err := cl.ClusterInfo(context.Background()).Result()
+			if err == nil && strings.Contains(info, "cluster_state:"+state) {
+				break
+			}
+			if time.Now().After(deadline) {
+				cl.Close()
+				c.t.Fatalf("%s did not report cluster_state:%s: %v %s", n, state, err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cl.Close()
+	}
 }
