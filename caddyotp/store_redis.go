@@ -32,7 +32,8 @@ var redisPool = caddy.NewUsagePool()
 type RedisStore struct {
 	// host:port of a single Redis. Default 127.0.0.1:6379.
 	Address string `json:"address,omitempty"`
-	// Several addresses: a Redis Cluster, or the Sentinels when master_name is set.
+	// A Redis Cluster's nodes (one is enough: the others are discovered), or the Sentinels
+	// when master_name is set.
 	Addresses []string `json:"addresses,omitempty"`
 	// The Sentinel master's name.
 	MasterName string `json:"master_name,omitempty"`
@@ -92,12 +93,16 @@ func (s *RedisStore) provision(_ caddy.Context, logger *zap.Logger) error {
 	if s.Address != "" && len(s.Addresses) > 0 {
 		return errors.New("redis store: give address or addresses, not both")
 	}
+	cluster := len(s.Addresses) > 0 && s.MasterName == ""
+	if cluster && s.DB != 0 {
+		return errors.New("redis store: a Redis Cluster has only db 0; remove db, or use key_prefix to separate sites")
+	}
 	addrs := s.Addresses
 	if s.Address != "" {
 		addrs = []string{s.Address}
 	}
 	opts := &redis.UniversalOptions{
-		Addrs: addrs, MasterName: s.MasterName, Username: s.Username, Password: s.Password, DB: s.DB,
+		Addrs: addrs, MasterName: s.MasterName, Username: s.Username, Password: s.Password, DB: s.DB, IsClusterMode: cluster,
 		DialTimeout: time.Duration(s.DialTimeout), ReadTimeout: time.Duration(s.Timeout), WriteTimeout: time.Duration(s.Timeout),
 		ContextTimeoutEnabled: true,
 	}
@@ -174,7 +179,7 @@ func (s *RedisStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 // UnmarshalCaddyfile reads the Redis store's block:
 //
 //	store redis {
-//	    address 127.0.0.1:6379            # or: addresses HOST:PORT... (Cluster, or Sentinels with master_name)
+//	    address 127.0.0.1:6379            # or: addresses HOST:PORT... (a Cluster, one node is enough; or Sentinels with master_name)
 //	    master_name mymaster
 //	    username otp
 //	    password {env.REDIS_PASSWORD}

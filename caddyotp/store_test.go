@@ -3,6 +3,7 @@ package caddyotp
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,5 +296,29 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRedisClusterFromOneSeedAddress: `addresses` names a cluster even with one address (a
+// cluster's configuration endpoint, or one seed node), so keys on every master answer.
+func TestRedisClusterFromOneSeedAddress(t *testing.T) {
+	c := startRedisCluster(t)
+	s := provisionStore(t, &RedisStore{Addresses: c.addrs()[:1], KeyPrefix: "seed:"})
+	ctx := context.Background()
+	for i := 0; i < 30; i++ { // 30 keys: on every master, with near certainty
+		key := fmt.Sprintf("k%d", i)
+		must(t, s.Set(ctx, key, []byte(key), time.Minute))
+		if v, err := s.Get(ctx, key); err != nil || string(v) != key {
+			t.Fatalf("Get %s through one seed address = %q, %v", key, v, err)
+		}
+	}
+}
+
+func TestRedisClusterRefusesAnotherDatabase(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := (&RedisStore{Addresses: []string{"127.0.0.1:7000", "127.0.0.1:7001"}, DB: 2}).Provision(ctx)
+	if err == nil || !strings.Contains(err.Error(), "db") {
+		t.Fatalf("a cluster with db 2 was accepted: %v", err)
 	}
 }
