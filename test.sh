@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the test suite with everything it needs: installs Chromium (browser tests) and
-# redis-server (Redis tests) when they are missing, then `go test -race -count=1 ./...`.
+# redis-server and redis-cli (Redis tests, a Redis Cluster among them) when they are missing, then `go test -race -count=1 ./...`.
 # Arguments go to `go test`, e.g. ./test.sh -run TestSignInEndToEnd ./caddyotp
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools) # forms the tests' Redis Cluster
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "installing ${missing[*]} for the tests" >&2
 	sudo=()
