@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the test suite with everything it needs: installs Chromium (browser tests) and
-# redis-server and redis-cli (Redis tests, a Redis Cluster among them) when they are missing, then `go test -race -count=1 ./...`.
+# Runs the test suite with everything it needs: installs Chromium (browser tests), redis-server
+# and redis-cli (Redis tests, a Redis Cluster among them) when they are missing, then
+# `go test -race -count=1 ./...`.
 # Arguments go to `go test`, e.g. ./test.sh -run TestSignInEndToEnd ./caddyotp
 set -euo pipefail
 cd "$(dirname "$0")"
