@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -97,6 +99,9 @@ func (s *RedisStore) provision(_ caddy.Context, logger *zap.Logger) error {
 	if cluster && s.DB != 0 {
 		return errors.New("redis store: a Redis Cluster has only db 0; remove db, or use key_prefix to separate sites")
 	}
+	if cluster && strings.ContainsAny(s.KeyPrefix, "{}") {
+		return fmt.Errorf("redis store: key_prefix %q has a brace; on a Redis Cluster the store sets its own hash tags, and braces in the prefix would split them", s.KeyPrefix)
+	}
 	addrs := s.Addresses
 	if s.Address != "" {
 		addrs = []string{s.Address}
@@ -116,7 +121,7 @@ func (s *RedisStore) provision(_ caddy.Context, logger *zap.Logger) error {
 		return err
 	}
 	s.be = v.(*redisBackend)
-	s.be.logger.Store(logger) // the background's messages go to the config that holds it now
+	s.be.hold(s, logger) // the background's messages go to the newest config that holds it
 	return nil
 }
 
@@ -138,6 +143,7 @@ func (s *RedisStore) Cleanup() error {
 	if s.be == nil {
 		return nil
 	}
+	s.be.release(s)
 	_, err := redisPool.Delete(s.poolKey())
 	return err
 }

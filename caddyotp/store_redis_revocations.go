@@ -14,10 +14,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// Revocations reach every instance through pub/sub at once, and through a full refresh every
-// revocationRefresh. An instance whose view may be older than revocationBound no longer trusts
-// it and fails closed: the refresh loop marks the view stale once the last success is more than
-// revocationBound minus one refresh period old, since it only looks once a period.
+// Revocations reach every instance through pub/sub at once, and through a read of the log of
+// new ones every revocationRefresh. An instance whose view may be older than revocationBound no
+// longer trusts it and fails closed: the refresh loop marks the view stale once the last success
+// is more than revocationBound minus one refresh period old, since it only looks once a period.
+// Ages are measured on the monotonic clock, so that a step of the wall clock cannot make an old
+// view pass for a new one.
 const (
 	revocationRefresh = 500 * time.Millisecond
 	revocationBound   = 2 * time.Second
@@ -25,6 +27,11 @@ const (
 )
 
 var errRevocationsStale = errors.New("redis store: revocations not refreshed for " + revocationBound.String())
+
+// monoStart is the origin of monotonic readings: monoNow is the time since it, never 0.
+var monoStart = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoStart)) + 1 }
 
 // The revocations live in one sorted set (member "hexid:at", at in Unix ms; score: the end of the
 // record in Unix ms), with one key per id holding its current "at until" (so that an id has one
@@ -43,7 +50,7 @@ const revocationLogLen = 100000
 // announcement ("hexid:at until") of what it wrote, or nil when the record already said as much.
 // KEYS: the set, the id's key, the subject's set, the subject's own key, the log.
 // ARGV: id, at, until, subject, now, max records per subject, the subject record's until, the
-// log's length.
+// log's length. A subject's set of ids expires with the last of its records.
 var revokeScript = redis.NewScript(`
 local function put(idkey, id, at, untl)
   local old = redis.call("GET", idkey)
@@ -66,7 +73,8 @@ if ARGV[1] ~= ARGV[4] then
     return put(KEYS[4], ARGV[4], ARGV[2], ARGV[7])
   end
   redis.call("ZADD", KEYS[3], "GT", ARGV[3], ARGV[1])
-  redis.call("PEXPIREAT", KEYS[3], ARGV[7])
+  local last = redis.call("ZRANGE", KEYS[3], -1, -1, "WITHSCORES")
+  redis.call("PEXPIREAT", KEYS[3], last[2]) -- the set lives as long as its last record
 end
 return put(KEYS[2], ARGV[1], ARGV[2], ARGV[3])`)
 
@@ -101,7 +109,10 @@ func (s *RedisStore) RevokedAt(ctx context.Context, id [16]byte) (int64, error) 
 type redisBackend struct {
 	client redis.UniversalClient
 	prefix string
-	logger atomic.Pointer[zap.Logger] // the logger of the config that holds the backend now
+	logger atomic.Pointer[zap.Logger] // the logger of the newest config still holding the backend
+
+	holdersMu sync.Mutex
+	holders   []holder // the configs holding the backend, oldest first
 
 	mu      sync.Mutex
 	stopped bool
@@ -111,11 +122,42 @@ type redisBackend struct {
 
 	syncMu    sync.Mutex // one refresh at a time
 	pos       string     // the last log entry applied; "" until the whole set was read
+	posEntry  string     // what that entry said: an id reused after a rewind says something else
 	lastSweep time.Time  // when this instance last tried to remove expired records
 
 	revs     revocations
-	lastSync atomic.Int64 // when the last refresh succeeded, Unix ns
+	lastSync atomic.Int64 // when the last successful refresh began, by monoNow; 0: never
 	stale    atomic.Bool  // set by the refresh loop: the view may be older than revocationBound
+}
+
+// holder is a config that holds the backend, and its logger.
+type holder struct {
+	id     *RedisStore
+	logger *zap.Logger
+}
+
+// hold records that s holds the backend now; its logger takes the background's messages.
+func (b *redisBackend) hold(s *RedisStore, logger *zap.Logger) {
+	b.holdersMu.Lock()
+	defer b.holdersMu.Unlock()
+	b.holders = append(b.holders, holder{s, logger})
+	b.logger.Store(logger)
+}
+
+// release forgets s; the messages go back to the newest config still holding the backend, so
+// that a config rejected after it provisioned does not take the running one's messages along.
+func (b *redisBackend) release(s *RedisStore) {
+	b.holdersMu.Lock()
+	defer b.holdersMu.Unlock()
+	for i, h := range b.holders {
+		if h.id == s {
+			b.holders = append(b.holders[:i], b.holders[i+1:]...)
+			break
+		}
+	}
+	if n := len(b.holders); n > 0 {
+		b.logger.Store(b.holders[n-1].logger)
+	}
 }
 
 func newRedisBackend(c redis.UniversalClient, prefix string, logger *zap.Logger) *redisBackend {
@@ -141,7 +183,7 @@ func (b *redisBackend) revokedAt(ctx context.Context, id [16]byte) (int64, error
 	}
 	// The loop marks the view stale, but only between refreshes: a long one (a reload) is
 	// judged here, by the age of the view itself.
-	if b.stale.Load() || time.Since(time.Unix(0, b.lastSync.Load())) > revocationBound {
+	if b.stale.Load() || monoNow()-b.lastSync.Load() > int64(revocationBound) {
 		return 0, errRevocationsStale
 	}
 	return b.revs.at(id), nil
@@ -188,8 +230,8 @@ func (b *redisBackend) listen(ctx context.Context) {
 	}
 }
 
-// refreshLoop reloads every live revocation, which bounds how stale the view can be even if
-// pub/sub messages are lost (Redis restarted, a connection dropped).
+// refreshLoop reads the log of new revocations every revocationRefresh, which bounds how stale
+// the view can be even if pub/sub messages are lost (Redis restarted, a connection dropped).
 func (b *redisBackend) refreshLoop(ctx context.Context) {
 	defer b.done.Done()
 	t := time.NewTicker(revocationRefresh)
@@ -201,7 +243,7 @@ func (b *redisBackend) refreshLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			err := b.refresh(ctx)
-			if err != nil && time.Since(time.Unix(0, b.lastSync.Load())) > staleAfter {
+			if err != nil && monoNow()-b.lastSync.Load() > int64(staleAfter) {
 				b.stale.Store(true)
 			}
 			if err != nil && !failing && ctx.Err() == nil {
@@ -220,11 +262,11 @@ func (b *redisBackend) refreshLoop(ctx context.Context) {
 func (b *redisBackend) refresh(ctx context.Context) error {
 	b.syncMu.Lock()
 	defer b.syncMu.Unlock()
-	read := time.Now() // the view is as new as the moment its reading began
+	read := monoNow() // the view is as new as the moment its reading began
 	if err := b.follow(ctx); err != nil {
 		return err
 	}
-	b.lastSync.Store(read.UnixNano())
+	b.lastSync.Store(read)
 	b.stale.Store(false)
 	if time.Since(b.lastSweep) > time.Minute {
 		b.lastSweep = time.Now()
@@ -237,11 +279,18 @@ func (b *redisBackend) refresh(ctx context.Context) error {
 const logPage = 1000
 
 // follow reads the log from the position on, inclusively and in one command, so that a trim
-// cannot fall between a check and the read: if the entry at the position is gone, so may be
-// what followed it, and the whole set is read again.
+// cannot fall between a check and the read: if the entry at the position is gone, or is not the
+// entry that was read there (its id reused after a rewind), so may be what followed it, and the
+// whole set is read again. After a reload it reads on from the position the reload noted before
+// its scan, so that what was written during the scan, which the scan may have missed, is read
+// before the view counts as fresh.
 func (b *redisBackend) follow(ctx context.Context) error {
+	reloaded := false // the position was noted by a reload in this call
 	if b.pos == "" {
-		return b.reload(ctx)
+		if err := b.reload(ctx); err != nil {
+			return err
+		}
+		reloaded = true
 	}
 	log := b.prefix + revocationsTag + ":log"
 	for {
@@ -255,22 +304,38 @@ func (b *redisBackend) follow(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		from := 1 // the entry at the position is read again to prove the log still holds it
 		switch {
+		case b.pos == "0-0" && reloaded:
+			from = 0 // the log was empty when the reload began: all of it is new since
 		case b.pos == "0-0" && len(page) == 0:
 			return nil // nothing was ever logged
-		case b.pos == "0-0" || len(page) == 0 || page[0].ID != b.pos:
-			return b.reload(ctx) // a gap: the log no longer holds the position, or began anew
-		}
-		for _, e := range page[1:] {
-			if ann, ok := e.Values["r"].(string); ok {
-				b.apply(ann)
+		case b.pos == "0-0" || len(page) == 0 || page[0].ID != b.pos || logText(page[0]) != b.posEntry:
+			if reloaded {
+				return errLogMoved
 			}
-			b.pos = e.ID
+			if err := b.reload(ctx); err != nil { // a gap: the log lost the position, or began anew
+				return err
+			}
+			reloaded = true
+			continue
+		}
+		for _, e := range page[from:] {
+			b.apply(logText(e))
+			b.pos, b.posEntry = e.ID, logText(e)
 		}
 		if len(page) <= logPage {
 			return nil
 		}
 	}
+}
+
+var errLogMoved = errors.New("redis store: the revocation log lost its position during a reload; reading again")
+
+// logText is a log entry's announcement.
+func logText(e redis.XMessage) string {
+	ann, _ := e.Values["r"].(string)
+	return ann
 }
 
 // reloadTimeout bounds a reload of the whole set, which may take many pages; while it runs the
@@ -287,9 +352,9 @@ func (b *redisBackend) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pos := "0-0"
+	pos, posEntry := "0-0", ""
 	if len(last) > 0 {
-		pos = last[0].ID
+		pos, posEntry = last[0].ID, logText(last[0])
 	}
 	all := make(map[[16]byte]revocation)
 	var cursor uint64
@@ -309,7 +374,7 @@ func (b *redisBackend) reload(ctx context.Context) error {
 		}
 	}
 	b.revs.merge(all, time.Now().UnixNano())
-	b.pos = pos
+	b.pos, b.posEntry = pos, posEntry
 	return nil
 }
 
@@ -317,10 +382,13 @@ func (b *redisBackend) reload(ctx context.Context) error {
 // lock.
 func (b *redisBackend) sweep(ctx context.Context) {
 	set := b.prefix + revocationsTag
-	if ok, err := b.client.SetNX(ctx, set+":sweep", "1", time.Minute).Result(); err != nil || !ok {
-		return
+	ok, err := b.client.SetNX(ctx, set+":sweep", "1", time.Minute).Result()
+	if err == nil && ok {
+		err = b.client.ZRemRangeByScore(ctx, set, "-inf", strconv.FormatInt(time.Now().UnixMilli(), 10)).Err()
 	}
-	b.client.ZRemRangeByScore(ctx, set, "-inf", strconv.FormatInt(time.Now().UnixMilli(), 10))
+	if err != nil && ctx.Err() == nil {
+		b.logger.Load().Warn("redis store: cannot remove expired revocations", zap.Error(err))
+	}
 }
 
 // Destruct stops the background work and closes the client when the last config using it is
@@ -332,8 +400,8 @@ func (b *redisBackend) Destruct() error {
 		return nil
 	}
 	b.stopped = true
-	b.stale.Store(true) // a view nobody keeps up to date answers nothing
 	b.stop()
 	b.done.Wait()
+	b.stale.Store(true) // a view nobody keeps up to date answers nothing; after the last refresh
 	return b.client.Close()
 }
