@@ -35,7 +35,10 @@ func TestEveryLanguageHasEveryKey(t *testing.T) {
 // in a translated page's labels.
 func TestEveryPageRendersInEveryLanguage(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"site_name": "Example", "logo": "/logo.svg"})
-	full := page{Title: "T", Intro: "I", Info: "N", Text: "X", Error: "E", CSRF: "c", Phone: "+1", ResendIn: 5, RetryPhone: "+1", Link: "/l", LinkText: "L"}
+	full := page{Title: "T", Intro: "I", Info: "N", Text: "X", Error: "E", CSRF: "c", Phone: "+1", Hint: "H", Example: "+1",
+		Regions: []regionOption{{Code: "US", Label: "+1 US", Example: "201", Selected: true}}, Expires: "5", ResendIn: 5, Trust: "T",
+		CanCall: true, SignedIn: true, Wait: 3, WaitBefore: "in ", Clock: "0:03", Link: "/l", LinkText: "L",
+		Action: &action{Label: "A", Path: "/verify", Post: true, Phone: "+1", Region: "US", Code: true, Everyone: "1"}}
 	for lang := range catalog {
 		for _, name := range templates.Pages {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
