@@ -395,10 +395,48 @@ func (fl *flows) smsSender(v *visit, phone string) func(ctx context.Context, cod
 	bound := v.host
 	sender := fl.deliveries.sender
 	return func(ctx context.Context, code string) (string, error) {
-		body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
-		if bound != "" {
-			body += "\n\n@" + bound + " #" + code
-		}
-		return sender.Send(ctx, Message{To: phone, Body: body, Code: code})
+		return sender.Send(ctx, Message{To: phone, Body: smsBody(text, code, site, host, bound), Code: code})
 	}
+}
+
+// smsBody is an SMS: text with {code}, {site} and {host} filled in, and the origin-bound line
+// "@bound #code" when the host is known.
+func smsBody(text, code, site, host, bound string) string {
+	body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
+	if bound != "" {
+		body += "\n\n@" + bound + " #" + code
+	}
+	return body
+}
+
+// smsSiteBudget is how many characters the site's name and host may take together in the
+// default SMS with a 6-digit code, for it to stay one segment in every language: Spanish
+// ("código") is UCS-2, 70 characters a segment; the others are GSM-7, 160.
+const smsSiteBudget = 33
+
+// smsSegments is how many segments an SMS takes: GSM-7 (160 septets, 153 a part when
+// concatenated; the extension table takes two) when every character is in that alphabet, else
+// UCS-2 (70 UTF-16 units, 67 a part).
+func smsSegments(body string) int {
+	n, single, part := 0, 160, 153
+	if isGSM7(body) {
+		for _, r := range body {
+			n++
+			if strings.ContainsRune("\f^{}\\[~]|€", r) {
+				n++
+			}
+		}
+	} else {
+		single, part = 70, 67
+		for _, r := range body {
+			n++
+			if r > 0xFFFF {
+				n++
+			}
+		}
+	}
+	if n <= single {
+		return 1
+	}
+	return (n + part - 1) / part
 }
