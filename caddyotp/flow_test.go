@@ -150,3 +150,35 @@ func TestFlowOfAUserIsTheUsersOnly(t *testing.T) {
 		t.Errorf("a user without a phone: %+v", o)
 	}
 }
+
+// TestFlowRegionFieldIsCheckedAgainstRegions: the country chosen beside the field reads
+// national numbers only when it is one of regions; a +country typed wins; without regions no
+// region field is taken.
+func TestFlowRegionFieldIsCheckedAgainstRegions(t *testing.T) {
+	h, sender := newUnitHandler(t, map[string]any{"regions": []string{"US", "GB"}, "phones": []string{"*"}, "ip_limit": map[string]any{"count": 100, "window": "10m"}})
+	ctx := context.Background()
+	n := 0
+	for _, tc := range []struct{ input, region, to string }{
+		{"201 555 0123", "US", "+12015550123"},
+		{"07400 123456", "GB", "+447400123456"},
+		{"+1 201 555 0145", "GB", "+12015550145"}, // the +country typed wins
+	} {
+		if o := h.flows.start(ctx, unitVisit(t), tc.input, tc.region); o.kind != sent {
+			t.Fatalf("%q in %s: %+v", tc.input, tc.region, o)
+		}
+		n++
+		sentCode(t, sender, n)
+		if sender.last.To != tc.to {
+			t.Errorf("%q in %s went to %s, want %s", tc.input, tc.region, sender.last.To, tc.to)
+		}
+	}
+	for _, region := range []string{"FR", "ZZ"} {
+		if o := h.flows.start(ctx, unitVisit(t), "06 12 34 56 78", region); o.kind != badPhone || o.key != "err_bad_region" {
+			t.Errorf("region %s, not in regions: %+v", region, o)
+		}
+	}
+	h, _ = newUnitHandler(t, nil)
+	if o := h.flows.start(ctx, unitVisit(t), "201 555 0123", "US"); o.kind != badPhone || o.key != "err_bad_region" {
+		t.Errorf("a region field without regions: %+v", o)
+	}
+}

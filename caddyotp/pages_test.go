@@ -145,3 +145,23 @@ func TestMaskPhoneDisplayGroupsLikeTheCountry(t *testing.T) {
 		}
 	}
 }
+
+// TestSignInHeadingNamesTheHostEscaped: without site_name the phone page says "Sign in to"
+// the host the visitor asked for, escaped like every other byte of the request.
+func TestSignInHeadingNamesTheHostEscaped(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"public_url": ""})
+	for host, want := range map[string]string{
+		"docs.example.com:8443": "<h1>Sign in to docs.example.com</h1>",
+		"<b>x</b>":              "<h1>Sign in to &lt;b&gt;x&lt;/b&gt;</h1>",
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/.otp/login", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		if err := serve(h, w, r); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(w.Body.String(), want) {
+			t.Errorf("host %q: want %s in %.400s", host, want, w.Body.String())
+		}
+	}
+}
