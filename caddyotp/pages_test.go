@@ -38,7 +38,7 @@ func TestEveryPageRendersInEveryLanguage(t *testing.T) {
 	full := page{Title: "T", Intro: "I", Info: "N", Text: "X", Error: "E", CSRF: "c", Phone: "+1", Hint: "H", Example: "+1",
 		Regions: []regionOption{{Code: "US", Label: "+1 US", Example: "201", Selected: true}}, Expires: "5", ResendIn: 5, Trust: "T",
 		CanCall: true, SignedIn: true, Wait: 3, WaitBefore: "in ", Clock: "0:03", Link: "/l", LinkText: "L",
-		Action: &action{Label: "A", Path: "/verify", Post: true, Phone: "+1", Region: "US", Code: true, Everyone: "1"}}
+		Action: &action{Label: "A", Path: "/verify", Post: true, Phone: "+1", Region: "US", Code: true, Everywhere: "1"}}
 	for lang := range catalog {
 		for _, name := range templates.Pages {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
@@ -163,5 +163,28 @@ func TestSignInHeadingNamesTheHostEscaped(t *testing.T) {
 		if !strings.Contains(w.Body.String(), want) {
 			t.Errorf("host %q: want %s in %.400s", host, want, w.Body.String())
 		}
+	}
+}
+
+// TestPluralFormsInEveryLanguage: every counted sentence has its one and many forms, so that
+// trust_device of one day says "1 day", never "1 days".
+func TestPluralFormsInEveryLanguage(t *testing.T) {
+	for lang, w := range catalog {
+		for key := range w {
+			base, ok := strings.CutSuffix(key, "_one")
+			if !ok {
+				continue
+			}
+			many, ok := w[base+"_many"]
+			if !ok || !strings.Contains(many, "{n}") || strings.Contains(w[key], "{n}") || !strings.Contains(w[key], "1\u00a0") {
+				t.Errorf("%s: %s has no proper one and many forms: %q / %q", lang, base, w[key], many)
+			}
+		}
+	}
+	if got := words(catalog["en"]).count("trust_device", 1); got != "Trust this browser for 1\u00a0day" {
+		t.Errorf("one day: %q", got)
+	}
+	if got := words(catalog["de"]).count("trust_device", 30); got != "Diesem Browser 30\u00a0Tage lang vertrauen" {
+		t.Errorf("30 days in German: %q", got)
 	}
 }
