@@ -61,13 +61,13 @@ type page struct {
 
 // action is a page's one primary action: a link, or a form that posts (again) to Path.
 type action struct {
-	Label    string
-	Path     string
-	Post     bool   // a form with the CSRF token, else a link
-	Phone    string // a hidden phone field (POST /send)
-	Region   string // a hidden region field (POST /send)
-	Code     bool   // the code field (POST /verify)
-	Everyone string // a hidden everywhere field (POST /logout)
+	Label      string
+	Path       string
+	Post       bool   // a form with the CSRF token, else a link
+	Phone      string // a hidden phone field (POST /send)
+	Region     string // a hidden region field (POST /send)
+	Code       bool   // the code field (POST /verify)
+	Everywhere string // a hidden everywhere field (POST /logout)
 }
 
 // regionOption is one country of the phone page's select: its dial code and name, no flag.
@@ -365,7 +365,7 @@ func (ps *pageSet) retry(v *visit, t words, label string) *action {
 	case "/verify":
 		return &action{Label: t["verify"], Path: "/verify", Post: true, Code: true}
 	case "/logout":
-		return &action{Label: orWord(label, t["sign_out"]), Path: "/logout", Post: true, Everyone: v.form.everywhere}
+		return &action{Label: orWord(label, t["sign_out"]), Path: "/logout", Post: true, Everywhere: v.form.everywhere}
 	}
 	return &action{Label: orWord(label, t["start_again"]), Path: "/login"}
 }
