@@ -224,6 +224,22 @@ func TestBrowserPastedMessageSubmits(t *testing.T) {
 	}
 }
 
+// TestBrowserAutofilledCodeSubmits: a code the browser fills in (the value set, then input and
+// change events, as autofill does) signs in with no button press.
+func TestBrowserAutofilledCodeSubmits(t *testing.T) {
+	g := startGate(t, "")
+	b := newBrowser(t, "phone", 390, 844, "en-US")
+	b.open("/")
+	b.typeNumber(alice)
+	_, code := g.code(1)
+	if _, err := chromedp.RunResponse(b.ctx, chromedp.SetValue(chromedp.ID("code"), code)); err != nil {
+		t.Fatalf("the filled-in code was not sent: %v", err)
+	}
+	if p := b.path(); p != "/" {
+		t.Fatalf("after autofill at %s, want the protected page", p)
+	}
+}
+
 // TestBrowserWaitCountsDownAndGivesTheActionBack: a resend refused inside resend_after shows a
 // live countdown; when it ends, the resend button (not "Start again") works again.
 func TestBrowserWaitCountsDownAndGivesTheActionBack(t *testing.T) {

@@ -188,3 +188,14 @@ func TestPluralFormsInEveryLanguage(t *testing.T) {
 		t.Errorf("30 days in German: %q", got)
 	}
 }
+
+// TestCodePageShowsTheNumberTypedAndMasksAUsersPhone: the visitor who typed the number sees it
+// whole, to catch a typo; in users mode, where nobody typed it, it stays masked.
+func TestCodePageShowsTheNumberTypedAndMasksAUsersPhone(t *testing.T) {
+	if got := shownPhone(&flow{Phone: alice}); got != "+1\u00a0201\u2011555\u20110123" {
+		t.Errorf("a typed number is shown as %q", got)
+	}
+	if got := shownPhone(&flow{Phone: alice, User: "alice"}); got != "+1\u00a0201\u2011***\u2011**23" {
+		t.Errorf("a user's phone is shown as %q", got)
+	}
+}
