@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suite with everything it needs: installs Chromium (browser tests), redis-server
-# and redis-cli (Redis tests, a Redis Cluster among them) when they are missing, then
+# and redis-cli (Redis tests, a Redis Cluster among them) when they are missing, fetches
+# axe-core (the browser tests' accessibility checks) with npm into .cache/axe, then
 # `go test -race -count=1 ./...`.
 # Arguments go to `go test`, e.g. ./test.sh -run TestSignInEndToEnd ./caddyotp
 set -euo pipefail
@@ -10,6 +11,7 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools) # forms the tests' Redis Cluster
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "installing ${missing[*]} for the tests" >&2
 	sudo=()
@@ -18,6 +20,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 	# The tests start their own redis-server processes; the package's service is not needed.
 	"${sudo[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+
+# axe-core 4.x, which the browser tests inject into every page; they fail without it.
+if [ ! -f .cache/axe/node_modules/axe-core/axe.min.js ]; then
+	echo "fetching axe-core for the browser tests" >&2
+	npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@4 >/dev/null
 fi
 
 # Without a package argument, every package.

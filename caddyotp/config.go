@@ -1,6 +1,7 @@
 package caddyotp
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -201,10 +202,44 @@ func validCookieName(s string) bool {
 
 // warnings are the risks of a configuration that still loads, each with its fix; Provision logs
 // them.
+// longSMS says, when it is so, that the SMS with this site's name and public_url's host would
+// take more than one segment (each billed) in a language the pages speak, and what to do.
+func (h *Handler) longSMS() string {
+	host := ""
+	if h.public != nil {
+		host = h.public.Hostname()
+	}
+	site := h.SiteName
+	if site == "" {
+		site = host
+	}
+	if site == "" {
+		return "" // the host is known only per request: nothing to measure at load
+	}
+	langs := []string{"en", "de", "es", "fr"}
+	if h.Language != "" {
+		langs = []string{h.Language}
+	}
+	code := strings.Repeat("0", h.CodeLength)
+	for _, lang := range langs {
+		text := h.Message
+		if text == "" {
+			text = catalog[lang]["sms"]
+		}
+		if n := smsSegments(smsBody(text, code, site, cmp.Or(host, site), host)); n > 1 {
+			return fmt.Sprintf("the SMS takes %d segments in %s (each billed, and some phones show them late): shorten site_name (with public_url's host, at most %d characters keep the default SMS in one segment in every language) or set a shorter message", n, lang, smsSiteBudget)
+		}
+	}
+	return ""
+}
+
 func (h *Handler) warnings() []string {
 	var out []string
 	if h.flows.who.phones.anyone && (h.flows.who.regions == nil || h.MaxSMSPerHour == 0) {
 		out = append(out, "phones * lets anyone ask for codes: without regions and max_sms_per_hour, SMS toll fraud (codes sent to premium numbers abroad) can run up the bill; set `regions US ...` and `max_sms_per_hour N`")
+	}
+	if w := h.longSMS(); w != "" {
+		out = append(out, w)
 	}
 	if _, ok := h.sender.(*LogSender); ok && h.public != nil && !loopbackHost(h.public.Hostname()) {
 		out = append(out, "the log sender writes sign-in codes to the log on a site with a public address ("+h.origin+"): anyone who reads the log can sign in; use `sender restcomm { ... }`")

@@ -25,7 +25,7 @@ func TestTrustedBrowserSkipsTheSMSUntilItExpires(t *testing.T) {
 	v := newVisitor(t)
 	csrf, _ := v.startSignIn("/", alice)
 	page := v.get("/.otp/verify")
-	if !strings.Contains(page.body, `name="trust"`) || !strings.Contains(page.body, "Trust this browser for 30 days") {
+	if !strings.Contains(page.body, `name="trust"`) || !strings.Contains(page.body, "Trust this browser for 30\u00a0days") {
 		t.Fatalf("the code page offers no trust checkbox")
 	}
 	_, code := g.code(1)

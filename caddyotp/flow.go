@@ -64,6 +64,7 @@ type outcome struct {
 	kind    outcomeKind
 	wait    time.Duration // limited: how long until it may be asked again
 	limit   string        // limited: which limit (ip, send, site, lockout, resend)
+	locking bool          // limited: a wrong code that locked the phone or the address just now
 	left    int           // wrong: tries left for this code
 	flow    *flow         // wrong, expired: the flow, for the code page
 	subject string        // verified: what the session is for
@@ -155,9 +156,11 @@ func (fl *flows) shown(ctx context.Context, v *visit) (*flow, string, error) {
 	return f, state, err
 }
 
-// start is POST /send: a fresh flow for the phone typed (input), or in users mode for the
-// signed-in user's phone, and a code to it, once the limits allow.
-func (fl *flows) start(ctx context.Context, v *visit, input string) outcome {
+// start is POST /send: a fresh flow for the phone typed (input; national digits are read in
+// region, the country chosen beside the field, which must be one codes may go to, else in
+// default_region; a +country typed wins), or in users mode for the signed-in user's phone, and
+// a code to it, once the limits allow.
+func (fl *flows) start(ctx context.Context, v *visit, input, region string) outcome {
 	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
 	}
@@ -172,7 +175,14 @@ func (fl *flows) start(ctx context.Context, v *visit, input string) outcome {
 		}
 		f.User, f.Phone, f.Allowed = v.user, phone, true // the code goes to the user's phone, whatever was typed
 	} else {
-		phone, region, err := normalizePhone(input, fl.who.defaultRegion)
+		home := fl.who.defaultRegion
+		if region != "" {
+			if fl.who.regions == nil || !fl.who.regions[region] {
+				return outcome{kind: badPhone, key: "err_bad_region", input: input}
+			}
+			home = region
+		}
+		phone, region, err := normalizePhone(input, home)
 		if err != nil {
 			return outcome{kind: badPhone, key: "err_not_phone", input: input}
 		}
@@ -256,6 +266,10 @@ func (fl *flows) check(ctx context.Context, v *visit, code string) outcome {
 		fl.obs.verified(f.Phone, v.client)
 	case wrong, expired, exhausted:
 		fl.obs.codeFailed(f.Phone, o.kind.verdict(), o.left, v.client)
+	case limited:
+		if o.locking { // still a wrong code, whose page tells of the lock
+			fl.obs.codeFailed(f.Phone, codeWrong, o.left, v.client)
+		}
 	}
 	return o
 }
@@ -266,7 +280,9 @@ func (fl *flows) compare(ctx context.Context, v *visit, f *flow, code string) ou
 	}
 	n, wait, err := fl.limits.countTry(ctx, f.Phone, v.client)
 	if err != nil || wait > 0 {
-		return limitedBy("lockout", wait, err)
+		o := limitedBy("lockout", wait, err)
+		o.flow = f
+		return o
 	}
 	attempts, err := fl.store.Incr(ctx, attemptsKey(v.flowID, f.Hash), fl.codeTTL)
 	if err != nil {
@@ -276,8 +292,13 @@ func (fl *flows) compare(ctx context.Context, v *visit, f *flow, code string) ou
 		return fl.void(ctx, v.flowID)
 	}
 	if code == "" || !codeMatches(fl.codeKey, v.flowID, code, f.Hash) {
-		if err := fl.limits.tryFailed(ctx, f.Phone, v.client, n); err != nil {
+		locked, err := fl.limits.tryFailed(ctx, f.Phone, v.client, n)
+		if err != nil {
 			return failedWith(err)
+		}
+		if locked {
+			// This wrong code locked the number: no tries count, the lock is what there is to say.
+			return outcome{kind: limited, limit: "lockout", wait: time.Duration(fl.limits.lockout.Window), flow: f, locking: true, left: max(0, fl.maxAttempts-int(attempts))}
 		}
 		if attempts >= int64(fl.maxAttempts) {
 			return fl.void(ctx, v.flowID)
@@ -374,10 +395,48 @@ func (fl *flows) smsSender(v *visit, phone string) func(ctx context.Context, cod
 	bound := v.host
 	sender := fl.deliveries.sender
 	return func(ctx context.Context, code string) (string, error) {
-		body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
-		if bound != "" {
-			body += "\n\n@" + bound + " #" + code
-		}
-		return sender.Send(ctx, Message{To: phone, Body: body, Code: code})
+		return sender.Send(ctx, Message{To: phone, Body: smsBody(text, code, site, host, bound), Code: code})
 	}
+}
+
+// smsBody is an SMS: text with {code}, {site} and {host} filled in, and the origin-bound line
+// "@bound #code" when the host is known.
+func smsBody(text, code, site, host, bound string) string {
+	body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
+	if bound != "" {
+		body += "\n\n@" + bound + " #" + code
+	}
+	return body
+}
+
+// smsSiteBudget is how many characters the site's name and host may take together in the
+// default SMS with a 6-digit code, for it to stay one segment in every language: Spanish
+// ("código") is UCS-2, 70 characters a segment; the others are GSM-7, 160.
+const smsSiteBudget = 33
+
+// smsSegments is how many segments an SMS takes: GSM-7 (160 septets, 153 a part when
+// concatenated; the extension table takes two) when every character is in that alphabet, else
+// UCS-2 (70 UTF-16 units, 67 a part).
+func smsSegments(body string) int {
+	n, single, part := 0, 160, 153
+	if isGSM7(body) {
+		for _, r := range body {
+			n++
+			if strings.ContainsRune("\f^{}\\[~]|€", r) {
+				n++
+			}
+		}
+	} else {
+		single, part = 70, 67
+		for _, r := range body {
+			n++
+			if r > 0xFFFF {
+				n++
+			}
+		}
+	}
+	if n <= single {
+		return 1
+	}
+	return (n + part - 1) / part
 }

@@ -138,6 +138,10 @@ func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string)
 	if !sameOrigin(r, h.origin) || !h.cookies.validCSRF(v.flowID, r.PostForm.Get("csrf")) {
 		return h.pages.message(w, v, http.StatusForbidden, "form_expired")
 	}
+	v.form = visitForm{route: rest, phone: clip(r.PostForm.Get("phone"), 40), region: regionField(r.PostForm.Get("region"))}
+	if r.PostForm.Get("everywhere") == "1" {
+		v.form.everywhere = "1"
+	}
 	return rt.serve(w, r, v)
 }
 
@@ -208,14 +212,14 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request, v *visit) e
 		}
 		p.SendTo = unbreakable.Replace(maskPhoneDisplay(phone))
 	}
-	return h.pages.render(w, v, http.StatusOK, "login.html", p)
+	return h.pages.login(w, v, p)
 }
 
 // serveSend starts a fresh flow for the phone typed (or, in users mode, the signed-in user's
 // phone) and sends it a code in the background. Whether or not the number may sign in, the
 // answer is the same 303 to the code page; only allowed numbers get an SMS.
 func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request, v *visit) error {
-	return h.answer(w, v, h.flows.start(r.Context(), v, r.PostForm.Get("phone")))
+	return h.answer(w, v, h.flows.start(r.Context(), v, r.PostForm.Get("phone"), v.form.region))
 }
 
 // serveAgain is /resend (a new code by SMS) or /call (by a voice call).
@@ -236,6 +240,8 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) 
 			return seeOther(w, h.Path+"/login")
 		case state == deliveryFailed || state == deliveryMisconfigured:
 			return h.pages.notSent(w, v, f, state)
+		case f.Hash == nil || h.now().UnixNano() >= f.Expires:
+			return h.pages.expired(w, v, http.StatusOK, f)
 		}
 		return h.pages.codePage(w, v, http.StatusOK, f, "")
 	}
@@ -281,11 +287,18 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, v *visit) 
 // today; the signins decide what to revoke.
 func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request, v *visit) error {
 	if r.Method != http.MethodPost {
+		s, _, ok, err := h.signins.current(r.Context(), v.session, func() string { return v.device }, v.user)
+		if err != nil {
+			return h.answer(w, v, failedWith(err))
+		}
+		if !ok {
+			return h.pages.signOutPage(w, v, "", "")
+		}
 		id, err := h.flowFor(w, v, v.next)
 		if err != nil {
 			return err
 		}
-		return h.pages.render(w, v, http.StatusOK, "logout.html", page{Title: catalog[v.lang]["title_sign_out"], CSRF: h.cookies.csrf(id)})
+		return h.pages.signOutPage(w, v, h.cookies.csrf(id), s.Subject)
 	}
 	o := h.signins.signOut(r.Context(), v.session, v.device, v.flowID, v.client, r.PostForm.Get("everywhere") == "1")
 	if o.kind == signedOut { // refused (a limit, the store): the cookies stay, so that a retry can sign out
@@ -337,7 +350,7 @@ func (h *Handler) answer(w http.ResponseWriter, v *visit, o outcome) error {
 		h.obs.limited(o.limit, o.wait, v.client)
 		return h.pages.limited(w, v, o)
 	case badPhone:
-		return h.pages.phonePage(w, v, o.input, o.key)
+		return h.pages.phonePage(w, v, o.input, v.form.region, o.key)
 	case refused:
 		return h.pages.refusal(w, v, o.key)
 	case busy:
@@ -345,13 +358,24 @@ func (h *Handler) answer(w http.ResponseWriter, v *visit, o outcome) error {
 	case wrong:
 		return h.pages.codePage(w, v, http.StatusUnauthorized, o.flow, words(catalog[v.lang]).count("err_wrong", o.left))
 	case expired:
-		return h.pages.codePage(w, v, http.StatusUnauthorized, o.flow, catalog[v.lang]["err_expired"])
+		return h.pages.expired(w, v, http.StatusUnauthorized, o.flow)
 	case exhausted:
 		return h.pages.message(w, v, http.StatusUnauthorized, "exhausted")
 	}
 	h.obs.storeFailed(o.err) // failed: nobody passes, the visitor is told, the log says why
 	return h.pages.unavailable(w, v)
 }
+
+// regionField is the phone page's region field if it has the shape of a region code (two
+// letters), upper-cased; else "". Whether codes may go there is the flow's to judge.
+func regionField(s string) string {
+	if len(s) != 2 || !isLetter(s[0]) || !isLetter(s[1]) {
+		return ""
+	}
+	return strings.ToUpper(s)
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 func seeOther(w http.ResponseWriter, location string) error {
 	w.Header().Set("Location", location)

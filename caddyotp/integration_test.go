@@ -3,6 +3,7 @@ package caddyotp
 import (
 	"encoding/base64"
 	"encoding/json"
+	"html"
 	"net/http"
 	"net/url"
 	"strings"
@@ -65,7 +66,7 @@ func TestSignInEndToEnd(t *testing.T) {
 
 	page := v.get("/.otp/verify")
 	wantStatus(t, "code page", page, http.StatusOK)
-	for _, want := range []string{`action="/.otp/verify"`, `name="code"`, `autocomplete="one-time-code"`, `inputmode="numeric"`, `action="/.otp/resend"`, "&#43;1\u00a0201\u2011***\u2011**23"} {
+	for _, want := range []string{`action="/.otp/verify"`, `name="code"`, `autocomplete="one-time-code"`, `inputmode="numeric"`, `action="/.otp/resend"`, "&#43;1\u00a0201\u2011555\u20110123", "The code expires in 5\u00a0minutes."} {
 		if !strings.Contains(page.body, want) {
 			t.Errorf("code page lacks %s", want)
 		}
@@ -125,7 +126,7 @@ func TestWrongCodesVoidTheFlowAfterMaxAttempts(t *testing.T) {
 	}
 	last := v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}})
 	wantStatus(t, "third wrong code", last, http.StatusUnauthorized)
-	if !strings.Contains(last.body, "start again") {
+	if !strings.Contains(last.body, "Start again to get a new one.") || !strings.Contains(last.body, `href="/.otp/login"`) {
 		t.Errorf("after max_attempts the page does not say to start again: %.300s", last.body)
 	}
 	wantStatus(t, "right code after the flow is void", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), http.StatusUnauthorized)
@@ -206,12 +207,21 @@ func TestLogoutRevokesSession(t *testing.T) {
 func TestPhonePageRejectsWhatIsNotAPhoneNumber(t *testing.T) {
 	g := startGate(t, "")
 	v := newVisitor(t)
-	for _, input := range []string{"", "hello", "+1 555 123 4567", "12", strings.Repeat("9", 41)} {
-		csrf, r := v.startSignIn("/", input)
-		_ = csrf
+	// Each error says what to do: without a +country (and no default_region), add it; else
+	// check the digits.
+	for input, want := range map[string]string{
+		"":                            "This is not a valid phone number.",
+		"hello":                       "This is not a valid phone number.",
+		"201 555 0123":                "Add your country code, e.g. +1 for the US.",
+		"12":                          "Add your country code, e.g. +1 for the US.",
+		strings.Repeat("9", 41):       "Add your country code, e.g. +1 for the US.",
+		"+1 555 123 4567":             "This is not a valid phone number. Check the digits, e.g.\u00a0+1\u00a0201\u2011555\u20110123.",
+		"+" + strings.Repeat("9", 40): "This is not a valid phone number.",
+	} {
+		_, r := v.startSignIn("/", input)
 		wantStatus(t, "send "+input, r, http.StatusBadRequest)
-		if !strings.Contains(r.body, `name="phone"`) || !strings.Contains(r.body, "Enter a phone number with its country code") {
-			t.Errorf("send %q: not the phone page with the error: %.300s", input, r.body)
+		if !strings.Contains(r.body, `name="phone"`) || !strings.Contains(html.UnescapeString(r.body), want) {
+			t.Errorf("send %q: not the phone page with the error %q: %.300s", input, want, r.body)
 		}
 	}
 	if n := len(g.sms.Messages()); n != 0 {
@@ -345,7 +355,7 @@ func TestSMSSpeaksTheVisitorsLanguageAndNamesTheSite(t *testing.T) {
 	req.Header.Set("Accept-Language", "es-ES,es;q=0.9")
 	wantStatus(t, "send", v.do(req), http.StatusSeeOther)
 	m, code := g.code(1)
-	if want := code + " es tu código de acceso a Example Docs.\n\n@localhost #" + code; m.Body != want {
+	if want := code + " es tu código para Example Docs.\n\n@localhost #" + code; m.Body != want {
 		t.Errorf("SMS %q, want %q", m.Body, want)
 	}
 	if m.Encoding != "UCS-2" {

@@ -174,24 +174,27 @@ func (l *limits) countTry(ctx context.Context, phone, client string) (tries, tim
 }
 
 // tryFailed locks the pair when its consecutive failures reach the lockout count, and the phone
-// when its failures from any addresses reach phoneLockFactor times that. A lock starts a new
-// count, which it guards until it ends.
-func (l *limits) tryFailed(ctx context.Context, phone, client string, n tries) error {
+// when its failures from any addresses reach phoneLockFactor times that, and says whether it
+// locked either. A lock starts a new count, which it guards until it ends.
+func (l *limits) tryFailed(ctx context.Context, phone, client string, n tries) (bool, error) {
 	phoneKey, pairKey := l.lockKeys(phone, client)
 	d := time.Duration(l.lockout.Window)
+	locked := false
 	if n.pair >= int64(l.lockout.Count) {
 		if err := l.lock(ctx, pairKey); err != nil {
-			return err
+			return false, err
 		}
 		l.obs.locked(phone, client, l.lockout.Count, d)
+		locked = true
 	}
 	if n.phone >= phoneLockFactor*int64(l.lockout.Count) {
 		if err := l.lock(ctx, phoneKey); err != nil {
-			return err
+			return false, err
 		}
 		l.obs.locked(phone, "", phoneLockFactor*l.lockout.Count, d)
+		locked = true
 	}
-	return nil
+	return locked, nil
 }
 
 // lock locks key for the lockout window, then clears its count of failures.

@@ -56,6 +56,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -331,9 +332,16 @@ func (h *Handler) wire(w *who, templates map[string]*template.Template) {
 		h.signins.devices = newSessionCodec(h.keys.device, h.keys.subject, aud, time.Duration(h.TrustDevice), 0)
 		h.signins.deviceCookies = h.signins.devices
 	}
-	h.pages = &pageSet{templates: templates, path: h.Path, siteName: h.SiteName, logo: h.Logo, codeLength: h.CodeLength,
+	regions := make([]string, 0, len(h.Regions))
+	for _, r := range h.Regions {
+		if r = strings.ToUpper(r); !slices.Contains(regions, r) {
+			regions = append(regions, r)
+		}
+	}
+	h.pages = &pageSet{templates: templates, path: h.Path, siteName: h.SiteName, logo: h.Logo, codeLength: h.CodeLength, codeTTL: codeTTL,
 		trustDays: int(time.Duration(h.TrustDevice) / (24 * time.Hour)), devices: h.signins.devices != nil,
-		resendAfter: time.Duration(h.ResendAfter), canCall: h.flows.voice != nil, cookies: h.cookies, now: h.now}
+		resendAfter: time.Duration(h.ResendAfter), canCall: h.flows.voice != nil, cookies: h.cookies, now: h.now,
+		defaultRegion: h.DefaultRegion, regions: regions}
 }
 
 // healthKey names this gate's delivery health: its sender and its rules of who may sign in.

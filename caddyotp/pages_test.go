@@ -35,7 +35,10 @@ func TestEveryLanguageHasEveryKey(t *testing.T) {
 // in a translated page's labels.
 func TestEveryPageRendersInEveryLanguage(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"site_name": "Example", "logo": "/logo.svg"})
-	full := page{Title: "T", Intro: "I", Info: "N", Text: "X", Error: "E", CSRF: "c", Phone: "+1", ResendIn: 5, RetryPhone: "+1", Link: "/l", LinkText: "L"}
+	full := page{Title: "T", Intro: "I", Info: "N", Text: "X", Error: "E", CSRF: "c", Phone: "+1", Hint: "H", Example: "+1",
+		Regions: []regionOption{{Code: "US", Label: "+1 US", Example: "201", Selected: true}}, Expires: "5", ResendIn: 5, Trust: "T",
+		CanCall: true, SignedIn: true, Wait: 3, WaitBefore: "in ", Clock: "0:03", Link: "/l", LinkText: "L",
+		Action: &action{Label: "A", Path: "/verify", Post: true, Phone: "+1", Region: "US", Code: true, Everywhere: "1"}}
 	for lang := range catalog {
 		for _, name := range templates.Pages {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
@@ -140,5 +143,59 @@ func TestMaskPhoneDisplayGroupsLikeTheCountry(t *testing.T) {
 		if got := maskPhoneDisplay(in); got != want {
 			t.Errorf("maskPhoneDisplay(%s) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestSignInHeadingNamesTheHostEscaped: without site_name the phone page says "Sign in to"
+// the host the visitor asked for, escaped like every other byte of the request.
+func TestSignInHeadingNamesTheHostEscaped(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"public_url": ""})
+	for host, want := range map[string]string{
+		"docs.example.com:8443": "<h1>Sign in to docs.example.com</h1>",
+		"<b>x</b>":              "<h1>Sign in to &lt;b&gt;x&lt;/b&gt;</h1>",
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/.otp/login", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		if err := serve(h, w, r); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(w.Body.String(), want) {
+			t.Errorf("host %q: want %s in %.400s", host, want, w.Body.String())
+		}
+	}
+}
+
+// TestPluralFormsInEveryLanguage: every counted sentence has its one and many forms, so that
+// trust_device of one day says "1 day", never "1 days".
+func TestPluralFormsInEveryLanguage(t *testing.T) {
+	for lang, w := range catalog {
+		for key := range w {
+			base, ok := strings.CutSuffix(key, "_one")
+			if !ok {
+				continue
+			}
+			many, ok := w[base+"_many"]
+			if !ok || !strings.Contains(many, "{n}") || strings.Contains(w[key], "{n}") || !strings.Contains(w[key], "1\u00a0") {
+				t.Errorf("%s: %s has no proper one and many forms: %q / %q", lang, base, w[key], many)
+			}
+		}
+	}
+	if got := words(catalog["en"]).count("trust_device", 1); got != "Trust this browser for 1\u00a0day" {
+		t.Errorf("one day: %q", got)
+	}
+	if got := words(catalog["de"]).count("trust_device", 30); got != "Diesem Browser 30\u00a0Tage lang vertrauen" {
+		t.Errorf("30 days in German: %q", got)
+	}
+}
+
+// TestCodePageShowsTheNumberTypedAndMasksAUsersPhone: the visitor who typed the number sees it
+// whole, to catch a typo; in users mode, where nobody typed it, it stays masked.
+func TestCodePageShowsTheNumberTypedAndMasksAUsersPhone(t *testing.T) {
+	if got := shownPhone(&flow{Phone: alice}); got != "+1\u00a0201\u2011555\u20110123" {
+		t.Errorf("a typed number is shown as %q", got)
+	}
+	if got := shownPhone(&flow{Phone: alice, User: "alice"}); got != "+1\u00a0201\u2011***\u2011**23" {
+		t.Errorf("a user's phone is shown as %q", got)
 	}
 }

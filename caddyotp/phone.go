@@ -48,6 +48,15 @@ func maskPhone(e164 string) string {
 	return e164[:5] + strings.Repeat("*", len(e164)-7) + e164[len(e164)-2:]
 }
 
+// formatPhone is an E.164 number grouped the way its country writes it: +1 201-555-0123.
+func formatPhone(e164 string) string {
+	num, err := phonenumbers.Parse(e164, "")
+	if err != nil {
+		return e164
+	}
+	return phonenumbers.Format(num, phonenumbers.INTERNATIONAL)
+}
+
 // maskPhoneDisplay is the masked number as the code page shows it, grouped the way the
 // number's country writes it: +1 201-***-**23, +44 20 **** **00.
 func maskPhoneDisplay(e164 string) string {

@@ -71,7 +71,7 @@ func TestSignInRedisRoundTrips(t *testing.T) {
 		steps := map[string]int{}
 		v := unitVisit(t)
 		counter.take()
-		if o := h.flows.start(ctx, v, phone); o.kind != sent {
+		if o := h.flows.start(ctx, v, phone, ""); o.kind != sent {
 			t.Fatalf("send: %+v", o)
 		}
 		steps["send"] = counter.take()

@@ -174,7 +174,7 @@ func TestRegionsApplyToAUsersPhone(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"users": map[string]string{"alice": alice}, "phones": nil, "regions": []string{"GB"}})
 	v := unitVisit(t)
 	v.user = "alice"
-	if o := h.flows.start(context.Background(), v, ""); o.kind != badPhone || o.key != "err_region" {
+	if o := h.flows.start(context.Background(), v, "", ""); o.kind != badPhone || o.key != "err_region" {
 		t.Fatalf("a user's US phone with regions GB: %+v", o)
 	}
 }

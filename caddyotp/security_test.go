@@ -98,8 +98,14 @@ func TestLockoutAfterConsecutiveWrongCodes(t *testing.T) {
 	v := newVisitor(t)
 	csrf, _ := v.startSignIn("/", alice)
 	_, code := g.code(1)
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 2; i++ {
 		wantStatus(t, "wrong code", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}}), http.StatusUnauthorized)
+	}
+	// The wrong code that locks says so, and counts no tries.
+	locking := v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}})
+	wantRetryAfter(t, "the wrong code that locks", locking, 15*time.Minute)
+	if !strings.Contains(locking.body, "Locked for 15\u00a0minutes") || strings.Contains(locking.body, "tries left") || strings.Contains(locking.body, "try left") {
+		t.Errorf("the locking code's page: %.600s", locking.body)
 	}
 	wantRetryAfter(t, "right code while locked", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), 15*time.Minute)
 	_, r := newVisitor(t).startSignIn("/", alice)
@@ -120,7 +126,7 @@ func TestRegionAllowlistStopsSMSPumping(t *testing.T) {
 	g.start("regions US CA")
 	_, r := newVisitor(t).startSignIn("/", "+442079460000")
 	wantStatus(t, "UK number", r, http.StatusBadRequest)
-	if !strings.Contains(r.body, "this country") {
+	if !strings.Contains(r.body, "This site sends codes only to numbers in: United States, Canada.") {
 		t.Errorf("page does not explain: %.300s", r.body)
 	}
 	_, r = newVisitor(t).startSignIn("/", "+12015550177")
@@ -193,6 +199,7 @@ func sameAnswer(t *testing.T, what string, a, b response) {
 		body = regexpCSRF.ReplaceAllString(body, "CSRF")
 		for _, p := range []string{alice, stranger} { // the number the visitor typed, as html/template writes it, masked or not
 			body = strings.ReplaceAll(body, strings.ReplaceAll(unbreakable.Replace(maskPhoneDisplay(p)), "+", "&#43;"), "MASKED")
+			body = strings.ReplaceAll(body, strings.ReplaceAll(unbreakable.Replace(formatPhone(p)), "+", "&#43;"), "SHOWN")
 			body = strings.ReplaceAll(body, strings.ReplaceAll(p, "+", "&#43;"), "TYPED")
 		}
 		return strconv.Itoa(r.status) + "\n" + strings.Join(sortedCopy(keys), "\n") + "\n" + body
@@ -313,7 +320,7 @@ func wantRetryAfter(t *testing.T, what string, r response, max time.Duration) {
 	if err != nil || secs < 1 || time.Duration(secs)*time.Second > max {
 		t.Errorf("%s: Retry-After %q, want 1..%d seconds", what, r.header.Get("Retry-After"), int(max.Seconds()))
 	}
-	if !strings.Contains(r.body, "try again in") {
+	if !strings.Contains(r.body, "try again in") && !strings.Contains(r.body, "Locked for") {
 		t.Errorf("%s: the page does not say how long to wait: %.300s", what, r.body)
 	}
 }

@@ -23,6 +23,17 @@ type visit struct {
 	next   string // where to go after sign-in, from the flow cookie
 	// the session and trusted-browser cookies' values, as sent
 	session, device string
+	form            visitForm // the form posted, if any
+}
+
+// visitForm is what a posted form asked for, kept to offer the same again on a page that
+// refuses it for now (a limit, a busy sender): the route and the fields a retry posts again.
+// Every value is the client's and goes back to that client only, escaped.
+type visitForm struct {
+	route      string // /send, /resend, /call, /verify, /logout
+	phone      string // /send: as typed, clipped
+	region     string // /send: as chosen, if it has the shape of a region code
+	everywhere string // /logout: "1" or ""
 }
 
 // firstFactor is the user a preceding handler authenticated, or "".

@@ -22,12 +22,12 @@ func startVoiceGate(t *testing.T) *gate {
 func askForCall(t *testing.T, g *gate, v *visitor) (csrf string) {
 	t.Helper()
 	csrf, _ = v.startSignIn("/", alice)
-	if page := v.get("/.otp/verify"); strings.Contains(page.body, "Call me instead") {
+	if page := v.get("/.otp/verify"); strings.Contains(page.body, "Get the code by phone call") {
 		t.Errorf("the call is offered before any resend")
 	}
 	clock.Advance(31 * time.Second)
 	wantStatus(t, "resend", v.post("/.otp/resend", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
-	if page := v.get("/.otp/verify"); !strings.Contains(page.body, `action="/.otp/call"`) || !strings.Contains(page.body, "Call me instead") {
+	if page := v.get("/.otp/verify"); !strings.Contains(page.body, `action="/.otp/call"`) || !strings.Contains(page.body, "Get the code by phone call") {
 		t.Fatalf("no call offered after a resend")
 	}
 	clock.Advance(31 * time.Second)
@@ -101,7 +101,7 @@ func TestNoCallWithoutVoice(t *testing.T) {
 	csrf, _ := v.startSignIn("/", alice)
 	clock.Advance(31 * time.Second)
 	v.post("/.otp/resend", url.Values{"csrf": {csrf}})
-	if page := v.get("/.otp/verify"); strings.Contains(page.body, "Call me instead") {
+	if page := v.get("/.otp/verify"); strings.Contains(page.body, "Get the code by phone call") {
 		t.Errorf("a call is offered without `voice`")
 	}
 	clock.Advance(31 * time.Second)
