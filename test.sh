@@ -22,10 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 	"${sudo[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
-# axe-core 4.x, which the browser tests inject into every page; they fail without it.
-if [ ! -f .cache/axe/node_modules/axe-core/axe.min.js ]; then
-	echo "fetching axe-core for the browser tests" >&2
-	npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@4 >/dev/null
+# axe-core, which the browser tests inject into every page (they fail without it), pinned so
+# that a new release cannot change their verdicts unseen.
+axe=4.14.1
+if ! grep -qs "\"version\": \"$axe\"" .cache/axe/node_modules/axe-core/package.json; then
+	echo "fetching axe-core $axe for the browser tests" >&2
+	npm install --silent --no-audit --no-fund --prefix .cache/axe "axe-core@$axe" >/dev/null
 fi
 
 # Without a package argument, every package.
