@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -119,7 +121,33 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 		}
 		pages[name] = t
 	}
+	if err := tryPages(pages); err != nil {
+		return nil, fmt.Errorf("templates: %v; a copy made for another version of the gate must be made again: caddy otp export-templates DIR, then re-apply your changes", err)
+	}
 	return pages, nil
+}
+
+// tryPages renders every page in every language, once with every field set and once with
+// none, so that a template naming a field or a sentence this version does not have fails at
+// load, not in front of visitors.
+func tryPages(pages map[string]*template.Template) error {
+	full := page{Title: "x", Heading: "x", Intro: "x", Info: "x", Text: "x", Error: "x", Path: "/x", CSRF: "x",
+		SiteName: "x", Site: "x", Logo: "/x.png", Phone: "x", Hint: "x", Example: "x",
+		Regions: []regionOption{{Code: "US", Label: "x", Example: "x", Selected: true}}, CodeLength: 6, Expires: "x",
+		ResendIn: 30, Trust: "x", CanCall: true, Devices: true, SendTo: "x", SignedIn: true,
+		Action: &action{Label: "x", Path: "/x", Post: true, Phone: "x", Region: "x", Code: true, Everywhere: "1"},
+		Wait:   3, WaitBefore: "x", Clock: "0:03", WaitAfter: "x", Link: "/x", LinkText: "x"}
+	for _, name := range slices.Sorted(maps.Keys(pages)) {
+		for _, lang := range slices.Sorted(maps.Keys(catalog)) {
+			for _, p := range []page{full, {}} {
+				p.Lang, p.T, p.Nonce = lang, catalog[lang], "x"
+				if err := pages[name].Execute(io.Discard, p); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // pageSet renders the gate's pages: the parsed templates and what every page shows.

@@ -199,3 +199,24 @@ func TestCodePageShowsTheNumberTypedAndMasksAUsersPhone(t *testing.T) {
 		t.Errorf("a user's phone is shown as %q", got)
 	}
 }
+
+// TestOutdatedTemplateCopyFailsAtLoad: a copy made for another version of the gate, naming a
+// field this one does not have, is refused when the config loads, with the file and what to do,
+// not answered with 500s to visitors later.
+func TestOutdatedTemplateCopyFailsAtLoad(t *testing.T) {
+	for _, body := range []string{
+		`{{template "top" .}}<p>{{.Masked}}</p>{{template "bottom" .}}`,                           // on every render
+		`{{template "top" .}}{{if .Error}}{{.Retry}}{{end}}{{template "bottom" .}}`,               // only when there is an error
+		`{{template "top" .}}{{if not .CanCall}}{{.T.no_such_key}}{{end}}{{template "bottom" .}}`, // only without a call
+	} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "verify.html")
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := loadPages(dir)
+		if err == nil || !strings.Contains(err.Error(), "verify.html") || !strings.Contains(err.Error(), "export-templates") {
+			t.Errorf("%s: loaded, or an unclear error: %v", body, err)
+		}
+	}
+}
