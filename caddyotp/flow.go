@@ -111,10 +111,15 @@ type flows struct {
 
 // load returns the flow with id, or nil if there is none (never made, expired or finished).
 func (fl *flows) load(ctx context.Context, id string) (*flow, error) {
+	return loadFlowAt(ctx, fl.store, id)
+}
+
+// loadFlowAt returns the flow with id in store, or nil if there is none.
+func loadFlowAt(ctx context.Context, store Store, id string) (*flow, error) {
 	if id == "" {
 		return nil, nil
 	}
-	b, err := fl.store.Get(ctx, flowKey(id))
+	b, err := store.Get(ctx, flowKey(id))
 	if err != nil || b == nil {
 		return nil, err
 	}
@@ -195,8 +200,17 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 	if f == nil {
 		return outcome{kind: noFlow}
 	}
-	if channel == "call" && (fl.voice == nil || f.Resends == 0) {
-		return outcome{kind: toCode} // a call is offered once a code was resent
+	if channel == "call" && fl.voice == nil {
+		return outcome{kind: toCode}
+	}
+	if channel == "call" && f.Resends == 0 { // a call is offered once a code was resent, or could not be delivered
+		state, err := fl.deliveries.state(ctx, v.flowID, f)
+		if err != nil {
+			return failedWith(err)
+		}
+		if state != deliveryFailed {
+			return outcome{kind: toCode}
+		}
 	}
 	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
@@ -359,7 +373,7 @@ func (fl *flows) site(v *visit) string {
 // the visitor's language) with {code}, {site} and {host} ({http.request.host} is how the
 // Caddyfile writes {host}), and the origin-bound line "@host #code" that Safari and Chrome read
 // to offer the code for autofill. Nothing in it comes from the request but the language.
-func (fl *flows) smsSender(v *visit, phone string) func(ctx context.Context, code string) (string, error) {
+func (fl *flows) smsSender(v *visit, phone string) sendFunc {
 	site, host := fl.site(v), v.host
 	if host == "" {
 		host = site
@@ -373,11 +387,16 @@ func (fl *flows) smsSender(v *visit, phone string) func(ctx context.Context, cod
 	}
 	bound := v.host
 	sender := fl.deliveries.sender
-	return func(ctx context.Context, code string) (string, error) {
+	ttl := fl.codeTTL
+	return func(ctx context.Context, code string, rc *receiptHook) (string, error) {
 		body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
 		if bound != "" {
 			body += "\n\n@" + bound + " #" + code
 		}
-		return sender.Send(ctx, Message{To: phone, Body: body, Code: code})
+		msg := Message{To: phone, Body: body, Code: code, Validity: ttl}
+		if rc != nil {
+			msg.StatusCallback, msg.attempt = rc.callback, rc.attempt
+		}
+		return sender.Send(ctx, msg)
 	}
 }

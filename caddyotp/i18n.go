@@ -74,6 +74,8 @@ var catalog = map[string]map[string]string{
 		"title_sign_out":      "Sign out",
 		"sign_out_intro":      "Sign out of {site} on this browser.",
 		"sign_out":            "Sign out",
+		"delivered_to":        "Delivered to {phone}",
+		"not_reached":         "We could not reach this number.",
 	},
 	"de": {
 		"voice":               "Ihr Anmeldecode für {site} lautet {digits}.",
@@ -139,6 +141,8 @@ var catalog = map[string]map[string]string{
 		"title_sign_out":      "Abmelden",
 		"sign_out_intro":      "Auf diesem Browser von {site} abmelden.",
 		"sign_out":            "Abmelden",
+		"delivered_to":        "Zugestellt an {phone}",
+		"not_reached":         "Diese Nummer konnten wir nicht erreichen.",
 	},
 	"es": {
 		"voice":               "Tu código de acceso a {site} es {digits}.",
@@ -204,6 +208,8 @@ var catalog = map[string]map[string]string{
 		"title_sign_out":      "Cerrar sesión",
 		"sign_out_intro":      "Cerrar la sesión de {site} en este navegador.",
 		"sign_out":            "Cerrar sesión",
+		"delivered_to":        "Entregado al {phone}",
+		"not_reached":         "No hemos podido contactar con este número.",
 	},
 	"fr": {
 		"voice":               "Votre code de connexion à {site} est {digits}.",
@@ -269,6 +275,8 @@ var catalog = map[string]map[string]string{
 		"title_sign_out":      "Déconnexion",
 		"sign_out_intro":      "Se déconnecter de {site} sur ce navigateur.",
 		"sign_out":            "Se déconnecter",
+		"delivered_to":        "Code remis au {phone}",
+		"not_reached":         "Nous n’avons pas pu joindre ce numéro.",
 	},
 }
 

@@ -1,6 +1,8 @@
 package caddyotp
 
 import (
+	"github.com/nyaruka/phonenumbers"
+
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
@@ -44,6 +46,10 @@ type page struct {
 	RetryPhone string // message.html: the number to try again (none in users mode)
 	Link       string // message.html: where to go next
 	LinkText   string
+	// verify.html: the number as "Delivered to ..." shows it (masked in users mode), and
+	// whether "We could not reach this number" offers a call
+	DeliveredTo string
+	Voice       bool
 }
 
 // loadPages parses every page once, each with the layout. A file in dir replaces the embedded
@@ -123,7 +129,7 @@ func (ps *pageSet) render(w http.ResponseWriter, v *visit, status int, name stri
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
 	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+p.Nonce+"'; script-src 'nonce-"+p.Nonce+
-		"'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		"'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	hdr.Set("X-Frame-Options", "DENY")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
@@ -152,7 +158,19 @@ func (ps *pageSet) codePage(w http.ResponseWriter, v *visit, status int, f *flow
 	resendIn := ceilSeconds(time.Unix(0, f.Sent).Add(ps.resendAfter).Sub(ps.now()))
 	return ps.render(w, v, status, "verify.html", page{Title: t["title_code"], CSRF: ps.cookies.csrf(v.flowID), Error: errMsg,
 		Intro:    t.Say("code_intro", "n", strconv.Itoa(ps.codeLength), "phone", unbreakable.Replace(maskPhoneDisplay(f.Phone))),
-		ResendIn: max(0, resendIn), CanCall: ps.canCall && f.Resends > 0})
+		ResendIn: max(0, resendIn), CanCall: ps.canCall && f.Resends > 0, DeliveredTo: unbreakable.Replace(deliveredTo(f)), Voice: ps.canCall})
+}
+
+// deliveredTo is the number the code page's delivery line names: the one the visitor typed,
+// or, in users mode, the user's phone masked.
+func deliveredTo(f *flow) string {
+	if f.User != "" {
+		return maskPhoneDisplay(f.Phone)
+	}
+	if num, err := phonenumbers.Parse(f.Phone, ""); err == nil {
+		return phonenumbers.Format(num, phonenumbers.INTERNATIONAL)
+	}
+	return f.Phone
 }
 
 // unbreakable keeps a number on one line: no-break spaces and hyphens.
