@@ -69,6 +69,7 @@ type gate struct {
 	address    string   // the site block's address: http://localhost:9080 unless set
 	siteExtra  string   // more directives for the site block
 	senderOpts []string // more lines for the restcomm sender's block
+	sender     string   // if set, the otp block's whole sender line instead of the restcomm sender
 	tester     *caddytest.Tester
 	sms        *restcommtest.Server
 	logFile    string
@@ -138,7 +139,15 @@ func (g *gate) config(extra, body string) string {
 	%s
 	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
 }
-`, testGlobals, g.logFile, g.global, address, senderBlock(g.sms, g.sms.AuthToken, g.senderOpts...), g.phones, g.store(), extra, g.siteExtra, body)
+`, testGlobals, g.logFile, g.global, address, g.senderLine(), g.phones, g.store(), extra, g.siteExtra, body)
+}
+
+// senderLine is the otp block's sender: the test's own, else the fake Restcomm's.
+func (g *gate) senderLine() string {
+	if g.sender != "" {
+		return g.sender
+	}
+	return senderBlock(g.sms, g.sms.AuthToken, g.senderOpts...)
 }
 
 // reload loads the same gate with a different page body, as an operator's `caddy reload` would.

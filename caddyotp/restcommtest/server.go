@@ -151,9 +151,17 @@ func (s *Server) WaitMessages(n int, timeout time.Duration) ([]Message, error) {
 	}
 }
 
+// SetAuthToken changes the account's token while requests may be in flight, as an operator
+// rotating it in the provider's console would.
+func (s *Server) SetAuthToken(token string) {
+	s.mu.Lock()
+	s.AuthToken = token
+	s.mu.Unlock()
+}
+
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	failure, delay := s.failure, s.delay
+	failure, delay, token := s.failure, s.delay, s.AuthToken
 	s.mu.Unlock()
 	if delay > 0 {
 		select {
@@ -181,7 +189,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// The security filter: HTTP Basic with the SID and the token (or the token's MD5 hex).
 	user, pass, ok := r.BasicAuth()
-	if !ok || !equal(user, s.AccountSID) || !(equal(pass, s.AuthToken) || equal(pass, md5Hex(s.AuthToken))) {
+	if !ok || !equal(user, s.AccountSID) || !(equal(pass, token) || equal(pass, md5Hex(token))) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="Restcomm realm"`)
 		w.WriteHeader(http.StatusUnauthorized)
 		return

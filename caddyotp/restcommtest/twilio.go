@@ -178,9 +178,17 @@ func PostUnsigned(callback string, form url.Values, signature string) int {
 
 var twilioNumber = regexp.MustCompile(`^\+[1-9][0-9]{6,14}$`)
 
+// SetAuthToken changes the account's token while requests may be in flight, as an operator
+// rotating it in the provider's console would.
+func (s *Twilio) SetAuthToken(token string) {
+	s.mu.Lock()
+	s.AuthToken = token
+	s.mu.Unlock()
+}
+
 func (s *Twilio) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	failure, delay := s.failure, s.delay
+	failure, delay, token := s.failure, s.delay, s.AuthToken
 	s.mu.Unlock()
 	if delay > 0 {
 		select {
@@ -195,7 +203,7 @@ func (s *Twilio) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user, pass, ok := r.BasicAuth()
-	if !ok || !(equal(user, s.AccountSID) && equal(pass, s.AuthToken) || equal(user, s.APIKey) && equal(pass, s.APISecret)) {
+	if !ok || !(equal(user, s.AccountSID) && equal(pass, token) || equal(user, s.APIKey) && equal(pass, s.APISecret)) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
 		twilioError(w, http.StatusUnauthorized, 20003, "Authenticate")
 		return
