@@ -171,3 +171,28 @@ func TestSimulatedCourseFollowsTheReceiptsOfARealDelivery(t *testing.T) {
 		t.Errorf("%d messages sent, want 1 (none to the stranger)", n)
 	}
 }
+
+func TestReceiptOnInstanceBIsSeenOnA(t *testing.T) {
+	r := startRedis(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	in := startInstances(t, 2, r.Addr(), sms)
+	a, b := in[0], in[1]
+	v := newBalancedVisitor(t, a)
+	v.startSignIn("/", alice)
+	m, _ := smsCode(t, sms, 1)
+	if !strings.HasPrefix(m.StatusCallback, clusterOrigin+"/.otp/receipt/") {
+		t.Fatalf("StatusCallback %q is not on the public origin", m.StatusCallback)
+	}
+	if state := v.settledAt(deliverySent); state != deliverySent {
+		t.Fatalf("state on A %q, want sent", state)
+	}
+	// The load balancer hands the provider's receipt to B.
+	m.StatusCallback = b.base + strings.TrimPrefix(m.StatusCallback, clusterOrigin)
+	if got := sms.PostReceipt(m, "delivered", 0); got != http.StatusNoContent {
+		t.Fatalf("receipt on B: %d", got)
+	}
+	if _, state := v.at(a).status(); state != deliveryDelivered {
+		t.Errorf("A serves %q after B took the delivered receipt", state)
+	}
+}
