@@ -34,7 +34,7 @@ func TestFailoverMovesOnWhenRestcommIsDownAndComesBackAfterTheBreakersMinute(t *
 	g := startFailoverGate(t, tw, "send_limit 50 10m\n\t\tip_limit 100 10m")
 	token := g.sms.AuthToken
 	down := []struct {
-		name  string
+		name   string
 		break_ func()
 	}{
 		{"500", func() { g.sms.Fail(restcommtest.InternalError) }},

@@ -14,8 +14,15 @@
 //	        timeout     10s
 //	        voice                               # offer "call me instead" (needs public_url)
 //	    }
+//	    sender twilio {                         # or Twilio, or SignalWire with its base_url
+//	        account_sid {env.TWILIO_ACCOUNT_SID}
+//	        auth_token  {env.TWILIO_AUTH_TOKEN}
+//	        from        +12015550100            # or: messaging_service_sid MG...
+//	    }
+//	    sender failover { restcomm {...} twilio {...} }  # in order; the next on failure
 //	    sender log                              # development only: codes go to the log
-//	    public_url https://example.com          # where the provider reaches the gate; the SMS's
+//	    public_url https://example.com          # where the provider reaches the gate (voice
+//	                                            # scripts, delivery receipts); the SMS's
 //	                                            # autofill host; never taken from a request
 //	    audience NAME                           # which gates share sessions (default: this one)
 //	    phones +12015550123 +442079460000       # or: phones *  (anyone with a phone)
@@ -95,7 +102,8 @@ var defaultClock = time.Now
 // Handler is the otp gate (module http.handlers.otp). Its JSON fields are the configuration;
 // the Caddyfile form is in the package documentation.
 type Handler struct {
-	// The sender of SMS, a module in http.handlers.otp.senders (restcomm, log). Required.
+	// The sender of SMS, a module in http.handlers.otp.senders (restcomm, twilio, failover, log).
+	// Required.
 	SenderRaw json.RawMessage `json:"sender,omitempty" caddy:"namespace=http.handlers.otp.senders inline_key=module"`
 	// Where pending flows, counters and revocations live, a module in http.handlers.otp.stores.
 	// Default: memory.
