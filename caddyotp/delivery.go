@@ -121,8 +121,8 @@ type deliveries struct {
 	obs        *observer
 }
 
-// sendFunc sends code; rc, when not nil, asks the provider for delivery receipts.
-type sendFunc func(ctx context.Context, code string, rc *receiptHook) (ref string, err error)
+// sendFunc sends code, with the hooks of the delivery (nil for none).
+type sendFunc func(ctx context.Context, code string, hooks *sendHooks) (ref string, err error)
 
 // delivery is one code on its way: by SMS or by call (send), or simulated (allowed false).
 type delivery struct {
@@ -155,25 +155,30 @@ func (ds *deliveries) run(d delivery) {
 	var err error
 	var took time.Duration
 	key := deliveryKey(d.flowID, d.flow.Hash)
-	asks := ds.receipts != nil && d.channel == "sms" // whether a receipt is expected
-	via := -1                                        // which sender was handed the message, as it asked for receipts
+	asks := ds.receipts != nil && d.channel == "sms" // whether receipts may be asked for
+	via, asked := -1, false                           // which sender was handed the message, and whether it asked for receipts
 	var followed *course
 	if d.flow.Allowed {
-		var rc *receiptHook
+		hooks := &sendHooks{}
+		var record func(context.Context, int) error
 		if asks {
-			if rc, err = ds.receipts.hook(d.flowID, d.flow.Hash); err != nil {
+			if hooks.callback, record, err = ds.receipts.hook(d.flowID, d.flow.Hash); err != nil {
 				ds.obs.storeFailed(err)
-				rc = nil
-			} else {
-				attempt := rc.attempt
-				rc.attempt = func(ctx context.Context, i int) error { via = i; return attempt(ctx, i) }
+				hooks.callback = ""
 			}
 		}
+		hooks.attempt = func(ctx context.Context, i int, receipts bool) error {
+			via, asked = i, receipts && record != nil
+			if asked {
+				return record(ctx, i)
+			}
+			return nil
+		}
 		started := time.Now()
-		ref, err = d.send(ctx, d.code, rc)
+		ref, err = d.send(ctx, d.code, hooks)
 		took = time.Since(started)
 		state = stateOf(err)
-		if state == deliveryUnknown && via >= 0 {
+		if state == deliveryUnknown && asked {
 			state = deliverySent
 		}
 		ds.health.record(d.channel, result{took: took, state: state, key: key, course: newCourse()})

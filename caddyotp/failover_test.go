@@ -123,3 +123,20 @@ func TestFailoverDoesNotMoveOnForAnInvalidNumber(t *testing.T) {
 	}
 	wantStatus(t, "code page", v.get("/.otp/verify"), http.StatusServiceUnavailable)
 }
+
+// TestFailoverToASenderWithoutReceiptsExpectsNone: a code sent by a later sender that asks for
+// no receipts is "unknown", not "sent", and the log names that sender.
+func TestFailoverToASenderWithoutReceiptsExpectsNone(t *testing.T) {
+	g := newGate(t)
+	g.sender = "sender failover {\n\t\t\t" + strings.TrimPrefix(senderBlock(g.sms, g.sms.AuthToken), "sender ") + "\n\t\t\tlog\n\t\t}"
+	g.start("")
+	g.sms.Fail(restcommtest.InternalError)
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	if state := v.settled(); state != deliveryUnknown {
+		t.Errorf("state %q, want unknown", state)
+	}
+	if line := lastLogLine(t, g.logs(), "code sent"); line["provider"] != "log" {
+		t.Errorf("code sent line %v, want provider log", line)
+	}
+}

@@ -388,14 +388,25 @@ func (fl *flows) smsSender(v *visit, phone string) sendFunc {
 	bound := v.host
 	sender := fl.deliveries.sender
 	ttl := fl.codeTTL
-	return func(ctx context.Context, code string, rc *receiptHook) (string, error) {
+	return func(ctx context.Context, code string, hooks *sendHooks) (string, error) {
 		body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
 		if bound != "" {
 			body += "\n\n@" + bound + " #" + code
 		}
 		msg := Message{To: phone, Body: body, Code: code, Validity: ttl}
-		if rc != nil {
-			msg.StatusCallback, msg.attempt = rc.callback, rc.attempt
+		if hooks == nil {
+			return sender.Send(ctx, msg)
+		}
+		if _, ok := sender.(*Failover); ok { // it tells which of its senders is handed the message
+			msg.StatusCallback, msg.attempt = hooks.callback, hooks.attempt
+			return sender.Send(ctx, msg)
+		}
+		receipts := hooks.callback != "" && receiptsOn(sender)
+		if receipts {
+			msg.StatusCallback = hooks.callback
+		}
+		if err := hooks.attempt(ctx, 0, receipts); err != nil {
+			return "", err
 		}
 		return sender.Send(ctx, msg)
 	}

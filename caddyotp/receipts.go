@@ -31,7 +31,7 @@ type receiptBook struct {
 type receiptRecord struct {
 	Flow string `json:"f"`
 	Hash []byte `json:"h"` // the code's hash (codeHash)
-	Via  int    `json:"v"` // which of a failover's senders was handed the message; -1: none asks for receipts
+	Via  int    `json:"v"` // which of a failover's senders was handed the message (0 for a sender on its own)
 }
 
 // storeKey is where the record of token is kept: under a keyed hash of the token.
@@ -41,25 +41,26 @@ func (rb *receiptBook) storeKey(token string) string {
 	return receiptKey(m.Sum(nil)[:16])
 }
 
-// receiptHook asks a provider for receipts of one message: the callback to give it, and
-// attempt, which records which sender is about to be handed the message (before it is).
-type receiptHook struct {
+// sendHooks go with one message to the sender: the receipt callback to give the provider
+// ("" for none), and attempt, which is told which sender is about to be handed the message and
+// whether it asks for receipts, before it is.
+type sendHooks struct {
 	callback string
-	attempt  func(ctx context.Context, via int) error
+	attempt  func(ctx context.Context, via int, receipts bool) error
 }
 
 // hook makes a new token for the code hash of flow flowID. It stores nothing until a sender
-// is about to send (attempt).
-func (rb *receiptBook) hook(flowID string, hash []byte) (*receiptHook, error) {
+// that asks for receipts is about to send (record).
+func (rb *receiptBook) hook(flowID string, hash []byte) (callback string, record func(ctx context.Context, via int) error, err error) {
 	token, err := randomToken()
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	key := rb.storeKey(token)
-	return &receiptHook{callback: rb.url + token, attempt: func(ctx context.Context, via int) error {
+	return rb.url + token, func(ctx context.Context, via int) error {
 		b, _ := json.Marshal(receiptRecord{Flow: flowID, Hash: hash, Via: via})
 		return rb.store.Set(ctx, key, b, rb.ttl)
-	}}, nil
+	}, nil
 }
 
 // lookup returns the record of token, or nil for an unknown, malformed or expired one.
@@ -81,7 +82,7 @@ func (rb *receiptBook) lookup(ctx context.Context, token string) (*receiptRecord
 // authentic says whether a receipt posted to token with form and signature comes from the
 // sender that was handed the message. The URL signed is the one the gate gave the provider.
 func (rb *receiptBook) authentic(rec *receiptRecord, token string, form url.Values, signature string) bool {
-	return rec.Via >= 0 && verifyReceiptVia(rb.sender, rec.Via, rb.url+token, form, signature)
+	return verifyReceiptVia(rb.sender, rec.Via, rb.url+token, form, signature)
 }
 
 // receiptState is the delivery state a receipt's MessageStatus makes, or "" for one that

@@ -194,6 +194,7 @@ func sameAnswer(t *testing.T, what string, a, b response) {
 		for _, p := range []string{alice, stranger} { // the number the visitor typed, as html/template writes it, masked or not
 			body = strings.ReplaceAll(body, strings.ReplaceAll(unbreakable.Replace(maskPhoneDisplay(p)), "+", "&#43;"), "MASKED")
 			body = strings.ReplaceAll(body, strings.ReplaceAll(p, "+", "&#43;"), "TYPED")
+			body = strings.ReplaceAll(body, strings.ReplaceAll(unbreakable.Replace(deliveredTo(&flow{Phone: p})), "+", "&#43;"), "TYPED")
 		}
 		return strconv.Itoa(r.status) + "\n" + strings.Join(sortedCopy(keys), "\n") + "\n" + body
 	}

@@ -35,9 +35,10 @@ type Message struct {
 	// a while (Twilio's ValidityPeriod) is told so. 0 means unbounded.
 	Validity time.Duration
 
-	// attempt, if set, is told which of a failover's senders is about to try, before it tries
-	// (index 0 for a sender on its own), so that a receipt is checked with that sender's key.
-	attempt func(ctx context.Context, via int) error
+	// attempt, if set, is told by a failover which of its senders is about to be handed the
+	// message (via) and whether that one asks for receipts, before it is: so that the log names
+	// the provider that sent, and a receipt is checked with that provider's key.
+	attempt func(ctx context.Context, via int, receipts bool) error
 }
 
 // Receipts is a Sender whose provider posts delivery receipts to Message.StatusCallback.

@@ -129,11 +129,15 @@ func (f *Failover) Send(ctx context.Context, msg Message) (string, error) {
 func (f *Failover) send(ctx context.Context, msg Message) (id, name string, err error) {
 	return f.try(ctx, "sms", func(i int, p *provider) (string, error) {
 		m := msg
-		if rs, ok := p.sender.(Receipts); !ok || !rs.ReceiptsEnabled() {
+		m.attempt = nil
+		receipts := receiptsOn(p.sender) && m.StatusCallback != ""
+		if !receipts {
 			m.StatusCallback = ""
 		}
-		if outer := msg.attempt; outer != nil {
-			m.attempt = func(ctx context.Context, _ int) error { return outer(ctx, i) }
+		if msg.attempt != nil {
+			if err := msg.attempt(ctx, i, receipts); err != nil {
+				return "", err
+			}
 		}
 		return p.sender.Send(ctx, m)
 	}, func(p *provider) bool { return true })
@@ -233,6 +237,12 @@ func verifyReceiptVia(s Sender, via int, callback string, form url.Values, signa
 	}
 	rs, ok := s.(Receipts)
 	return ok && via == 0 && rs.ReceiptsEnabled() && rs.VerifyReceipt(callback, form, signature)
+}
+
+// receiptsOn says whether s asks its provider for receipts.
+func receiptsOn(s Sender) bool {
+	rs, ok := s.(Receipts)
+	return ok && rs.ReceiptsEnabled()
 }
 
 // providerName names the sender at index via of s for the log: a failover's provider, or "".

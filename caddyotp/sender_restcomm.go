@@ -126,11 +126,6 @@ func (s *Restcomm) Send(ctx context.Context, msg Message) (string, error) {
 	if msg.StatusCallback != "" {
 		form.Set("StatusCallback", msg.StatusCallback)
 	}
-	if msg.attempt != nil {
-		if err := msg.attempt(ctx, 0); err != nil {
-			return "", err
-		}
-	}
 	return s.api.post(ctx, s.endpoint, form)
 }
 

@@ -173,11 +173,6 @@ func (s *Twilio) Send(ctx context.Context, msg Message) (string, error) {
 		secs := int64((msg.Validity + time.Second - 1) / time.Second)
 		form.Set("ValidityPeriod", strconv.FormatInt(min(max(secs, 1), 36000), 10))
 	}
-	if msg.attempt != nil {
-		if err := msg.attempt(ctx, 0); err != nil {
-			return "", err
-		}
-	}
 	return s.api.post(ctx, s.messages, form)
 }
 
