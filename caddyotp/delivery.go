@@ -156,7 +156,7 @@ func (ds *deliveries) run(d delivery) {
 	var took time.Duration
 	key := deliveryKey(d.flowID, d.flow.Hash)
 	asks := ds.receipts != nil && d.channel == "sms" // whether receipts may be asked for
-	via, asked := -1, false                           // which sender was handed the message, and whether it asked for receipts
+	via, asked := -1, false                          // which sender was handed the message, and whether it asked for receipts
 	var followed *course
 	if d.flow.Allowed {
 		hooks := &sendHooks{}
