@@ -34,7 +34,8 @@ handler's "templates" option. It refuses to overwrite existing files.
 
 send-test sends one test SMS (no code in it) to <phone> through the sender of
 the first otp handler in the config, and prints the provider's answer: a way to
-check credentials and the sender number before going live.
+check credentials and the sender number before going live. Through a failover
+sender it says which provider answered.
 
 revoke ends every session and trusted browser of a phone, or of a user, on every
 otp gate of the running Caddy (and, through a shared store, on every instance).

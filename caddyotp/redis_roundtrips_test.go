@@ -139,6 +139,18 @@ func (s gatedSender) Send(ctx context.Context, m Message) (string, error) {
 // Restcomm's.
 type unsignedReceipts struct{ *recordingSender }
 
+// heldSets is a Store whose Sets wait until the test releases them: the receipt record, the
+// background delivery's first step, is then counted as the delivery's.
+type heldSets struct {
+	Store
+	release chan struct{}
+}
+
+func (s heldSets) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	<-s.release
+	return s.Store.Set(ctx, key, value, ttl)
+}
+
 func (unsignedReceipts) ReceiptsEnabled() bool                         { return true }
 func (unsignedReceipts) VerifyReceipt(string, url.Values, string) bool { return true }
 
@@ -152,8 +164,9 @@ func TestReceiptRedisRoundTrips(t *testing.T) {
 	store.be.stop() // the revocation loop's own reads are not the receipts'
 	store.be.done.Wait()
 	rcpt := unsignedReceipts{sender}
+	held := heldSets{h.store, make(chan struct{})}
 	h.sender, h.flows.deliveries.sender = rcpt, rcpt
-	h.flows.deliveries.receipts = &receiptBook{store: h.store, sender: rcpt, key: h.keys.receipt, url: "http://localhost:9080/.otp/receipt/", ttl: time.Duration(h.CodeTTL)}
+	h.flows.deliveries.receipts = &receiptBook{store: held, sender: rcpt, key: h.keys.receipt, url: "http://localhost:9080/.otp/receipt/", ttl: time.Duration(h.CodeTTL)}
 	counter := new(roundTrips)
 	store.be.client.AddHook(counter)
 	ctx := context.Background()
@@ -164,6 +177,7 @@ func TestReceiptRedisRoundTrips(t *testing.T) {
 			t.Fatalf("send: %+v", o)
 		}
 		counter.take()
+		held.release <- struct{}{} // the delivery goes on once the count has started again
 		sentCode(t, sender, round+1)
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 			counter.mu.Lock()
