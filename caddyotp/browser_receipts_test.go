@@ -50,6 +50,29 @@ func TestBrowserCodePageShowsDeliveryByItself(t *testing.T) {
 	b.checkPage("not delivered")
 	b.shot("code-not-delivered")
 	b.submit("#delivery-call")
+	waitCall(t, tw)
+
+	// A number that cannot take texts is told so, and offered the call.
+	clock.Advance(31 * time.Second)
+	tw.Fail(restcommtest.TwilioNotMobile)
+	defer tw.Fail(restcommtest.TwilioNone)
+	b.open("/.otp/login")
+	b.do("type the number", chromedp.SendKeys(chromedp.ID("phone"), alice))
+	b.submit("form[action$='/send'] button")
+	b.do("wait for the failed state", chromedp.Action[chromedp.Void](chromedp.Poll[chromedp.Void](
+		`!document.getElementById("delivery-failed").hidden`)))
+	if line := b.text("#delivery-line"); line != "This number cannot receive texts." {
+		t.Errorf("not-a-mobile line %q", line)
+	}
+	if call := b.text("#delivery-call"); call != "Call me instead" {
+		t.Errorf("no call offered to a number that cannot take texts: %q", call)
+	}
+	b.checkPage("not a mobile")
+}
+
+// waitCall waits for the call the fake was asked to place, in the background.
+func waitCall(t *testing.T, tw *restcommtest.Twilio) {
+	t.Helper()
 	calls := tw.Calls()
 	for deadline := time.Now().Add(5 * time.Second); len(calls) == 0 && time.Now().Before(deadline); calls = tw.Calls() {
 		time.Sleep(10 * time.Millisecond) // the call is placed in the background

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,14 +39,40 @@ var deliveryRank = map[string]byte{
 }
 
 // ranked is a state as the store keeps it: its rank, then its name.
-func ranked(state string) []byte { return append([]byte{deliveryRank[state]}, state...) }
+func ranked(state string) []byte { return rankedWhy(state, "") }
+
+// rankedWhy is a state with the reason of a failure that belongs to the visitor's number
+// (SendError.Reason: invalid, landline, blocked), as the store keeps it.
+func rankedWhy(state, reason string) []byte {
+	v := append([]byte{deliveryRank[state]}, state...)
+	if reason != "" {
+		v = append(append(v, '/'), reason...)
+	}
+	return v
+}
 
 // stateName reads a state as the store keeps it (or, unranked, as it kept it before).
 func stateName(v []byte) string {
+	state, _ := stateWhy(v)
+	return state
+}
+
+// stateWhy reads a state and its reason as the store keeps them.
+func stateWhy(v []byte) (state, reason string) {
 	if len(v) > 0 && v[0] >= '0' && v[0] <= '9' {
-		return string(v[1:])
+		v = v[1:]
 	}
-	return string(v)
+	state, reason, _ = strings.Cut(string(v), "/")
+	return state, reason
+}
+
+// reasonOf is why a send failed, when the refusal belongs to the visitor's number.
+func reasonOf(err error) string {
+	var se *SendError
+	if errors.As(err, &se) && se.Number {
+		return se.Reason
+	}
+	return ""
 }
 
 // terminal says whether nothing can follow state.
@@ -136,14 +163,21 @@ type delivery struct {
 
 // state is the delivery state of the live code of flow f, or "" if it has none.
 func (ds *deliveries) state(ctx context.Context, flowID string, f *flow) (string, error) {
+	state, _, err := ds.stateWhy(ctx, flowID, f)
+	return state, err
+}
+
+// stateWhy is state with the reason of a failure that belongs to the visitor's number.
+func (ds *deliveries) stateWhy(ctx context.Context, flowID string, f *flow) (state, reason string, err error) {
 	if f.Hash == nil {
-		return "", nil
+		return "", "", nil
 	}
 	v, err := ds.store.Get(ctx, deliveryKey(flowID, f.Hash))
 	if err != nil || v == nil {
-		return deliveryUnknown, err // outlived by its flow: whatever became of it is past
+		return deliveryUnknown, "", err // outlived by its flow: whatever became of it is past
 	}
-	return stateName(v), nil
+	state, reason = stateWhy(v)
+	return state, reason, nil
 }
 
 // run runs in the background: it sends (or simulates), reports, and records the state.
@@ -151,7 +185,7 @@ func (ds *deliveries) run(d delivery) {
 	begun := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
 	defer cancel()
-	var ref, state string
+	var ref, state, reason string
 	var err error
 	var took time.Duration
 	key := deliveryKey(d.flowID, d.flow.Hash)
@@ -177,18 +211,18 @@ func (ds *deliveries) run(d delivery) {
 		started := time.Now()
 		ref, err = d.send(ctx, d.code, hooks)
 		took = time.Since(started)
-		state = stateOf(err)
+		state, reason = stateOf(err), reasonOf(err)
 		if state == deliveryUnknown && asked {
 			state = deliverySent
 		}
-		ds.health.record(d.channel, result{took: took, state: state, key: key, course: newCourse()})
+		ds.health.record(d.channel, result{took: took, state: state, reason: reason, key: key, course: newCourse()})
 	} else {
 		o := ds.health.sample(d.channel)
 		if o.key == "" && asks && o.state == deliveryUnknown { // no real delivery seen yet
 			o.state = deliverySent
 		}
 		ds.wait(ctx, o.took)
-		state, followed = o.state, o.course
+		state, reason, followed = o.state, o.reason, o.course
 	}
 	// Reported, and the cooldown ended, before the state shows: whoever sees it may act on it.
 	ds.obs.delivered(d, ref, providerName(ds.sender, via), state, took, err)
@@ -197,7 +231,7 @@ func (ds *deliveries) run(d delivery) {
 			ds.obs.storeFailed(err)
 		}
 	}
-	if _, err := ds.store.Raise(ctx, key, ranked(state), ds.codeTTL); err != nil {
+	if _, err := ds.store.Raise(ctx, key, rankedWhy(state, reason), ds.codeTTL); err != nil {
 		ds.obs.storeFailed(err)
 	}
 	if followed != nil && state == deliverySent {
@@ -227,6 +261,7 @@ func stateOf(err error) string {
 type result struct {
 	took   time.Duration
 	state  string
+	reason string  // a failed state's reason, when it belongs to the number (reasonOf)
 	key    string  // the real delivery's deliveryKey, by which its receipts find it
 	course *course // its receipts; nil for the default course
 }

@@ -149,15 +149,14 @@ func (fl *flows) pending(ctx context.Context, v *visit) (*flow, error) {
 	return f, nil
 }
 
-// shown is the pending flow and the delivery state of its code, for the code page and
-// GET P/status.
-func (fl *flows) shown(ctx context.Context, v *visit) (*flow, string, error) {
-	f, err := fl.pending(ctx, v)
-	if err != nil || f == nil {
-		return nil, "", err
+// shown is the pending flow and the delivery state of its code (and, for a failure that
+// belongs to the number, its reason), for the code page and GET P/status.
+func (fl *flows) shown(ctx context.Context, v *visit) (f *flow, state, reason string, err error) {
+	if f, err = fl.pending(ctx, v); err != nil || f == nil {
+		return nil, "", "", err
 	}
-	state, err := fl.deliveries.state(ctx, v.flowID, f)
-	return f, state, err
+	state, reason, err = fl.deliveries.stateWhy(ctx, v.flowID, f)
+	return f, state, reason, err
 }
 
 // start is POST /send: a fresh flow for the phone typed (input), or in users mode for the

@@ -232,7 +232,7 @@ func (h *Handler) serveAgain(channel string) func(http.ResponseWriter, *http.Req
 // serveVerify shows the code page (GET) or checks a code (POST); a right one makes the session.
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) error {
 	if r.Method != http.MethodPost {
-		f, state, err := h.flows.shown(r.Context(), v)
+		f, state, _, err := h.flows.shown(r.Context(), v)
 		switch {
 		case err != nil:
 			return h.answer(w, v, failedWith(err))
@@ -265,7 +265,7 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) 
 
 // serveStatus answers the delivery state of the visitor's pending code, as JSON.
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, v *visit) error {
-	f, state, err := h.flows.shown(r.Context(), v)
+	f, state, reason, err := h.flows.shown(r.Context(), v)
 	if err != nil {
 		return h.answer(w, v, failedWith(err))
 	}
@@ -274,6 +274,10 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, v *visit) 
 	if f == nil || state == "" {
 		w.WriteHeader(http.StatusNotFound)
 		_, err = fmt.Fprintf(w, `{"error":"no code is on its way","login":%q}`+"\n", h.Path+"/login")
+		return err
+	}
+	if reason != "" { // the number's own: invalid, landline (no texts) or blocked (replied STOP)
+		_, err = fmt.Fprintf(w, `{"delivery":%q,"reason":%q}`+"\n", state, reason)
 		return err
 	}
 	_, err = fmt.Fprintf(w, `{"delivery":%q}`+"\n", state)

@@ -76,6 +76,8 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Sign out",
 		"delivered_to":        "Delivered to {phone}",
 		"not_reached":         "We could not reach this number.",
+		"no_texts":            "This number cannot receive texts.",
+		"texts_blocked":       "This number has blocked texts from this site.",
 	},
 	"de": {
 		"voice":               "Ihr Anmeldecode für {site} lautet {digits}.",
@@ -143,6 +145,8 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Abmelden",
 		"delivered_to":        "Zugestellt an {phone}",
 		"not_reached":         "Diese Nummer konnten wir nicht erreichen.",
+		"no_texts":            "Diese Nummer kann keine SMS empfangen.",
+		"texts_blocked":       "Diese Nummer hat SMS von dieser Website blockiert.",
 	},
 	"es": {
 		"voice":               "Tu código de acceso a {site} es {digits}.",
@@ -210,6 +214,8 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Cerrar sesión",
 		"delivered_to":        "Entregado al {phone}",
 		"not_reached":         "No hemos podido contactar con este número.",
+		"no_texts":            "Este número no puede recibir SMS.",
+		"texts_blocked":       "Este número ha bloqueado los SMS de este sitio.",
 	},
 	"fr": {
 		"voice":               "Votre code de connexion à {site} est {digits}.",
@@ -277,6 +283,8 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Se déconnecter",
 		"delivered_to":        "Code remis au {phone}",
 		"not_reached":         "Nous n’avons pas pu joindre ce numéro.",
+		"no_texts":            "Ce numéro ne peut pas recevoir de SMS.",
+		"texts_blocked":       "Ce numéro a bloqué les SMS de ce site.",
 	},
 }
 

@@ -1,6 +1,7 @@
 package caddyotp
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -64,6 +65,16 @@ func (v *visitor) settledAt(want string) string {
 	}
 	_, state := v.status()
 	return state
+}
+
+// statusReason is the reason GET /.otp/status gives for a failure of the visitor's number.
+func (v *visitor) statusReason() string {
+	v.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, v.base+"/.otp/status", nil)
+	req.Header.Set("Accept", "application/json")
+	var body struct{ Reason string }
+	_ = json.Unmarshal([]byte(v.do(req).body), &body)
+	return body.Reason
 }
 
 var receiptURL = regexp.MustCompile(`^http://localhost:9080/\.otp/receipt/[A-Za-z0-9_-]{43}$`)
@@ -186,6 +197,9 @@ func TestTwilioErrorClassesEachWithItsPageAndLogLine(t *testing.T) {
 			v.startSignIn("/", alice)
 			if state := v.settled(); state != tc.state {
 				t.Errorf("state %q, want %q", state, tc.state)
+			}
+			if reason := v.statusReason(); reason != tc.reason {
+				t.Errorf("status reason %q, want %q", reason, tc.reason)
 			}
 			r := v.get("/.otp/verify")
 			wantStatus(t, "code page", r, tc.page)
