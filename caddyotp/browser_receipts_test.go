@@ -56,9 +56,13 @@ func TestBrowserCodePageShowsDeliveryByItself(t *testing.T) {
 	clock.Advance(31 * time.Second)
 	tw.Fail(restcommtest.TwilioNotMobile)
 	defer tw.Fail(restcommtest.TwilioNone)
+	answer := make(chan struct{})
+	tw.Hold(answer) // the provider answers once the code page is there
+	defer tw.Hold(nil)
 	b.open("/.otp/login")
 	b.do("type the number", chromedp.SendKeys(chromedp.ID("phone"), alice))
 	b.submit("form[action$='/send'] button")
+	close(answer)
 	b.do("wait for the failed state", chromedp.Action[chromedp.Void](chromedp.Poll[chromedp.Void](
 		`!document.getElementById("delivery-failed").hidden`)))
 	if line := b.text("#delivery-line"); line != "This number cannot receive texts." {

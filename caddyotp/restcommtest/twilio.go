@@ -71,7 +71,16 @@ type Twilio struct {
 	failure  TwilioFailure
 	delay    time.Duration
 	receipts []ReceiptStep
+	gate     chan struct{}
 	notify   chan struct{}
+}
+
+// Hold makes every following request wait until gate is closed (or the client gives up);
+// nil answers at once again. A test can so let a page load before the provider answers.
+func (s *Twilio) Hold(gate chan struct{}) {
+	s.mu.Lock()
+	s.gate = gate
+	s.mu.Unlock()
 }
 
 // NewTwilio starts a fake of Twilio's API: base path /2010-04-01, receipts signed with the auth token.
@@ -188,11 +197,18 @@ func (s *Twilio) SetAuthToken(token string) {
 
 func (s *Twilio) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	failure, delay, token := s.failure, s.delay, s.AuthToken
+	failure, delay, token, gate := s.failure, s.delay, s.AuthToken, s.gate
 	s.mu.Unlock()
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if gate != nil {
+		select {
+		case <-gate:
 		case <-r.Context().Done():
 			return
 		}
