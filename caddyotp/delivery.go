@@ -51,13 +51,8 @@ func rankedWhy(state, reason string) []byte {
 	return v
 }
 
-// stateName reads a state as the store keeps it (or, unranked, as it kept it before).
-func stateName(v []byte) string {
-	state, _ := stateWhy(v)
-	return state
-}
-
-// stateWhy reads a state and its reason as the store keeps them.
+// stateWhy reads a state and its reason as the store keeps them (or, unranked, as it kept a
+// state before).
 func stateWhy(v []byte) (state, reason string) {
 	if len(v) > 0 && v[0] >= '0' && v[0] <= '9' {
 		v = v[1:]
