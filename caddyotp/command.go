@@ -34,7 +34,8 @@ handler's "templates" option. It refuses to overwrite existing files.
 
 send-test sends one test SMS (no code in it) to <phone> through the sender of
 the first otp handler in the config, and prints the provider's answer: a way to
-check credentials and the sender number before going live.
+check credentials and the sender number before going live. Through a failover
+sender it says which provider answered.
 
 revoke ends every session and trusted browser of a phone, or of a user, on every
 otp gate of the running Caddy (and, through a shared store, on every instance).
@@ -138,14 +139,25 @@ func sendTest(ctx context.Context, out io.Writer, configFile, adapter, phone str
 		}
 		sender = mod.(Sender)
 	}
-	id, err := sender.Send(ctx, Message{To: to, Body: "Test message from caddy-otp: the " + name + " sender works."})
+	msg := Message{To: to, Body: "Test message from caddy-otp: the " + name + " sender works."}
+	var id string
+	provider := name
+	if f, ok := sender.(*Failover); ok { // say which of its senders answered
+		var via string
+		id, via, err = f.send(ctx, msg)
+		if via != "" {
+			provider = "failover, provider " + via
+		}
+	} else {
+		id, err = sender.Send(ctx, msg)
+	}
 	if err != nil {
-		return fmt.Errorf("not sent: %w", err)
+		return fmt.Errorf("not sent through %s: %w", provider, err)
 	}
 	if id == "" {
 		id = "(the provider gave none)"
 	}
-	fmt.Fprintf(out, "sent to %s through %s: accepted, message id %s\n", maskPhone(to), name, id)
+	fmt.Fprintf(out, "sent to %s through %s: accepted, message id %s\n", maskPhone(to), provider, id)
 	return nil
 }
 

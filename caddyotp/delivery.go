@@ -2,10 +2,12 @@ package caddyotp
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +29,49 @@ const (
 	deliveryMisconfigured = "misconfigured" // the site's provider setup is broken: the operator must act
 	deliveryUnknown       = "unknown"       // accepted; no receipt expected
 )
+
+// The rank of each state: a state is only ever replaced by one of a higher rank (Store.Raise),
+// so that late, repeated or reordered answers and receipts never move it back.
+var deliveryRank = map[string]byte{
+	deliverySending: '0',
+	deliverySent:    '1', deliveryUnknown: '1',
+	deliveryDelivered: '2', deliveryFailed: '2', deliveryMisconfigured: '2',
+}
+
+// ranked is a state as the store keeps it: its rank, then its name.
+func ranked(state string) []byte { return rankedWhy(state, "") }
+
+// rankedWhy is a state with the reason of a failure that belongs to the visitor's number
+// (SendError.Reason: invalid, landline, blocked), as the store keeps it.
+func rankedWhy(state, reason string) []byte {
+	v := append([]byte{deliveryRank[state]}, state...)
+	if reason != "" {
+		v = append(append(v, '/'), reason...)
+	}
+	return v
+}
+
+// stateWhy reads a state and its reason as the store keeps them (or, unranked, as it kept a
+// state before).
+func stateWhy(v []byte) (state, reason string) {
+	if len(v) > 0 && v[0] >= '0' && v[0] <= '9' {
+		v = v[1:]
+	}
+	state, reason, _ = strings.Cut(string(v), "/")
+	return state, reason
+}
+
+// reasonOf is why a send failed, when the refusal belongs to the visitor's number.
+func reasonOf(err error) string {
+	var se *SendError
+	if errors.As(err, &se) && se.Number {
+		return se.Reason
+	}
+	return ""
+}
+
+// terminal says whether nothing can follow state.
+func terminal(state string) bool { return deliveryRank[state] == '2' }
 
 // deliveryTimeout bounds a background delivery, the provider's own timeout included.
 const deliveryTimeout = time.Minute
@@ -92,10 +137,14 @@ type deliveries struct {
 	codeKey    []byte
 	codeLength int
 	codeTTL    time.Duration
+	receipts   *receiptBook                               // nil unless public_url is set and the sender asks for receipts
 	wait       func(ctx context.Context, d time.Duration) // how simulated deliveries wait
 	now        func() time.Time
 	obs        *observer
 }
+
+// sendFunc sends code, with the hooks of the delivery (nil for none).
+type sendFunc func(ctx context.Context, code string, hooks *sendHooks) (ref string, err error)
 
 // delivery is one code on its way: by SMS or by call (send), or simulated (allowed false).
 type delivery struct {
@@ -104,48 +153,86 @@ type delivery struct {
 	code    string
 	client  string // the address that asked, for the log
 	channel string // "sms" or "call"
-	send    func(ctx context.Context, code string) (ref string, err error)
+	send    sendFunc
 }
 
 // state is the delivery state of the live code of flow f, or "" if it has none.
 func (ds *deliveries) state(ctx context.Context, flowID string, f *flow) (string, error) {
+	state, _, err := ds.stateWhy(ctx, flowID, f)
+	return state, err
+}
+
+// stateWhy is state with the reason of a failure that belongs to the visitor's number.
+func (ds *deliveries) stateWhy(ctx context.Context, flowID string, f *flow) (state, reason string, err error) {
 	if f.Hash == nil {
-		return "", nil
+		return "", "", nil
 	}
 	v, err := ds.store.Get(ctx, deliveryKey(flowID, f.Hash))
 	if err != nil || v == nil {
-		return deliveryUnknown, err // outlived by its flow: whatever became of it is past
+		return deliveryUnknown, "", err // outlived by its flow: whatever became of it is past
 	}
-	return string(v), nil
+	state, reason = stateWhy(v)
+	return state, reason, nil
 }
 
 // run runs in the background: it sends (or simulates), reports, and records the state.
 func (ds *deliveries) run(d delivery) {
+	begun := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
 	defer cancel()
-	var ref, state string
+	var ref, state, reason string
 	var err error
 	var took time.Duration
+	key := deliveryKey(d.flowID, d.flow.Hash)
+	asks := ds.receipts != nil && d.channel == "sms" // whether receipts may be asked for
+	via, asked := -1, false                          // which sender was handed the message, and whether it asked for receipts
+	var followed *course
 	if d.flow.Allowed {
+		hooks := &sendHooks{}
+		var record func(context.Context, int) error
+		if asks {
+			if hooks.callback, record, err = ds.receipts.hook(d.flowID, d.flow.Hash); err != nil {
+				ds.obs.storeFailed(err)
+				hooks.callback = ""
+			}
+		}
+		hooks.attempt = func(ctx context.Context, i int, receipts bool) error {
+			via, asked = i, receipts && record != nil
+			if asked {
+				return record(ctx, i)
+			}
+			return nil
+		}
 		started := time.Now()
-		ref, err = d.send(ctx, d.code)
+		ref, err = d.send(ctx, d.code, hooks)
 		took = time.Since(started)
-		state = stateOf(err)
-		ds.health.record(d.channel, result{took: took, state: state})
+		state, reason = stateOf(err), reasonOf(err)
+		if state == deliveryUnknown && asked {
+			state = deliverySent
+		}
+		ds.health.record(d.channel, result{took: took, state: state, reason: reason, key: key, course: newCourse()})
 	} else {
 		o := ds.health.sample(d.channel)
+		if o.key == "" && asks && o.state == deliveryUnknown { // no real delivery seen yet
+			o.state = deliverySent
+		}
 		ds.wait(ctx, o.took)
-		state = o.state
+		state, reason, followed = o.state, o.reason, o.course
 	}
 	// Reported, and the cooldown ended, before the state shows: whoever sees it may act on it.
-	ds.obs.delivered(d, ref, state, took, err)
+	ds.obs.delivered(d, ref, providerName(ds.sender, via), state, took, err)
 	if state == deliveryFailed || state == deliveryMisconfigured {
 		if err := ds.limits.endCooldown(ctx, d.flow.Phone); err != nil {
 			ds.obs.storeFailed(err)
 		}
 	}
-	if err := ds.store.Set(ctx, deliveryKey(d.flowID, d.flow.Hash), []byte(state), ds.codeTTL); err != nil {
+	if _, err := ds.store.Raise(ctx, key, rankedWhy(state, reason), ds.codeTTL); err != nil {
 		ds.obs.storeFailed(err)
+	}
+	if followed != nil && state == deliverySent {
+		// The simulated receipts follow the real delivery's, as they come, for as long as a
+		// code lives; off the outbox, whose slot is given back.
+		go ds.follow(key, followed, begun)
 	}
 }
 
@@ -155,6 +242,8 @@ func stateOf(err error) string {
 	switch {
 	case err == nil:
 		return deliveryUnknown
+	case errors.As(err, &se) && se.Number: // the visitor's number: another number, or a call
+		return deliveryFailed
 	case errors.As(err, &se) && !se.Temporary:
 		return deliveryMisconfigured
 	default: // a sender that says nothing more: assume it may pass later
@@ -162,10 +251,96 @@ func stateOf(err error) string {
 	}
 }
 
-// result is what one real delivery did: how long the provider took, and the state it made.
+// result is what one real delivery did: how long the provider took, and the state it made;
+// and then what its receipts said, as they come.
 type result struct {
-	took  time.Duration
-	state string
+	took   time.Duration
+	state  string
+	reason string  // a failed state's reason, when it belongs to the number (reasonOf)
+	key    string  // the real delivery's deliveryKey, by which its receipts find it
+	course *course // its receipts; nil for the default course
+}
+
+// course is what the receipts of one real delivery said so far, under health.mu.
+type course struct {
+	state   string        // the latest state a receipt moved it to; "" before any
+	after   time.Duration // when that receipt came, after the send began
+	changed chan struct{} // closed, and replaced, at each change
+}
+
+func newCourse() *course { return &course{changed: make(chan struct{})} }
+
+// receipt records that a receipt moved the real delivery key of channel to state, after its
+// send began, if that delivery is one of the last few this instance sent.
+func (h *health) receipt(channel, key, state string, after time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.channels[channel]
+	if c == nil {
+		return
+	}
+	for i := range min(c.n, len(c.ring)) {
+		if r := c.ring[i]; r.key == key && r.course != nil {
+			r.course.state, r.course.after = state, after
+			close(r.course.changed)
+			r.course.changed = make(chan struct{})
+			return
+		}
+	}
+}
+
+// follow gives a simulated delivery, begun at begun, the receipts of the real one it was drawn
+// from (c), each as long after its start as the real one's came, until a final state or until
+// a code would have died.
+func (ds *deliveries) follow(key string, c *course, begun time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), ds.codeTTL)
+	defer cancel()
+	applied := deliveryRank[deliverySent]
+	for {
+		ds.health.mu.Lock()
+		state, after, changed := c.state, c.after, c.changed
+		ds.health.mu.Unlock()
+		if rank, ok := deliveryRank[state]; ok && rank > applied {
+			ds.wait(ctx, after-time.Since(begun))
+			if ctx.Err() != nil {
+				return
+			}
+			if _, err := ds.store.Raise(ctx, key, ranked(state), ds.codeTTL); err != nil {
+				ds.obs.storeFailed(err)
+			}
+			applied = rank
+			if terminal(state) {
+				return
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// receive applies a receipt's state to the code it is for, if that code is still the flow's
+// live one; it says whether the state moved on. A failure ends the phone's cooldown, so that
+// the visitor may ask again at once, as after a failed send.
+func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state string) (bool, error) {
+	f, err := loadFlowAt(ctx, ds.store, rec.Flow)
+	if err != nil || f == nil || !hmac.Equal(f.Hash, rec.Hash) || ds.now().UnixNano() >= f.Expires {
+		return false, err // used, replaced or expired: the receipt is late
+	}
+	key := deliveryKey(rec.Flow, rec.Hash)
+	moved, err := ds.store.Raise(ctx, key, ranked(state), ds.codeTTL)
+	if err != nil || !moved {
+		return false, err
+	}
+	ds.health.receipt("sms", key, state, time.Duration(ds.now().UnixNano()-f.Sent))
+	if state == deliveryFailed {
+		if err := ds.limits.endCooldown(ctx, f.Phone); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
 }
 
 // health remembers the last real deliveries of one gate through its sender, by channel (SMS,
@@ -236,7 +411,7 @@ func healthKey(senderRaw, rules []byte) string {
 // send when the phone may sign in, else the simulated course. For a phone that may not sign in
 // the flow gets a code nobody knows, so every answer matches. On an error the slot is given
 // back and nothing is sent.
-func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, client, slotOf string, send func(ctx context.Context, code string) (string, error)) error {
+func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, client, slotOf string, send sendFunc) error {
 	code, err := newCode(ds.codeLength)
 	if err != nil {
 		ds.outbox.release(slotOf)
@@ -247,7 +422,7 @@ func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, cl
 	next.Hash = codeHash(ds.codeKey, id, code)
 	next.Sent = t.UnixNano()
 	next.Expires = t.Add(ds.codeTTL).UnixNano()
-	if err := ds.store.Set(ctx, deliveryKey(id, next.Hash), []byte(deliverySending), ds.codeTTL); err != nil {
+	if err := ds.store.Set(ctx, deliveryKey(id, next.Hash), ranked(deliverySending), ds.codeTTL); err != nil {
 		ds.outbox.release(slotOf)
 		return err
 	}

@@ -56,8 +56,8 @@ func TestSendAnswersBeforeTheProvider(t *testing.T) {
 		t.Errorf("status right after the send: %d %q, want sending", status, state)
 	}
 	g.code(1)
-	if state := v.settled(); state != deliveryUnknown {
-		t.Errorf("accepted SMS without receipts: state %q, want unknown", state)
+	if state := v.settled(); state != deliverySent {
+		t.Errorf("accepted SMS, its receipt to come: state %q, want sent", state)
 	}
 }
 

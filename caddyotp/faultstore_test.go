@@ -54,6 +54,13 @@ func (s *faultStore) Delete(ctx context.Context, key string) error {
 	return s.MemoryStore.Delete(ctx, key)
 }
 
+func (s *faultStore) Raise(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if storeDown.Load() {
+		return false, errStoreDown
+	}
+	return s.MemoryStore.Raise(ctx, key, value, ttl)
+}
+
 func (s *faultStore) Incr(ctx context.Context, key string, ttl time.Duration) (int64, error) {
 	if storeDown.Load() {
 		return 0, errStoreDown

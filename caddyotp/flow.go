@@ -112,10 +112,15 @@ type flows struct {
 
 // load returns the flow with id, or nil if there is none (never made, expired or finished).
 func (fl *flows) load(ctx context.Context, id string) (*flow, error) {
+	return loadFlowAt(ctx, fl.store, id)
+}
+
+// loadFlowAt returns the flow with id in store, or nil if there is none.
+func loadFlowAt(ctx context.Context, store Store, id string) (*flow, error) {
 	if id == "" {
 		return nil, nil
 	}
-	b, err := fl.store.Get(ctx, flowKey(id))
+	b, err := store.Get(ctx, flowKey(id))
 	if err != nil || b == nil {
 		return nil, err
 	}
@@ -145,15 +150,14 @@ func (fl *flows) pending(ctx context.Context, v *visit) (*flow, error) {
 	return f, nil
 }
 
-// shown is the pending flow and the delivery state of its code, for the code page and
-// GET P/status.
-func (fl *flows) shown(ctx context.Context, v *visit) (*flow, string, error) {
-	f, err := fl.pending(ctx, v)
-	if err != nil || f == nil {
-		return nil, "", err
+// shown is the pending flow and the delivery state of its code (and, for a failure that
+// belongs to the number, its reason), for the code page and GET P/status.
+func (fl *flows) shown(ctx context.Context, v *visit) (f *flow, state, reason string, err error) {
+	if f, err = fl.pending(ctx, v); err != nil || f == nil {
+		return nil, "", "", err
 	}
-	state, err := fl.deliveries.state(ctx, v.flowID, f)
-	return f, state, err
+	state, reason, err = fl.deliveries.stateWhy(ctx, v.flowID, f)
+	return f, state, reason, err
 }
 
 // start is POST /send: a fresh flow for the phone typed (input; national digits are read in
@@ -205,8 +209,17 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 	if f == nil {
 		return outcome{kind: noFlow}
 	}
-	if channel == "call" && (fl.voice == nil || f.Resends == 0) {
-		return outcome{kind: toCode} // a call is offered once a code was resent
+	if channel == "call" && fl.voice == nil {
+		return outcome{kind: toCode}
+	}
+	if channel == "call" && f.Resends == 0 { // a call is offered once a code was resent, or could not be delivered
+		state, err := fl.deliveries.state(ctx, v.flowID, f)
+		if err != nil {
+			return failedWith(err)
+		}
+		if state != deliveryFailed {
+			return outcome{kind: toCode}
+		}
 	}
 	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
@@ -380,7 +393,7 @@ func (fl *flows) site(v *visit) string {
 // the visitor's language) with {code}, {site} and {host} ({http.request.host} is how the
 // Caddyfile writes {host}), and the origin-bound line "@host #code" that Safari and Chrome read
 // to offer the code for autofill. Nothing in it comes from the request but the language.
-func (fl *flows) smsSender(v *visit, phone string) func(ctx context.Context, code string) (string, error) {
+func (fl *flows) smsSender(v *visit, phone string) sendFunc {
 	site, host := fl.site(v), v.host
 	if host == "" {
 		host = site
@@ -394,8 +407,24 @@ func (fl *flows) smsSender(v *visit, phone string) func(ctx context.Context, cod
 	}
 	bound := v.host
 	sender := fl.deliveries.sender
-	return func(ctx context.Context, code string) (string, error) {
-		return sender.Send(ctx, Message{To: phone, Body: smsBody(text, code, site, host, bound), Code: code})
+	ttl := fl.codeTTL
+	return func(ctx context.Context, code string, hooks *sendHooks) (string, error) {
+		msg := Message{To: phone, Body: smsBody(text, code, site, host, bound), Code: code, Validity: ttl}
+		if hooks == nil {
+			return sender.Send(ctx, msg)
+		}
+		if _, ok := sender.(*Failover); ok { // it tells which of its senders is handed the message
+			msg.StatusCallback, msg.attempt = hooks.callback, hooks.attempt
+			return sender.Send(ctx, msg)
+		}
+		receipts := hooks.callback != "" && receiptsOn(sender)
+		if receipts {
+			msg.StatusCallback = hooks.callback
+		}
+		if err := hooks.attempt(ctx, 0, receipts); err != nil {
+			return "", err
+		}
+		return sender.Send(ctx, msg)
 	}
 }
 

@@ -117,6 +117,10 @@ func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string)
 			// The telephony provider fetches the call's script: no browser, no form, no CSRF.
 			return h.serveVoice(w, r, token)
 		}
+		if token, ok := strings.CutPrefix(rest, "/receipt/"); ok {
+			// The SMS provider posts a delivery receipt: its token (and signature) authenticate it.
+			return h.serveReceipt(w, r, token)
+		}
 		return h.pages.message(w, h.readVisit(r), http.StatusNotFound, "not_found")
 	}
 	if !slices.Contains(strings.Split(rt.methods, ", "), r.Method) {
@@ -232,7 +236,7 @@ func (h *Handler) serveAgain(channel string) func(http.ResponseWriter, *http.Req
 // serveVerify shows the code page (GET) or checks a code (POST); a right one makes the session.
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) error {
 	if r.Method != http.MethodPost {
-		f, state, err := h.flows.shown(r.Context(), v)
+		f, state, _, err := h.flows.shown(r.Context(), v)
 		switch {
 		case err != nil:
 			return h.answer(w, v, failedWith(err))
@@ -267,7 +271,7 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) 
 
 // serveStatus answers the delivery state of the visitor's pending code, as JSON.
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, v *visit) error {
-	f, state, err := h.flows.shown(r.Context(), v)
+	f, state, reason, err := h.flows.shown(r.Context(), v)
 	if err != nil {
 		return h.answer(w, v, failedWith(err))
 	}
@@ -276,6 +280,10 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, v *visit) 
 	if f == nil || state == "" {
 		w.WriteHeader(http.StatusNotFound)
 		_, err = fmt.Fprintf(w, `{"error":"no code is on its way","login":%q}`+"\n", h.Path+"/login")
+		return err
+	}
+	if reason != "" { // the number's own: invalid, landline (no texts) or blocked (replied STOP)
+		_, err = fmt.Fprintf(w, `{"delivery":%q,"reason":%q}`+"\n", state, reason)
 		return err
 	}
 	_, err = fmt.Fprintf(w, `{"delivery":%q}`+"\n", state)
@@ -335,6 +343,66 @@ func (h *Handler) serveVoice(w http.ResponseWriter, r *http.Request, token strin
 	w.Header().Set("Content-Type", "application/xml")
 	_, err = w.Write(rcml)
 	return err
+}
+
+// serveReceipt takes a provider's delivery receipt. The token must name a live code's receipt
+// record and, where the provider signs, the signature must verify over the URL the gate gave
+// (from public_url) and the posted fields, before anything changes: else 404 or 403. Nothing is
+// stored for a request that fails either check, and neither the body (it holds the code) nor
+// the token is logged. Like voice scripts, receipts are not counted by ip_limit.
+func (h *Handler) serveReceipt(w http.ResponseWriter, r *http.Request, token string) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return nil
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	rb := h.flows.deliveries.receipts
+	if rb == nil {
+		w.WriteHeader(http.StatusNotFound)
+		return nil
+	}
+	rec, err := rb.lookup(r.Context(), token)
+	if err != nil {
+		h.obs.storeFailed(err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return nil
+	}
+	if rec == nil {
+		h.obs.receipt("unknown", "", "")
+		w.WriteHeader(http.StatusNotFound)
+		return nil
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
+	if err := r.ParseForm(); err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return nil
+	}
+	provider := providerName(h.sender, rec.Via)
+	if !rb.authentic(rec, token, r.PostForm, r.Header.Get("X-Twilio-Signature")) {
+		h.obs.receipt("bad_signature", provider, "")
+		w.WriteHeader(http.StatusForbidden)
+		return nil
+	}
+	status := r.PostForm.Get("MessageStatus")
+	if status == "" {
+		status = r.PostForm.Get("SmsStatus")
+	}
+	state, result := receiptState(status), "unchanged"
+	if state != "" {
+		moved, err := h.flows.deliveries.receive(r.Context(), rec, state)
+		if err != nil {
+			h.obs.storeFailed(err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return nil
+		}
+		if moved {
+			result = "accepted"
+		}
+	}
+	h.obs.receipt(result, provider, state)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // answer turns what a part decided into the page, the redirect or the error the visitor gets.

@@ -95,6 +95,10 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Sign out",
 		"title_not_signed_in": "You are not signed in",
 		"text_not_signed_in":  "This browser has no session on {site}.",
+		"delivered_to":        "Delivered to {phone}",
+		"not_reached":         "We could not reach this number.",
+		"no_texts":            "This number cannot receive texts.",
+		"texts_blocked":       "This number has blocked texts from this site.",
 	},
 	"de": {
 		"voice":               "Ihr Anmeldecode für {site} lautet {digits}.",
@@ -179,6 +183,10 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Abmelden",
 		"title_not_signed_in": "Sie sind nicht angemeldet",
 		"text_not_signed_in":  "Dieser Browser hat keine Sitzung bei {site}.",
+		"delivered_to":        "Zugestellt an {phone}",
+		"not_reached":         "Diese Nummer konnten wir nicht erreichen.",
+		"no_texts":            "Diese Nummer kann keine SMS empfangen.",
+		"texts_blocked":       "Diese Nummer hat SMS von dieser Website blockiert.",
 	},
 	"es": {
 		"voice":               "Tu código de acceso a {site} es {digits}.",
@@ -263,6 +271,10 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Cerrar sesión",
 		"title_not_signed_in": "No has iniciado sesión",
 		"text_not_signed_in":  "Este navegador no tiene ninguna sesión en {site}.",
+		"delivered_to":        "Entregado al {phone}",
+		"not_reached":         "No hemos podido contactar con este número.",
+		"no_texts":            "Este número no puede recibir SMS.",
+		"texts_blocked":       "Este número ha bloqueado los SMS de este sitio.",
 	},
 	"fr": {
 		"voice":               "Votre code de connexion à {site} est {digits}.",
@@ -347,6 +359,10 @@ var catalog = map[string]map[string]string{
 		"sign_out":            "Se déconnecter",
 		"title_not_signed_in": "Vous n’êtes pas connecté",
 		"text_not_signed_in":  "Ce navigateur n’a aucune session sur {site}.",
+		"delivered_to":        "Code remis au {phone}",
+		"not_reached":         "Nous n’avons pas pu joindre ce numéro.",
+		"no_texts":            "Ce numéro ne peut pas recevoir de SMS.",
+		"texts_blocked":       "Ce numéro a bloqué les SMS de ce site.",
 	},
 }
 

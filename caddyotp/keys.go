@@ -29,6 +29,7 @@ type keys struct {
 	session []byte // session cookies
 	device  []byte // trusted-browser cookies
 	voice   []byte // voice-call scripts
+	receipt []byte // delivery receipts' tokens
 	csrf    []byte // form tokens
 	flow    []byte // flow cookies
 	subject []byte // store keys for phones and IPs, so the store holds no plain numbers
@@ -40,7 +41,7 @@ func deriveKeys(master []byte) keys {
 		m.Write([]byte("caddy-otp/" + purpose))
 		return m.Sum(nil)
 	}
-	return keys{code: derive("code"), session: derive("session"), device: derive("device"), voice: derive("voice"), csrf: derive("csrf"), flow: derive("flow"), subject: derive("subject")}
+	return keys{code: derive("code"), session: derive("session"), device: derive("device"), voice: derive("voice"), receipt: derive("receipt"), csrf: derive("csrf"), flow: derive("flow"), subject: derive("subject")}
 }
 
 // masterKey returns the configured secret, or else the key in Caddy's storage, generating and

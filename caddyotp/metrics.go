@@ -18,6 +18,8 @@ var metrics = struct {
 	revoked        prometheus.Counter
 	storeErrors    prometheus.Counter
 	senderDuration prometheus.Histogram
+	providerSends  *prometheus.CounterVec
+	receipts       *prometheus.CounterVec
 }{
 	smsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "otp", Name: "sms_sent_total",
@@ -52,6 +54,14 @@ var metrics = struct {
 		Help:    "How long the SMS provider took to accept or refuse a message.",
 		Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10},
 	}),
+	providerSends: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "otp", Name: "provider_sends_total",
+		Help: "Sends through each provider of a failover sender, by provider (its module name, with #N when one appears twice) and result: sent; refused_number (the visitor's number: no other provider is tried); failed_temporary and failed_config (the next provider is tried); skipped (its circuit is open after 3 failures in a row).",
+	}, []string{"provider", "result"}),
+	receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "otp", Name: "receipts_total",
+		Help: "Delivery receipts posted to P/receipt/, by result: accepted (the delivery state moved on), unchanged (repeated, late or out of order), unknown (no live code for the token), bad_signature (refused with 403).",
+	}, []string{"result"}),
 }
 
 // registerMetrics adds the collectors to a config's registry; a second handler in the same
@@ -61,7 +71,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.smsSent, metrics.calls, metrics.verifications, metrics.rateLimited,
-		metrics.sessions, metrics.revoked, metrics.storeErrors, metrics.senderDuration} {
+		metrics.sessions, metrics.revoked, metrics.storeErrors, metrics.senderDuration, metrics.providerSends, metrics.receipts} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -14,8 +14,15 @@
 //	        timeout     10s
 //	        voice                               # offer "call me instead" (needs public_url)
 //	    }
+//	    sender twilio {                         # or Twilio, or SignalWire with its base_url
+//	        account_sid {env.TWILIO_ACCOUNT_SID}
+//	        auth_token  {env.TWILIO_AUTH_TOKEN}
+//	        from        +12015550100            # or: messaging_service_sid MG...
+//	    }
+//	    sender failover { restcomm {...} twilio {...} }  # in order; the next on failure
 //	    sender log                              # development only: codes go to the log
-//	    public_url https://example.com          # where the provider reaches the gate; the SMS's
+//	    public_url https://example.com          # where the provider reaches the gate (voice
+//	                                            # scripts, delivery receipts); the SMS's
 //	                                            # autofill host; never taken from a request
 //	    audience NAME                           # which gates share sessions (default: this one)
 //	    phones +12015550123 +442079460000       # or: phones *  (anyone with a phone)
@@ -96,7 +103,8 @@ var defaultClock = time.Now
 // Handler is the otp gate (module http.handlers.otp). Its JSON fields are the configuration;
 // the Caddyfile form is in the package documentation.
 type Handler struct {
-	// The sender of SMS, a module in http.handlers.otp.senders (restcomm, log). Required.
+	// The sender of SMS, a module in http.handlers.otp.senders (restcomm, twilio, failover, log).
+	// Required.
 	SenderRaw json.RawMessage `json:"sender,omitempty" caddy:"namespace=http.handlers.otp.senders inline_key=module"`
 	// Where pending flows, counters and revocations live, a module in http.handlers.otp.stores.
 	// Default: memory.
@@ -320,6 +328,9 @@ func (h *Handler) wire(w *who, templates map[string]*template.Template) {
 		maxAttempts: h.MaxAttempts, message: h.Message, siteName: h.SiteName, now: h.now, obs: h.obs,
 		deliveries: &deliveries{store: h.store, limits: h.limits, sender: h.sender, outbox: newOutbox(outboxSize, outboxPerClient), health: h.health,
 			codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL, wait: sleepCtx, now: h.now, obs: h.obs}}
+	if rs, ok := h.sender.(Receipts); ok && h.public != nil && rs.ReceiptsEnabled() {
+		h.flows.deliveries.receipts = &receiptBook{store: h.store, sender: h.sender, key: h.keys.receipt, url: h.origin + h.Path + "/receipt/", ttl: codeTTL}
+	}
 	if c, ok := h.sender.(Caller); ok && h.public != nil && c.VoiceEnabled() {
 		h.flows.voice = &voiceScripts{store: h.store, calls: c, key: h.keys.voice, url: h.origin + h.Path + "/voice/", ttl: codeTTL, now: h.now}
 	}

@@ -65,7 +65,7 @@ func (o *observer) emit(name string, fields ...any) {
 
 // delivered reports a finished delivery: what the provider said (or, for a number that may not
 // sign in, what the simulated course ended in).
-func (o *observer) delivered(d delivery, ref, state string, took time.Duration, err error) {
+func (o *observer) delivered(d delivery, ref, provider, state string, took time.Duration, err error) {
 	results := metrics.smsSent
 	if d.channel == "call" {
 		results = metrics.calls
@@ -83,23 +83,45 @@ func (o *observer) delivered(d delivery, ref, state string, took time.Duration, 
 		if d.channel == "call" {
 			msg, idField = "call placed", "call_id"
 		}
-		o.logger.Info(msg, zap.String("phone", phone), zap.Bool("sms_sent", d.channel == "sms"), zap.String("channel", d.channel),
-			zap.String(idField, ref), zap.String("delivery", state), zap.String("client_ip", d.client))
+		fields := []zap.Field{zap.String("phone", phone), zap.Bool("sms_sent", d.channel == "sms"), zap.String("channel", d.channel),
+			zap.String(idField, ref), zap.String("delivery", state), zap.String("client_ip", d.client)}
+		if provider != "" {
+			fields = append(fields, zap.String("provider", provider))
+		}
+		o.logger.Info(msg, fields...)
 	default:
 		metrics.senderDuration.Observe(took.Seconds())
 		var se *SendError
 		if !errors.As(err, &se) {
 			se = &SendError{Provider: "sender", Temporary: true, Detail: err.Error()}
 		}
-		label := "failed_permanent"
-		if se.Temporary {
-			label = "failed_temporary"
+		label, class := "failed_permanent", "configuration"
+		switch {
+		case se.Temporary:
+			label, class = "failed_temporary", "temporary"
+		case se.Number:
+			class = "number"
 		}
 		results.WithLabelValues(label).Inc()
-		o.logger.Error("sender error", zap.String("phone", phone), zap.String("channel", d.channel), zap.String("provider", se.Provider),
-			zap.Int("status", se.Status), zap.Bool("temporary", se.Temporary), zap.String("detail", se.Detail), zap.String("delivery", state))
+		msg, level := "sender error", o.logger.Error
+		if se.Number { // not the site's fault: the visitor is told, the operator need not act
+			msg, level = "number refused by the provider", o.logger.Info
+		}
+		if se.Provider == "failover" || provider == "" {
+			provider = se.Provider
+		}
+		level(msg, zap.String("phone", phone), zap.String("channel", d.channel), zap.String("provider", provider),
+			zap.Int("status", se.Status), zap.String("class", class), zap.Bool("temporary", se.Temporary),
+			zap.String("reason", se.Reason), zap.String("detail", se.Detail), zap.String("delivery", state))
 	}
 	o.emit(eventCodeSent, "phone", phone, "channel", d.channel, "delivery", state, "client_ip", d.client)
+}
+
+// receipt reports a delivery receipt: what it did (a result of caddy_otp_receipts_total) and
+// the state it made. Nothing of the receipt's body (which holds the code) is logged.
+func (o *observer) receipt(result, provider, state string) {
+	metrics.receipts.WithLabelValues(result).Inc()
+	o.logger.Debug("delivery receipt", zap.String("result", result), zap.String("provider", provider), zap.String("delivery", state))
 }
 
 // codeFailed reports a code that did not sign the visitor in.

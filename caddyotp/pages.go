@@ -59,6 +59,10 @@ type page struct {
 	WaitAfter  string
 	Link       string // a secondary link: where else to go
 	LinkText   string
+	// verify.html: the number as "Delivered to ..." shows it (masked in users mode), and
+	// whether "We could not reach this number" offers a call
+	DeliveredTo string
+	Voice       bool
 }
 
 // action is a page's one primary action: a link, or a form that posts (again) to Path.
@@ -192,7 +196,7 @@ func (ps *pageSet) render(w http.ResponseWriter, v *visit, status int, name stri
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
 	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+p.Nonce+"'; script-src 'nonce-"+p.Nonce+
-		"'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		"'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	hdr.Set("X-Frame-Options", "DENY")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
@@ -333,7 +337,8 @@ func (ps *pageSet) codePage(w http.ResponseWriter, v *visit, status int, f *flow
 		Intro:    t.Say("code_intro", "n", strconv.Itoa(ps.codeLength), "phone", shownPhone(f)),
 		Expires:  t.Say("code_expires", "wait", t.duration(ceilSeconds(time.Unix(0, f.Expires).Sub(t0)))),
 		ResendIn: max(0, resendIn), CanCall: ps.canCall && f.Resends > 0, Clock: countdown(max(0, resendIn)),
-		Link: linkIf(f.User == "", ps.path+"/login"), LinkText: t["other_number"]})
+		Link: linkIf(f.User == "", ps.path+"/login"), LinkText: t["other_number"],
+		DeliveredTo: shownPhone(f), Voice: ps.canCall})
 }
 
 // unbreakable keeps a number on one line: no-break spaces and hyphens.

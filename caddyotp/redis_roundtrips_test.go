@@ -3,7 +3,10 @@ package caddyotp
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,4 +133,84 @@ type gatedSender struct {
 func (s gatedSender) Send(ctx context.Context, m Message) (string, error) {
 	<-s.release
 	return s.next.Send(ctx, m)
+}
+
+// unsignedReceipts is the recording sender with receipts its provider does not sign, as
+// Restcomm's.
+type unsignedReceipts struct{ *recordingSender }
+
+// heldSets is a Store whose Sets wait until the test releases them: the receipt record, the
+// background delivery's first step, is then counted as the delivery's.
+type heldSets struct {
+	Store
+	release chan struct{}
+}
+
+func (s heldSets) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	<-s.release
+	return s.Store.Set(ctx, key, value, ttl)
+}
+
+func (unsignedReceipts) ReceiptsEnabled() bool                         { return true }
+func (unsignedReceipts) VerifyReceipt(string, url.Values, string) bool { return true }
+
+// TestReceiptRedisRoundTrips counts what delivery receipts add: the background delivery keeps
+// the token's record beside the state, and a receipt reads the record and the flow and raises
+// the state.
+func TestReceiptRedisRoundTrips(t *testing.T) {
+	rs := startRedis(t)
+	h, sender := newUnitHandler(t, map[string]any{"store": map[string]any{"module": "redis", "address": rs.Addr(), "key_prefix": "rr:"}})
+	store := h.store.(*RedisStore)
+	store.be.stop() // the revocation loop's own reads are not the receipts'
+	store.be.done.Wait()
+	rcpt := unsignedReceipts{sender}
+	held := heldSets{h.store, make(chan struct{})}
+	h.sender, h.flows.deliveries.sender = rcpt, rcpt
+	h.flows.deliveries.receipts = &receiptBook{store: held, sender: rcpt, key: h.keys.receipt, url: "http://localhost:9080/.otp/receipt/", ttl: time.Duration(h.CodeTTL)}
+	counter := new(roundTrips)
+	store.be.client.AddHook(counter)
+	ctx := context.Background()
+	steps := map[string]int{}
+	for round, phone := range []string{alice, bob} { // the first loads the scripts
+		v := unitVisit(t)
+		if o := h.flows.start(ctx, v, phone, ""); o.kind != sent {
+			t.Fatalf("send: %+v", o)
+		}
+		counter.take()
+		held.release <- struct{}{} // the delivery goes on once the count has started again
+		sentCode(t, sender, round+1)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			counter.mu.Lock()
+			done := slices.Contains(counter.names, "evalsha") || slices.Contains(counter.names, "eval") // the state's raise, the delivery's last step
+			counter.mu.Unlock()
+			if done {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the delivery did not settle")
+			}
+		}
+		steps["delivery"] = counter.take()
+		sender.mu.Lock()
+		callback := sender.last.StatusCallback
+		sender.mu.Unlock()
+		token, ok := strings.CutPrefix(callback, "http://localhost:9080/.otp/receipt/")
+		if !ok {
+			t.Fatalf("StatusCallback %q", callback)
+		}
+		r := httptest.NewRequest(http.MethodPost, "/.otp/receipt/"+token, strings.NewReader("MessageStatus=delivered&MessageSid=SM1"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		if err := serve(h, w, r); err != nil || w.Code != http.StatusNoContent {
+			t.Fatalf("receipt: %d %v", w.Code, err)
+		}
+		steps["receipt"] = counter.take()
+	}
+	t.Logf("Redis round trips with receipts: %v", steps)
+	budget := map[string]int{"delivery": 2, "receipt": 3}
+	for step, n := range steps {
+		if n > budget[step] {
+			t.Errorf("%s took %d round trips, over its budget of %d", step, n, budget[step])
+		}
+	}
 }

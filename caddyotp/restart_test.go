@@ -162,3 +162,39 @@ func TestSendTestCommandReportsTheProvidersAnswer(t *testing.T) {
 		t.Errorf("with a national number: %v\n%s", err, out)
 	}
 }
+
+func TestSendTestCommandWorksWithEverySenderAndNamesTheProvider(t *testing.T) {
+	bin := buildCaddy(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	tw := restcommtest.NewTwilio()
+	defer tw.Close()
+	run := func(sender string) (string, error) {
+		config := filepath.Join(t.TempDir(), "Caddyfile")
+		cfg := fmt.Sprintf("http://localhost:1 {\n\totp {\n\t\t%s\n\t\tphones %s\n\t}\n\trespond \"in\"\n}\n", sender, alice)
+		if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "otp", "send-test", "--config", config, bob)
+		cmd.Env = append(os.Environ(), "TEST_RESTCOMM_TOKEN=rotated", "HOME="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	out, err := run("sender " + twilioBlock(tw))
+	if msgs := tw.Messages(); err != nil || len(msgs) != 1 || !strings.Contains(out, "through twilio: accepted, message id "+msgs[0].SID) {
+		t.Fatalf("send-test through twilio: %v\n%s", err, out)
+	}
+	// Restcomm refuses the (rotated) token: the failover sends through twilio, and says so.
+	out, err = run("sender failover {\n\t\t\t" + strings.TrimPrefix(senderBlock(sms, ""), "sender ") + "\n\t\t\t" + twilioBlock(tw) + "\n\t\t}")
+	if msgs := tw.Messages(); err != nil || len(msgs) != 2 || !strings.Contains(out, "through failover, provider twilio: accepted, message id "+msgs[1].SID) {
+		t.Fatalf("send-test through failover: %v\n%s", err, out)
+	}
+	if strings.Contains(out, tw.AuthToken) || len(sms.Messages()) != 0 {
+		t.Errorf("send-test output holds the token, or restcomm sent: %s", out)
+	}
+	out, err = run("sender failover {\n\t\t\t" + strings.TrimPrefix(senderBlock(sms, ""), "sender ") + "\n\t\t\tlog\n\t\t}")
+	if err != nil || !strings.Contains(out, "through failover, provider log") {
+		t.Errorf("send-test through failover to log: %v\n%s", err, out)
+	}
+}

@@ -137,7 +137,7 @@ func TestDeliveryHealthIsTheGatesOwn(t *testing.T) {
 		t.Fatal("a gate with phones * and one with an allowlist share their delivery health")
 	}
 	open.health.record("sms", result{took: time.Second, state: deliveryMisconfigured})
-	if o := strict.health.sample("sms"); o.state != deliveryUnknown {
+	if o := strict.health.sample("sms"); o.state == deliveryMisconfigured {
 		t.Fatalf("the open gate's failures steered the strict gate's course: %+v", o)
 	}
 }

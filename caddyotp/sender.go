@@ -3,6 +3,8 @@ package caddyotp
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"time"
 )
 
 // Sender delivers one text message to one phone number. It returns the provider's id for the
@@ -26,14 +28,41 @@ type Message struct {
 	To   string // E.164, e.g. +12015550123
 	Body string // holds the code: a secret
 	Code string // the code alone, for a sender that shows it (the development log sender); a secret
+	// Where the provider posts delivery receipts (public_url + P/receipt/{token}), or "" for
+	// none. Only a sender that implements Receipts is given one.
+	StatusCallback string
+	// How long the code lives (code_ttl): a provider that can drop an undelivered message after
+	// a while (Twilio's ValidityPeriod) is told so. 0 means unbounded.
+	Validity time.Duration
+
+	// attempt, if set, is told by a failover which of its senders is about to be handed the
+	// message (via) and whether that one asks for receipts, before it is: so that the log names
+	// the provider that sent, and a receipt is checked with that provider's key.
+	attempt func(ctx context.Context, via int, receipts bool) error
+}
+
+// Receipts is a Sender whose provider posts delivery receipts to Message.StatusCallback.
+type Receipts interface {
+	// ReceiptsEnabled says whether this sender asks for receipts.
+	ReceiptsEnabled() bool
+	// VerifyReceipt says whether a receipt posted to callback (the URL exactly as it was given
+	// to the provider), with the form fields form and the X-Twilio-Signature header signature,
+	// comes from the provider. A provider that does not sign its receipts (Restcomm) accepts
+	// any: the callback's unguessable token is then what authenticates it.
+	VerifyReceipt(callback string, form url.Values, signature string) bool
 }
 
 // SendError is a provider's refusal or failure.
 type SendError struct {
 	Provider  string
-	Status    int    // the provider's HTTP status, 0 if there was no answer
-	Temporary bool   // true when the same message may go through later (5xx, timeout, dropped connection)
-	Detail    string // a bounded, secret-free description for the log
+	Status    int  // the provider's HTTP status, 0 if there was no answer
+	Temporary bool // true when the same message may go through later (5xx, 429, timeout, dropped connection)
+	// Number is true when the refusal belongs to the visitor's number (not a valid number, not
+	// a mobile, the recipient opted out): another provider would refuse it too. Neither
+	// Temporary nor Number: a configuration fault (credentials, permissions) the operator must fix.
+	Number bool
+	Reason string // Number: which refusal, "invalid", "landline" or "blocked"; else ""
+	Detail string // a bounded, secret-free description for the log
 }
 
 func (e *SendError) Error() string {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -44,7 +43,7 @@ type Restcomm struct {
 
 	endpoint string
 	calls    string
-	client   *http.Client
+	api      *apiClient
 	logger   *zap.Logger
 }
 
@@ -72,11 +71,7 @@ func (s *Restcomm) Provision(ctx caddy.Context) error {
 	}
 	s.endpoint = s.BaseURL + "/Accounts/" + url.PathEscape(s.AccountSID) + "/SMS/Messages.json"
 	s.calls = s.BaseURL + "/Accounts/" + url.PathEscape(s.AccountSID) + "/Calls.json"
-
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = 16
-	transport.ResponseHeaderTimeout = time.Duration(s.Timeout)
-	s.client = &http.Client{Transport: transport, Timeout: time.Duration(s.Timeout)}
+	s.api = newAPIClient("restcomm", s.AccountSID, s.AuthToken, time.Duration(s.Timeout), restcommError)
 	return nil
 }
 
@@ -116,9 +111,7 @@ func (s *Restcomm) Validate() error {
 
 // Cleanup closes idle connections to the API.
 func (s *Restcomm) Cleanup() error {
-	if s.client != nil {
-		s.client.CloseIdleConnections()
-	}
+	s.api.closeIdle()
 	return nil
 }
 
@@ -130,8 +123,18 @@ func (s *Restcomm) Send(ctx context.Context, msg Message) (string, error) {
 	if !isGSM7(msg.Body) {
 		form.Set("Encoding", "UCS-2") // Restcomm's default, GSM, would mangle the text
 	}
-	return s.post(ctx, s.endpoint, form)
+	if msg.StatusCallback != "" {
+		form.Set("StatusCallback", msg.StatusCallback)
+	}
+	return s.api.post(ctx, s.endpoint, form)
 }
+
+// ReceiptsEnabled is true: Restcomm posts delivery receipts to a StatusCallback.
+func (s *Restcomm) ReceiptsEnabled() bool { return true }
+
+// VerifyReceipt accepts every receipt: Restcomm does not sign them, so the callback URL's
+// random, single-flow token, which dies with the code, is their only authentication.
+func (s *Restcomm) VerifyReceipt(string, url.Values, string) bool { return true }
 
 // VoiceEnabled reports the `voice` option.
 func (s *Restcomm) VoiceEnabled() bool { return s.Voice }
@@ -142,38 +145,13 @@ func (s *Restcomm) Call(ctx context.Context, to, script string) (string, error) 
 	if !s.Voice {
 		return "", &SendError{Provider: "restcomm", Detail: "voice calls are off: add `voice` to the restcomm sender"}
 	}
-	return s.post(ctx, s.calls, url.Values{"From": {s.From}, "To": {to}, "Url": {script}, "Method": {http.MethodPost}})
+	return s.api.post(ctx, s.calls, callForm(s.From, to, script))
 }
 
-// post sends one form to the API and reads the created resource's sid, or classifies the error.
-func (s *Restcomm) post(ctx context.Context, endpoint string, form url.Values) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.Timeout))
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
-	if err != nil {
-		return "", &SendError{Provider: "restcomm", Detail: "building request: " + err.Error()}
-	}
-	req.SetBasicAuth(s.AccountSID, s.AuthToken)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return "", &SendError{Provider: "restcomm", Temporary: true, Detail: transportDetail(ctx, err)}
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		var accepted struct {
-			SID string `json:"sid"`
-		}
-		_ = json.Unmarshal(body, &accepted) // the status code is the contract; the body is informative
-		return accepted.SID, nil
-	}
-	e := &SendError{Provider: "restcomm", Status: resp.StatusCode, Detail: responseDetail(resp.StatusCode, body)}
-	e.Temporary = resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
-	return "", e
+// restcommError reads an error answer: 401/403/400 are configuration or input problems that
+// retrying will not fix; 5xx and 429 are temporary.
+func restcommError(status int, body []byte) *SendError {
+	return &SendError{Detail: responseDetail(status, body), Temporary: status >= 500 || status == http.StatusTooManyRequests}
 }
 
 // gsm7 is the GSM 03.38 alphabet with its extension table: what an SMS carries in its default
@@ -225,21 +203,25 @@ func responseDetail(status int, body []byte) string {
 	default:
 		meaning = "unexpected answer"
 	}
-	prefix := string(body)
-	if len(prefix) > 200 {
-		prefix = prefix[:200]
+	if prefix := scrubbed(string(body)); prefix != "" {
+		return meaning + ": " + prefix
 	}
-	prefix = strings.Map(func(r rune) rune {
+	return meaning
+}
+
+// scrubbed is a bounded prefix of an answer's text for the log: control characters blanked,
+// and runs of digits that could be a code or a phone number redacted.
+func scrubbed(text string) string {
+	if len(text) > 200 {
+		text = text[:200]
+	}
+	text = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
 		}
 		return r
-	}, prefix)
-	prefix = strings.TrimSpace(longDigits.ReplaceAllString(prefix, "[redacted]"))
-	if prefix == "" {
-		return meaning
-	}
-	return meaning + ": " + prefix
+	}, text)
+	return strings.TrimSpace(longDigits.ReplaceAllString(text, "[redacted]"))
 }
 
 var (
@@ -277,6 +259,7 @@ func (s *Restcomm) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ Sender                = (*Restcomm)(nil)
 	_ Caller                = (*Restcomm)(nil)
+	_ Receipts              = (*Restcomm)(nil)
 	_ caddy.Provisioner     = (*Restcomm)(nil)
 	_ caddy.Validator       = (*Restcomm)(nil)
 	_ caddy.CleanerUpper    = (*Restcomm)(nil)

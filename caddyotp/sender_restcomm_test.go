@@ -61,7 +61,7 @@ func TestRestcommErrorsAreClassifiedAndHoldNoSecrets(t *testing.T) {
 		temporary bool
 		mentions  string
 	}{
-		{"wrong token", func(s *Restcomm) { s.AuthToken = "wrong-token-value" }, restcommtest.None, 0, 401, false, "auth_token"},
+		{"wrong token", func(s *Restcomm) { s.api.pass = "wrong-token-value" }, restcommtest.None, 0, 401, false, "auth_token"},
 		{"another account in the path", func(s *Restcomm) {
 			s.endpoint = strings.Replace(s.endpoint, sms.AccountSID, "AC00000000000000000000000000000000", 1)
 		}, restcommtest.None, 0, 403, false, "no permission"},

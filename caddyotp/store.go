@@ -22,6 +22,10 @@ type Store interface {
 	// Incr adds one to the counter at key and returns the new count, atomically. A counter
 	// that did not exist starts at 1 and expires after ttl; later increments keep that expiry.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
+	// Raise stores value at key for ttl if the key holds nothing, or a value whose first byte
+	// (its rank) is lower than value's, atomically: a value that ranks the same or lower never
+	// replaces one there. It reports whether it stored value.
+	Raise(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
 	// Revoke records r for every user of the store. It is idempotent per id: one record, whose
 	// time and end only ever move later. Records are bounded per subject: once
 	// maxSubjectRevocations live records of r.Subject exist, a revocation of another of its ids

@@ -81,6 +81,19 @@ func (s *MemoryStore) Take(_ context.Context, key string) ([]byte, error) {
 	return v, nil
 }
 
+func (s *MemoryStore) Raise(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	s.mem.mu.Lock()
+	defer s.mem.mu.Unlock()
+	if len(value) == 0 {
+		return false, nil
+	}
+	if old := s.mem.get(key); len(old) > 0 && old[0] >= value[0] {
+		return false, nil
+	}
+	s.mem.c.Set(key, value, ttl)
+	return true, nil
+}
+
 func (s *MemoryStore) Delete(_ context.Context, key string) error {
 	s.mem.mu.Lock()
 	defer s.mem.mu.Unlock()

@@ -172,6 +172,22 @@ func (s *RedisStore) Delete(ctx context.Context, key string) error {
 	return s.be.client.Del(ctx, s.be.prefix+key).Err()
 }
 
+// raiseScript sets a value unless the key holds one of the same or a higher rank (first byte):
+// one round trip, atomic.
+var raiseScript = redis.NewScript(`
+local old = redis.call("GET", KEYS[1])
+if old and string.len(old) > 0 and string.byte(old, 1) >= string.byte(ARGV[1], 1) then return 0 end
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+return 1`)
+
+func (s *RedisStore) Raise(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if len(value) == 0 {
+		return false, nil
+	}
+	n, err := raiseScript.Run(ctx, s.be.client, []string{s.be.prefix + key}, value, max(1, ttl.Milliseconds())).Int64()
+	return n == 1, err
+}
+
 // incrScript increments and, for a new counter, sets its expiry: one round trip, atomic.
 var incrScript = redis.NewScript(`
 local n = redis.call("INCR", KEYS[1])

@@ -55,8 +55,10 @@ func (vs *voiceScripts) aead(token string) (cipher.AEAD, error) {
 }
 
 // caller returns the send of a call to phone that reads a code in lang, naming site.
-func (vs *voiceScripts) caller(phone, lang, site string) func(ctx context.Context, code string) (string, error) {
-	return func(ctx context.Context, code string) (string, error) { return vs.call(ctx, phone, code, lang, site) }
+func (vs *voiceScripts) caller(phone, lang, site string) sendFunc {
+	return func(ctx context.Context, code string, _ *sendHooks) (string, error) {
+		return vs.call(ctx, phone, code, lang, site)
+	}
 }
 
 // call stores the sealed script under a new token, then asks the provider to call. If the

@@ -35,7 +35,9 @@ type Message struct {
 	To         string
 	Body       string
 	Encoding   string // as sent: "" means Restcomm's default, GSM
-	Received   time.Time
+	// Where Restcomm posts the message's delivery receipts, as sent ("" for none).
+	StatusCallback string
+	Received       time.Time
 }
 
 // Failure makes the fake fail every following send the way the real service can.
@@ -68,7 +70,24 @@ type Server struct {
 	failure  Failure
 	delay    time.Duration
 	hold     bool
+	receipts []ReceiptStep
 	notify   chan struct{}
+}
+
+// AutoReceipts makes every following accepted message with a StatusCallback get these
+// receipts, in this order, each After the one before; none withholds them. Like Restcomm, the
+// fake posts none for client: recipients. Restcomm does not sign its receipts.
+func (s *Server) AutoReceipts(steps ...ReceiptStep) {
+	s.mu.Lock()
+	s.receipts = steps
+	s.mu.Unlock()
+}
+
+// PostReceipt posts a receipt of m with status (and errorCode, 0 for none) to its
+// StatusCallback now, unsigned and with the message's body, as Restcomm does, and returns the
+// receiver's HTTP status (0 if it did not answer).
+func (s *Server) PostReceipt(m Message, status string, errorCode int) int {
+	return postReceipt(m.StatusCallback, receiptForm(s.AccountSID, APIVersion, m.SID, m.From, m.To, m.Body, status, errorCode, true), "")
 }
 
 // NewServer starts a fake with a fresh account (SID "AC" + 32 hex digits, random token).
@@ -132,9 +151,17 @@ func (s *Server) WaitMessages(n int, timeout time.Duration) ([]Message, error) {
 	}
 }
 
+// SetAuthToken changes the account's token while requests may be in flight, as an operator
+// rotating it in the provider's console would.
+func (s *Server) SetAuthToken(token string) {
+	s.mu.Lock()
+	s.AuthToken = token
+	s.mu.Unlock()
+}
+
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	failure, delay := s.failure, s.delay
+	failure, delay, token := s.failure, s.delay, s.AuthToken
 	s.mu.Unlock()
 	if delay > 0 {
 		select {
@@ -162,7 +189,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// The security filter: HTTP Basic with the SID and the token (or the token's MD5 hex).
 	user, pass, ok := r.BasicAuth()
-	if !ok || !equal(user, s.AccountSID) || !(equal(pass, s.AuthToken) || equal(pass, md5Hex(s.AuthToken))) {
+	if !ok || !equal(user, s.AccountSID) || !(equal(pass, token) || equal(pass, md5Hex(token))) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="Restcomm realm"`)
 		w.WriteHeader(http.StatusUnauthorized)
 		return
@@ -231,12 +258,17 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	msg := Message{SID: "SM" + randomHex(16), AccountSID: s.AccountSID, From: r.PostForm.Get("From"),
-		To: r.PostForm.Get("To"), Body: r.PostForm.Get("Body"), Encoding: r.PostForm.Get("Encoding"), Received: time.Now()}
+		To: r.PostForm.Get("To"), Body: r.PostForm.Get("Body"), Encoding: r.PostForm.Get("Encoding"),
+		StatusCallback: r.PostForm.Get("StatusCallback"), Received: time.Now()}
 	s.mu.Lock()
 	s.messages = append(s.messages, msg)
+	steps := append([]ReceiptStep(nil), s.receipts...)
 	close(s.notify)
 	s.notify = make(chan struct{})
 	s.mu.Unlock()
+	if msg.StatusCallback != "" && !strings.HasPrefix(msg.To, "client:") {
+		defer schedule(steps, func(st ReceiptStep) { s.PostReceipt(msg, st.Status, st.ErrorCode) })
+	}
 
 	rec := newRecord(msg)
 	if format == "json" {

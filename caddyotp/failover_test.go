@@ -1,0 +1,142 @@
+package caddyotp
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+)
+
+// startFailoverGate runs a gate whose sender tries the fake Restcomm first, then tw.
+func startFailoverGate(t *testing.T, tw *restcommtest.Twilio, extra string) *gate {
+	t.Helper()
+	t.Cleanup(tw.Close)
+	g := newGate(t)
+	g.sender = "sender failover {\n\t\t\t" + strings.TrimPrefix(senderBlock(g.sms, g.sms.AuthToken), "sender ") + "\n\t\t\t" + twilioBlock(tw) + "\n\t\t}"
+	return g.start(extra)
+}
+
+// countLines counts the log lines with msg whose field key is value.
+func countLines(logs, msg, key, value string) int {
+	n := 0
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, `"msg":"`+msg+`"`) && strings.Contains(l, `"`+key+`":"`+value+`"`) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestFailoverMovesOnWhenRestcommIsDownAndComesBackAfterTheBreakersMinute(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	g := startFailoverGate(t, tw, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	token := g.sms.AuthToken
+	down := []struct {
+		name   string
+		break_ func()
+	}{
+		{"500", func() { g.sms.Fail(restcommtest.InternalError) }},
+		{"timeout", func() { g.sms.Delay(3 * time.Second) }}, // the sender's timeout is 2s
+		{"401", func() { g.sms.SetAuthToken("rotated-" + token) }},
+	}
+	sentByTwilio := 0
+	for _, tc := range down {
+		t.Run(tc.name, func(t *testing.T) {
+			clock.Advance(31 * time.Second)
+			tc.break_()
+			defer func() { g.sms.Fail(restcommtest.None); g.sms.Delay(0); g.sms.SetAuthToken(token) }()
+			v := newVisitor(t)
+			v.startSignIn("/", alice)
+			sentByTwilio++
+			m, _ := twilioCode(t, tw, sentByTwilio)
+			if m.To != alice {
+				t.Errorf("twilio sent to %s", m.To)
+			}
+			if state := v.settledAt(deliverySent); state != deliverySent {
+				t.Errorf("state %q, want sent", state)
+			}
+			line := lastLogLine(t, g.logs(), "code sent")
+			if line["provider"] != "twilio" {
+				t.Errorf("the code sent line does not name twilio: %v", line)
+			}
+			failed := lastLogLine(t, g.logs(), "provider failed, trying the next")
+			if failed["provider"] != "restcomm" {
+				t.Errorf("the failure line does not name restcomm: %v", failed)
+			}
+		})
+	}
+	if n := countLines(g.logs(), "provider failed, trying the next", "provider", "restcomm"); n != 3 {
+		t.Fatalf("%d restcomm failures logged, want 3", n)
+	}
+
+	// Restcomm is back, but it failed 3 times in a row: it is skipped for a minute.
+	clock.Advance(31 * time.Second)
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	sentByTwilio++
+	twilioCode(t, tw, sentByTwilio)
+	v.settledAt(deliverySent)
+	if n := len(g.sms.Messages()); n != 0 {
+		t.Fatalf("restcomm was tried inside the breaker's minute (%d messages)", n)
+	}
+
+	// After the minute, one trial message goes to Restcomm; it works, and Restcomm is first again.
+	clock.Advance(breakerOpen + time.Second)
+	for i := 1; i <= 2; i++ {
+		clock.Advance(31 * time.Second)
+		v := newVisitor(t)
+		v.startSignIn("/", alice)
+		g.code(i)
+		if state := v.settledAt(deliverySent); state != deliverySent {
+			t.Errorf("state %q, want sent", state)
+		}
+		if line := lastLogLine(t, g.logs(), "code sent"); line["provider"] != "restcomm" {
+			t.Errorf("after the minute, sent through %v, want restcomm", line["provider"])
+		}
+	}
+	if n := len(tw.Messages()); n != sentByTwilio {
+		t.Errorf("twilio got %d messages, want %d", n, sentByTwilio)
+	}
+}
+
+func TestFailoverDoesNotMoveOnForAnInvalidNumber(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	t.Cleanup(tw.Close)
+	g := newGate(t)
+	// Twilio first this time: its refusal of the number must not reach Restcomm.
+	g.sender = "sender failover {\n\t\t\t" + twilioBlock(tw) + "\n\t\t\t" + strings.TrimPrefix(senderBlock(g.sms, g.sms.AuthToken), "sender ") + "\n\t\t}"
+	g.start("")
+	tw.Fail(restcommtest.TwilioInvalidNumber)
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	if state := v.settled(); state != deliveryFailed {
+		t.Errorf("state %q, want failed", state)
+	}
+	if n := len(g.sms.Messages()); n != 0 {
+		t.Errorf("the next provider was tried for a number the first refused (%d messages)", n)
+	}
+	line := lastLogLine(t, g.logs(), "number refused by the provider")
+	if line["provider"] != "twilio" || line["reason"] != "invalid" {
+		t.Errorf("log line %v, want twilio refusing an invalid number", line)
+	}
+	wantStatus(t, "code page", v.get("/.otp/verify"), http.StatusServiceUnavailable)
+}
+
+// TestFailoverToASenderWithoutReceiptsExpectsNone: a code sent by a later sender that asks for
+// no receipts is "unknown", not "sent", and the log names that sender.
+func TestFailoverToASenderWithoutReceiptsExpectsNone(t *testing.T) {
+	g := newGate(t)
+	g.sender = "sender failover {\n\t\t\t" + strings.TrimPrefix(senderBlock(g.sms, g.sms.AuthToken), "sender ") + "\n\t\t\tlog\n\t\t}"
+	g.start("")
+	g.sms.Fail(restcommtest.InternalError)
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	if state := v.settled(); state != deliveryUnknown {
+		t.Errorf("state %q, want unknown", state)
+	}
+	if line := lastLogLine(t, g.logs(), "code sent"); line["provider"] != "log" {
+		t.Errorf("code sent line %v, want provider log", line)
+	}
+}

@@ -1,0 +1,199 @@
+package caddyotp
+
+import (
+	"html"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+)
+
+func TestReceiptsDeliveredAndUndeliveredShowInTheStatus(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	g := startTwilioGate(t, tw, "")
+
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	m, _ := twilioCode(t, tw, 1)
+	v.settledAt(deliverySent)
+	for _, st := range []string{"queued", "sent"} {
+		if got := tw.PostReceipt(m, st, 0); got != http.StatusNoContent {
+			t.Fatalf("%s receipt: %d", st, got)
+		}
+	}
+	if _, state := v.status(); state != deliverySent {
+		t.Errorf("after queued and sent receipts: %q", state)
+	}
+	tw.PostReceipt(m, "delivered", 0)
+	if _, state := v.status(); state != deliveryDelivered {
+		t.Errorf("after the delivered receipt: %q", state)
+	}
+	if page := v.get("/.otp/verify"); page.status != http.StatusOK || !strings.Contains(html.UnescapeString(page.body), "Delivered to "+unbreakable.Replace("+1 201-555-0123")) {
+		t.Errorf("the code page does not carry the delivered line for the typed number: %d", page.status)
+	}
+
+	// Undelivered: the state is failed, and the visitor may ask for a new code at once.
+	clock.Advance(31 * time.Second)
+	w := newVisitor(t)
+	csrf, _ := w.startSignIn("/", bob)
+	m, _ = twilioCode(t, tw, 2)
+	w.settledAt(deliverySent)
+	tw.PostReceipt(m, "undelivered", 30003)
+	if _, state := w.status(); state != deliveryFailed {
+		t.Errorf("after the undelivered receipt: %q", state)
+	}
+	wantStatus(t, "resend at once after an undelivered code", w.post("/.otp/resend", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	twilioCode(t, tw, 3)
+	if line := lastLogLine(t, g.logs(), "delivery receipt"); line["result"] != "accepted" || line["delivery"] != deliveryFailed {
+		t.Errorf("receipt log line %v", line)
+	}
+}
+
+func TestForgedReplayedAndLateReceiptsChangeNothing(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	g := startTwilioGate(t, tw, "code_ttl 2m")
+	v := newVisitor(t)
+	csrf, _ := v.startSignIn("/", alice)
+	m, _ := twilioCode(t, tw, 1)
+	v.settledAt(deliverySent)
+	unchanged := func(what string, got, wantStatus int) {
+		t.Helper()
+		if got != wantStatus {
+			t.Errorf("%s: %d, want %d", what, got, wantStatus)
+		}
+		if _, state := v.status(); state != deliverySent {
+			t.Errorf("%s changed the state to %q", what, state)
+		}
+	}
+	delivered := tw.ReceiptForm(m, "delivered", 0)
+	token := strings.TrimPrefix(m.StatusCallback, site+"/.otp/receipt/")
+
+	unchanged("no signature", restcommtest.PostUnsigned(m.StatusCallback, delivered, ""), http.StatusForbidden)
+	unchanged("a signature made with another key", restcommtest.PostUnsigned(m.StatusCallback, delivered, restcommtest.Signature("guess", m.StatusCallback, delivered)), http.StatusForbidden)
+	hostURL := "http://attacker.example/.otp/receipt/" + token // what a gate that trusted Host would check
+	unchanged("a signature over a URL of another host", restcommtest.PostUnsigned(m.StatusCallback, delivered, restcommtest.Signature(tw.SigningKey, hostURL, delivered)), http.StatusForbidden)
+	sent := tw.ReceiptForm(m, "sent", 0)
+	unchanged("a field changed after signing", restcommtest.PostUnsigned(m.StatusCallback, delivered, restcommtest.Signature(tw.SigningKey, m.StatusCallback, sent)), http.StatusForbidden)
+	unknown := site + "/.otp/receipt/" + strings.Repeat("A", 43)
+	unchanged("an unknown token", restcommtest.PostUnsigned(unknown, delivered, restcommtest.Signature(tw.SigningKey, unknown, delivered)), http.StatusNotFound)
+	unchanged("a malformed token", restcommtest.PostUnsigned(site+"/.otp/receipt/..%2f", delivered, ""), http.StatusNotFound)
+	if line := lastLogLine(t, g.logs(), "delivery receipt"); line["result"] != "unknown" {
+		t.Errorf("last receipt log line %v", line)
+	}
+
+	// Out of order and repeated: the state never goes back.
+	tw.PostReceipt(m, "delivered", 0)
+	for _, st := range []string{"sent", "delivered", "queued", "undelivered", "failed"} {
+		if got := tw.PostReceipt(m, st, 30008); got != http.StatusNoContent {
+			t.Errorf("%s after delivered: %d", st, got)
+		}
+		if _, state := v.status(); state != deliveryDelivered {
+			t.Errorf("%s after delivered moved the state to %q", st, state)
+		}
+	}
+
+	// A receipt of a replaced code does not touch the new code's state.
+	clock.Advance(31 * time.Second)
+	wantStatus(t, "resend", v.post("/.otp/resend", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	m2, code := twilioCode(t, tw, 2)
+	v.settledAt(deliverySent)
+	tw.PostReceipt(m, "undelivered", 30003)
+	if _, state := v.status(); state != deliverySent {
+		t.Errorf("a receipt of the replaced code moved the new one's to %q", state)
+	}
+
+	// Once the code is used, its receipts change nothing; and one past code_ttl neither.
+	wantStatus(t, "verify", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), http.StatusSeeOther)
+	tw.PostReceipt(m2, "delivered", 0)
+	if line := lastLogLine(t, g.logs(), "delivery receipt"); line["result"] != "unchanged" {
+		t.Errorf("a receipt of a used code: %v", line)
+	}
+	clock.Advance(31 * time.Second)
+	late := newVisitor(t)
+	late.startSignIn("/", alice)
+	m3, _ := twilioCode(t, tw, 3)
+	late.settledAt(deliverySent)
+	clock.Advance(2*time.Minute + time.Second)
+	tw.PostReceipt(m3, "delivered", 0)
+	if _, state := late.status(); state != deliverySent {
+		t.Errorf("a receipt after code_ttl moved the state to %q", state)
+	}
+}
+
+func TestRestcommReceiptsAreAuthenticatedByTheTokenNotLoggedAndExemptFromIPLimit(t *testing.T) {
+	g := startGate(t, "ip_limit 2 10m")
+	clock.StartWindow(10 * time.Minute)
+	// Out of order, repeated, and late: only the forward steps count.
+	g.sms.AutoReceipts(restcommtest.ReceiptStep{Status: "sent"}, restcommtest.ReceiptStep{Status: "delivered"},
+		restcommtest.ReceiptStep{Status: "sent"}, restcommtest.ReceiptStep{Status: "delivered"})
+	v := newVisitor(t)
+	csrf, _ := v.startSignIn("/", alice) // counts 1 of 2 for the address
+	m, code := g.code(1)
+	if !receiptURL.MatchString(m.StatusCallback) {
+		t.Fatalf("StatusCallback %q", m.StatusCallback)
+	}
+	if state := v.settledAt(deliveryDelivered); state != deliveryDelivered {
+		t.Errorf("state %q, want delivered", state)
+	}
+	for i := 0; i < 5; i++ { // receipts come from the same address, and count for no limit
+		if got := g.sms.PostReceipt(m, "delivered", 0); got != http.StatusNoContent {
+			t.Fatalf("receipt %d: %d", i, got)
+		}
+	}
+	wantStatus(t, "verify after the receipts (2 of 2)", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), http.StatusSeeOther)
+	logs := g.logs()
+	token := strings.TrimPrefix(m.StatusCallback, site+"/.otp/receipt/")
+	for _, secret := range []string{code, token, m.Body, alice} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log holds a secret of the receipt: %q", secret)
+		}
+	}
+}
+
+func TestSimulatedCourseFollowsTheReceiptsOfARealDelivery(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	startTwilioGate(t, tw, "send_limit 20 10m")
+	known := newVisitor(t)
+	known.startSignIn("/", alice)
+	m, _ := twilioCode(t, tw, 1)
+	known.settledAt(deliverySent)
+	tw.PostReceipt(m, "delivered", 0)
+
+	unknown := newVisitor(t)
+	unknown.startSignIn("/", stranger)
+	if state := unknown.settledAt(deliveryDelivered); state != deliveryDelivered {
+		t.Errorf("a number that may not sign in ended %q, the real delivery delivered", state)
+	}
+	if n := len(tw.Messages()); n != 1 {
+		t.Errorf("%d messages sent, want 1 (none to the stranger)", n)
+	}
+}
+
+func TestReceiptOnInstanceBIsSeenOnA(t *testing.T) {
+	onEveryRedis(t, func(t *testing.T, r redisDeployment) {
+		sms := restcommtest.NewServer()
+		defer sms.Close()
+		in := startInstances(t, 2, r, sms)
+		a, b := in[0], in[1]
+		v := newBalancedVisitor(t, a)
+		v.startSignIn("/", alice)
+		m, _ := smsCode(t, sms, 1)
+		if !strings.HasPrefix(m.StatusCallback, clusterOrigin+"/.otp/receipt/") {
+			t.Fatalf("StatusCallback %q is not on the public origin", m.StatusCallback)
+		}
+		if state := v.settledAt(deliverySent); state != deliverySent {
+			t.Fatalf("state on A %q, want sent", state)
+		}
+		// The load balancer hands the provider's receipt to B.
+		m.StatusCallback = b.base + strings.TrimPrefix(m.StatusCallback, clusterOrigin)
+		if got := sms.PostReceipt(m, "delivered", 0); got != http.StatusNoContent {
+			t.Fatalf("receipt on B: %d", got)
+		}
+		if _, state := v.at(a).status(); state != deliveryDelivered {
+			t.Errorf("A serves %q after B took the delivered receipt", state)
+		}
+	})
+}

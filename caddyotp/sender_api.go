@@ -1,0 +1,110 @@
+package caddyotp
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+)
+
+// The restcomm and twilio senders speak the same family of API (Restcomm copied Twilio's, and
+// SignalWire serves Twilio's): a form POSTed with HTTP Basic auth to
+// {base}/Accounts/{sid}/..., answering the created resource's sid, and a voice call through
+// Calls.json whose script the provider fetches from a URL. What they share lives here; each
+// sender keeps what differs: paths, fields, and how its error answers read.
+
+// apiClient posts forms to one Twilio-style API.
+type apiClient struct {
+	provider   string // for errors and logs: "restcomm", "twilio"
+	user, pass string // HTTP Basic; pass is never logged
+	timeout    time.Duration
+	client     *http.Client
+	// classify turns an answer outside 2xx into a *SendError; its Detail must hold no secret.
+	classify func(status int, body []byte) *SendError
+}
+
+func newAPIClient(provider, user, pass string, timeout time.Duration, classify func(int, []byte) *SendError) *apiClient {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 16
+	transport.ResponseHeaderTimeout = timeout
+	return &apiClient{provider: provider, user: user, pass: pass, timeout: timeout, classify: classify,
+		client: &http.Client{Transport: transport, Timeout: timeout}}
+}
+
+// post sends one form to endpoint and reads the created resource's sid, or classifies the error:
+// timeouts and dropped connections are temporary.
+func (c *apiClient) post(ctx context.Context, endpoint string, form url.Values) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", &SendError{Provider: c.provider, Detail: "building request: " + err.Error()}
+	}
+	req.SetBasicAuth(c.user, c.pass)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return "", &SendError{Provider: c.provider, Temporary: true, Detail: transportDetail(ctx, err)}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		var accepted struct {
+			SID string `json:"sid"`
+		}
+		_ = json.Unmarshal(body, &accepted) // the status code is the contract; the body is informative
+		return accepted.SID, nil
+	}
+	e := c.classify(resp.StatusCode, body)
+	e.Provider, e.Status = c.provider, resp.StatusCode
+	return "", e
+}
+
+func (c *apiClient) closeIdle() {
+	if c != nil {
+		c.client.CloseIdleConnections()
+	}
+}
+
+// callForm is the Calls.json form of a call from from to to, whose script (RCML, served by
+// the gate under public_url + P/voice/{token}) the provider fetches with POST when answered.
+func callForm(from, to, script string) url.Values {
+	return url.Values{"From": {from}, "To": {to}, "Url": {script}, "Method": {http.MethodPost}}
+}
+
+// twilioSignature is the X-Twilio-Signature of a callback: base64(HMAC-SHA1(key, the URL as
+// given, followed by every POST field's name and value, fields sorted by name)).
+func twilioSignature(key, callback string, form url.Values) string {
+	names := make([]string, 0, len(form))
+	for name := range form {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	m := hmac.New(sha1.New, []byte(key))
+	m.Write([]byte(callback))
+	for _, name := range names {
+		for _, v := range form[name] {
+			m.Write([]byte(name))
+			m.Write([]byte(v))
+		}
+	}
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// validTwilioSignature compares signature with the expected one in constant time.
+func validTwilioSignature(key, callback string, form url.Values, signature string) bool {
+	if key == "" || signature == "" {
+		return false
+	}
+	return hmac.Equal([]byte(twilioSignature(key, callback, form)), []byte(signature))
+}

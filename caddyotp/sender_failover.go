@@ -1,0 +1,302 @@
+package caddyotp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Failover{})
+}
+
+// The circuit breaker of each provider of a failover sender: after breakerFailures failures in
+// a row a provider is skipped for breakerOpen, then tried once; success closes it again.
+const (
+	breakerFailures = 3
+	breakerOpen     = time.Minute
+)
+
+// Failover sends through the first of its senders that accepts the message. A transient
+// failure (5xx, 429, a timeout, a dropped connection) or a configuration fault (401, 403, a
+// region not enabled) moves on to the next sender; a refusal that belongs to the visitor's
+// number (not a valid number, not a mobile, opted out) does not, since every provider would
+// refuse it. A sender that failed 3 times in a row is skipped for a minute, then given one
+// trial message. Voice calls go through the first sender that can call, on the same terms.
+type Failover struct {
+	// The senders, in the order they are tried: modules in http.handlers.otp.senders.
+	SendersRaw []json.RawMessage `json:"senders,omitempty" caddy:"namespace=http.handlers.otp.senders inline_key=module"`
+
+	providers []*provider
+	logger    *zap.Logger
+	now       func() time.Time
+}
+
+// provider is one sender of a failover, with its name for logs and metrics and its breaker.
+type provider struct {
+	name   string
+	sender Sender
+
+	mu       sync.Mutex
+	failures int       // in a row
+	openTill time.Time // skipped until then
+	trial    bool      // the one trial after an open period is under way
+}
+
+// CaddyModule returns the Caddy module information.
+func (Failover) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.otp.senders.failover",
+		New: func() caddy.Module { return new(Failover) },
+	}
+}
+
+// Provision loads the senders (each provisions and validates itself) and names them.
+func (f *Failover) Provision(ctx caddy.Context) error {
+	f.logger, f.now = ctx.Logger(), defaultClock
+	if len(f.SendersRaw) < 2 {
+		return errors.New("failover sender: give two senders or more, in the order to try them, e.g. failover { restcomm { ... } twilio { ... } }")
+	}
+	mods, err := ctx.LoadModule(f, "SendersRaw")
+	if err != nil {
+		return fmt.Errorf("failover sender: %v", err)
+	}
+	seen := map[string]int{}
+	for _, m := range mods.([]any) {
+		name := string(m.(caddy.Module).CaddyModule().ID.Name())
+		if name == "failover" {
+			return errors.New("failover sender: a failover inside a failover: list its senders in one failover instead")
+		}
+		seen[name]++
+		if seen[name] > 1 {
+			name = fmt.Sprintf("%s#%d", name, seen[name])
+		}
+		f.providers = append(f.providers, &provider{name: name, sender: m.(Sender)})
+	}
+	return nil
+}
+
+// allow says whether the provider may be tried now: its circuit is closed, or its open period
+// is over and nobody else is making the one trial.
+func (p *provider) allow(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failures < breakerFailures {
+		return true
+	}
+	if now.Before(p.openTill) || p.trial {
+		return false
+	}
+	p.trial = true
+	return true
+}
+
+// answered records an answer that shows the provider works (accepted, or refused the number).
+func (p *provider) answered() {
+	p.mu.Lock()
+	p.failures, p.trial = 0, false
+	p.mu.Unlock()
+}
+
+// failed records a failure; the third in a row (or a failed trial) opens the circuit.
+func (p *provider) failed(now time.Time) {
+	p.mu.Lock()
+	p.failures++
+	p.trial = false
+	if p.failures >= breakerFailures {
+		p.openTill = now.Add(breakerOpen)
+	}
+	p.mu.Unlock()
+}
+
+// Send sends through the first provider that accepts msg.
+func (f *Failover) Send(ctx context.Context, msg Message) (string, error) {
+	id, _, err := f.send(ctx, msg)
+	return id, err
+}
+
+// send is Send that also names the provider that answered last.
+func (f *Failover) send(ctx context.Context, msg Message) (id, name string, err error) {
+	return f.try(ctx, "sms", func(i int, p *provider) (string, error) {
+		m := msg
+		m.attempt = nil
+		receipts := receiptsOn(p.sender) && m.StatusCallback != ""
+		if !receipts {
+			m.StatusCallback = ""
+		}
+		if msg.attempt != nil {
+			if err := msg.attempt(ctx, i, receipts); err != nil {
+				return "", err
+			}
+		}
+		return p.sender.Send(ctx, m)
+	}, func(p *provider) bool { return true })
+}
+
+// try runs do on each allowed provider in order (those for which usable says yes) until one
+// accepts or refuses the number.
+func (f *Failover) try(ctx context.Context, channel string, do func(int, *provider) (string, error), usable func(*provider) bool) (string, string, error) {
+	var failures []string
+	temporary, tried := false, false
+	for i, p := range f.providers {
+		if !usable(p) {
+			continue
+		}
+		if !p.allow(f.now()) {
+			metrics.providerSends.WithLabelValues(p.name, "skipped").Inc()
+			failures = append(failures, p.name+": skipped after "+fmt.Sprint(breakerFailures)+" failures in a row")
+			temporary = true
+			continue
+		}
+		tried = true
+		id, err := do(i, p)
+		if err == nil {
+			p.answered()
+			metrics.providerSends.WithLabelValues(p.name, "sent").Inc()
+			if len(failures) > 0 {
+				f.logger.Info("sent through a later provider", zap.String("provider", p.name), zap.String("channel", channel),
+					zap.String("id", id), zap.Strings("failed", failures))
+			}
+			return id, p.name, nil
+		}
+		var se *SendError
+		if !errors.As(err, &se) {
+			se = &SendError{Provider: p.name, Temporary: true, Detail: err.Error()}
+		}
+		if se.Number {
+			p.answered()
+			metrics.providerSends.WithLabelValues(p.name, "refused_number").Inc()
+			return "", p.name, err
+		}
+		p.failed(f.now())
+		result := "failed_config"
+		if se.Temporary {
+			result, temporary = "failed_temporary", true
+		}
+		metrics.providerSends.WithLabelValues(p.name, result).Inc()
+		f.logger.Warn("provider failed, trying the next", zap.String("provider", p.name), zap.String("channel", channel),
+			zap.Int("status", se.Status), zap.Bool("temporary", se.Temporary), zap.String("detail", se.Detail))
+		failures = append(failures, p.name+": "+se.Error())
+	}
+	if !tried && len(failures) == 0 {
+		return "", "", &SendError{Provider: "failover", Detail: "no sender of the failover can " + channel}
+	}
+	return "", "", &SendError{Provider: "failover", Temporary: temporary, Detail: "every provider failed: " + strings.Join(failures, "; ")}
+}
+
+// VoiceEnabled says whether one of the senders can call.
+func (f *Failover) VoiceEnabled() bool {
+	for _, p := range f.providers {
+		if voiceOn(p.sender) {
+			return true
+		}
+	}
+	return false
+}
+
+// Call places the call through the first sender that can call (and, on its failure, the next).
+func (f *Failover) Call(ctx context.Context, to, script string) (string, error) {
+	id, _, err := f.try(ctx, "call", func(_ int, p *provider) (string, error) {
+		return p.sender.(Caller).Call(ctx, to, script)
+	}, func(p *provider) bool { return voiceOn(p.sender) })
+	return id, err
+}
+
+// ReceiptsEnabled says whether one of the senders asks for receipts.
+func (f *Failover) ReceiptsEnabled() bool {
+	for _, p := range f.providers {
+		if rs, ok := p.sender.(Receipts); ok && rs.ReceiptsEnabled() {
+			return true
+		}
+	}
+	return false
+}
+
+// VerifyReceipt refuses: a failover's receipt is checked by the sender that sent the message
+// (verifyReceiptVia).
+func (f *Failover) VerifyReceipt(string, url.Values, string) bool { return false }
+
+// verifyReceiptVia checks a receipt with the sender at index via of s (0 for a sender on its
+// own), the one that was handed the message.
+func verifyReceiptVia(s Sender, via int, callback string, form url.Values, signature string) bool {
+	if f, ok := s.(*Failover); ok {
+		if via < 0 || via >= len(f.providers) {
+			return false
+		}
+		s, via = f.providers[via].sender, 0
+	}
+	rs, ok := s.(Receipts)
+	return ok && via == 0 && rs.ReceiptsEnabled() && rs.VerifyReceipt(callback, form, signature)
+}
+
+// receiptsOn says whether s asks its provider for receipts.
+func receiptsOn(s Sender) bool {
+	rs, ok := s.(Receipts)
+	return ok && rs.ReceiptsEnabled()
+}
+
+// providerName names the sender at index via of s for the log: a failover's provider, or "".
+func providerName(s Sender, via int) string {
+	if f, ok := s.(*Failover); ok && via >= 0 && via < len(f.providers) {
+		return f.providers[via].name
+	}
+	return ""
+}
+
+// Cleanup is done by Caddy for each sender the failover loaded.
+
+// UnmarshalCaddyfile reads the failover sender's block: senders in the order to try them, each
+// written as in its own `sender` line, without the word sender:
+//
+//	sender failover {
+//	    restcomm {
+//	        account_sid {env.RESTCOMM_ACCOUNT_SID}
+//	        ...
+//	    }
+//	    twilio {
+//	        account_sid {env.TWILIO_ACCOUNT_SID}
+//	        ...
+//	    }
+//	}
+func (f *Failover) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if name == "failover" {
+			return d.Errf("failover sender: a failover inside a failover: list its senders in one failover instead")
+		}
+		if _, err := caddy.GetModule("http.handlers.otp.senders." + name); err != nil {
+			return d.Errf("failover sender: unknown sender %q%s", name, suggestion(name, []string{"restcomm", "twilio", "log"}))
+		}
+		unm, err := caddyfile.UnmarshalModule(d, "http.handlers.otp.senders."+name)
+		if err != nil {
+			return err
+		}
+		f.SendersRaw = append(f.SendersRaw, caddyconfig.JSONModuleObject(unm, "module", name, nil))
+	}
+	if len(f.SendersRaw) < 2 {
+		return d.Errf("failover sender: give two senders or more, in the order to try them, e.g. failover { restcomm { ... } twilio { ... } }")
+	}
+	return nil
+}
+
+var (
+	_ Sender                = (*Failover)(nil)
+	_ Caller                = (*Failover)(nil)
+	_ Receipts              = (*Failover)(nil)
+	_ caddy.Provisioner     = (*Failover)(nil)
+	_ caddyfile.Unmarshaler = (*Failover)(nil)
+)

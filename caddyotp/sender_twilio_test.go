@@ -1,0 +1,145 @@
+package caddyotp
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+	"github.com/caddyserver/caddy/v2"
+)
+
+// TestTwilioSignatureMatchesTwiliosPublishedExample: the vector of Twilio's request-validation
+// documentation and its libraries' tests.
+func TestTwilioSignatureMatchesTwiliosPublishedExample(t *testing.T) {
+	const callback = "https://mycompany.com/myapp.php?foo=1&bar=2"
+	form := url.Values{"CallSid": {"CA1234567890ABCDE"}, "Caller": {"+14158675309"}, "Digits": {"1234"},
+		"From": {"+14158675309"}, "To": {"+18005551212"}}
+	const want = "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+	if got := twilioSignature("12345", callback, form); got != want {
+		t.Errorf("signature %q, want %q", got, want)
+	}
+	if got := restcommtest.Signature("12345", callback, form); got != want {
+		t.Errorf("the fake signs %q, want %q", got, want)
+	}
+	if !validTwilioSignature("12345", callback, form, want) {
+		t.Error("the published signature does not verify")
+	}
+	tampered := url.Values{}
+	for k, v := range form {
+		tampered[k] = v
+	}
+	tampered.Set("Digits", "9999")
+	for what, ok := range map[string]bool{
+		"a changed field":  validTwilioSignature("12345", callback, tampered, want),
+		"another URL":      validTwilioSignature("12345", "https://evil.example/myapp.php?foo=1&bar=2", form, want),
+		"another key":      validTwilioSignature("54321", callback, form, want),
+		"no signature":     validTwilioSignature("12345", callback, form, ""),
+		"no key":           validTwilioSignature("", callback, form, want),
+		"a truncated one":  validTwilioSignature("12345", callback, form, want[:10]),
+		"another encoding": validTwilioSignature("12345", callback, form, strings.ToLower(want)),
+	} {
+		if ok {
+			t.Errorf("%s verifies", what)
+		}
+	}
+}
+
+func newTestTwilio(t *testing.T, tw *restcommtest.Twilio, edit func(*Twilio)) (*Twilio, error) {
+	t.Helper()
+	s := &Twilio{AccountSID: tw.AccountSID, AuthToken: tw.AuthToken, From: fromNum, BaseURL: tw.BaseURL()}
+	if edit != nil {
+		edit(s)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := s.Provision(ctx); err != nil {
+		return nil, err
+	}
+	return s, s.Validate()
+}
+
+func TestTwilioValidateNamesTheSettingAndEchoesNoSecret(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	defer tw.Close()
+	cases := []struct {
+		name string
+		edit func(*Twilio)
+		want string
+	}{
+		{"no account", func(s *Twilio) { s.AccountSID = "" }, "account_sid is empty"},
+		{"a token in the account's field", func(s *Twilio) { s.AccountSID = "supersecrettoken" }, "account_sid (16 characters)"},
+		{"no token", func(s *Twilio) { s.AuthToken = "" }, "auth_token is empty"},
+		{"a key without its secret", func(s *Twilio) { s.AuthToken, s.APIKey = "", "SK0123456789abcdef0123456789abcdef" }, "api_key and api_secret go together"},
+		{"a malformed key", func(s *Twilio) { s.AuthToken, s.APIKey, s.APISecret = "", "secretkey", "x" }, "api_key (9 characters) is not SK"},
+		{"no sender", func(s *Twilio) { s.From = "" }, "give from"},
+		{"both senders", func(s *Twilio) { s.MessagingServiceSID = "MG0123456789abcdef0123456789abcdef" }, "not both"},
+		{"a bad service", func(s *Twilio) { s.From, s.MessagingServiceSID = "", "MGxyz" }, "messaging_service_sid"},
+		{"voice from a sender id", func(s *Twilio) { s.From, s.Voice = "ExampleCo", true }, "voice needs from to be a phone number"},
+		{"voice with a service", func(s *Twilio) {
+			s.From, s.MessagingServiceSID, s.Voice = "", "MG0123456789abcdef0123456789abcdef", true
+		}, "voice needs from"},
+		{"a bad base URL", func(s *Twilio) { s.BaseURL = "ftp://api.twilio.com" }, "base_url"},
+		{"credentials in the URL", func(s *Twilio) { s.BaseURL = "https://AC:tok@api.twilio.com/2010-04-01" }, "must not hold credentials"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := newTestTwilio(t, tw, tc.edit)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "supersecrettoken") || strings.Contains(err.Error(), tw.AuthToken) {
+				t.Errorf("the error echoes a secret: %v", err)
+			}
+		})
+	}
+	if _, err := newTestTwilio(t, tw, nil); err != nil {
+		t.Errorf("a good config: %v", err)
+	}
+}
+
+func TestTwilioErrorsAreClassifiedAndHoldNoSecrets(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	defer tw.Close()
+	s, err := newTestTwilio(t, tw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		failure           restcommtest.TwilioFailure
+		status            int
+		temporary, number bool
+		reason, mentions  string
+	}{
+		{restcommtest.TwilioInvalidNumber, 400, false, true, "invalid", "error 21211"},
+		{restcommtest.TwilioNotMobile, 400, false, true, "landline", "error 21614"},
+		{restcommtest.TwilioUnsubscribed, 400, false, true, "blocked", "error 21610"},
+		{restcommtest.TwilioRegionForbidden, 400, false, false, "", "geographic permissions"},
+		{restcommtest.TwilioTooManyRequests, 429, true, false, "", "error 20429"},
+		{restcommtest.TwilioInternalError, 500, true, false, "", "provider failure"},
+		{restcommtest.TwilioDropConnection, 0, true, false, "", "connection failed"},
+	}
+	for _, tc := range cases {
+		tw.Fail(tc.failure)
+		_, err := s.Send(context.Background(), Message{To: alice, Body: "987654 is your code"})
+		se, ok := err.(*SendError)
+		if !ok {
+			t.Fatalf("%v: error %v is not a *SendError", tc.failure, err)
+		}
+		if se.Status != tc.status || se.Temporary != tc.temporary || se.Number != tc.number || se.Reason != tc.reason || !strings.Contains(se.Detail, tc.mentions) {
+			t.Errorf("%v: %+v, want status %d temporary %v number %v reason %q, mentioning %q", tc.failure, se, tc.status, tc.temporary, tc.number, tc.reason, tc.mentions)
+		}
+		for _, secret := range []string{"987654", alice, tw.AuthToken} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%v: the error holds %q: %v", tc.failure, secret, err)
+			}
+		}
+	}
+	tw.Fail(restcommtest.TwilioNone)
+	s.api.pass = "wrong"
+	_, err = s.Send(context.Background(), Message{To: alice, Body: "x"})
+	if se, ok := err.(*SendError); !ok || se.Status != 401 || se.Temporary || se.Number || !strings.Contains(se.Detail, "auth_token") {
+		t.Errorf("wrong token: %v", err)
+	}
+}
