@@ -140,3 +140,32 @@ func TestFailoverToASenderWithoutReceiptsExpectsNone(t *testing.T) {
 		t.Errorf("code sent line %v, want provider log", line)
 	}
 }
+
+// TestFailoverWithEveryBreakerOpenStillTriesTheFirst: when every provider failed three times in
+// a row, a code still goes to the first of them (as it would without failover) rather than
+// being refused unsent for the breaker's minute; once a provider answers, sign-in works at once.
+func TestFailoverWithEveryBreakerOpenStillTriesTheFirst(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	g := startFailoverGate(t, tw, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	g.sms.Fail(restcommtest.InternalError)
+	tw.Fail(restcommtest.TwilioInternalError)
+	for i := 0; i < 3; i++ {
+		clock.Advance(31 * time.Second)
+		v := newVisitor(t)
+		v.startSignIn("/", alice)
+		if state := v.settled(); state != deliveryFailed {
+			t.Fatalf("send %d with both providers down: state %q", i+1, state)
+		}
+	}
+	g.sms.Fail(restcommtest.None) // Restcomm is back inside the breakers' minute
+	tw.Fail(restcommtest.TwilioNone)
+	clock.Advance(31 * time.Second)
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	if state := v.settled(); state == deliveryFailed {
+		t.Fatalf("with every breaker open, the code was refused unsent")
+	}
+	if m, _ := smsCode(t, g.sms, 1); m.To != alice {
+		t.Errorf("restcomm sent to %s", m.To)
+	}
+}

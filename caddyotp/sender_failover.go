@@ -144,22 +144,15 @@ func (f *Failover) send(ctx context.Context, msg Message) (id, name string, err 
 }
 
 // try runs do on each allowed provider in order (those for which usable says yes) until one
-// accepts or refuses the number.
+// accepts or refuses the number. When the breaker skips every usable provider, the first of
+// them is tried all the same: refusing unsent would fail the visitor for certain.
 func (f *Failover) try(ctx context.Context, channel string, do func(int, *provider) (string, error), usable func(*provider) bool) (string, string, error) {
 	var failures []string
-	temporary, tried := false, false
-	for i, p := range f.providers {
-		if !usable(p) {
-			continue
-		}
-		if !p.allow(f.now()) {
-			metrics.providerSends.WithLabelValues(p.name, "skipped").Inc()
-			failures = append(failures, p.name+": skipped after "+fmt.Sprint(breakerFailures)+" failures in a row")
-			temporary = true
-			continue
-		}
+	temporary, tried, first := false, false, -1
+	// attempt hands the message to provider i; done says the answer is final.
+	attempt := func(i int, p *provider) (id string, done bool, err error) {
 		tried = true
-		id, err := do(i, p)
+		id, err = do(i, p)
 		if err == nil {
 			p.answered()
 			metrics.providerSends.WithLabelValues(p.name, "sent").Inc()
@@ -167,7 +160,7 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 				f.logger.Info("sent through a later provider", zap.String("provider", p.name), zap.String("channel", channel),
 					zap.String("id", id), zap.Strings("failed", failures))
 			}
-			return id, p.name, nil
+			return id, true, nil
 		}
 		var se *SendError
 		if !errors.As(err, &se) {
@@ -176,7 +169,7 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		if se.Number {
 			p.answered()
 			metrics.providerSends.WithLabelValues(p.name, "refused_number").Inc()
-			return "", p.name, err
+			return "", true, err
 		}
 		p.failed(f.now())
 		result := "failed_config"
@@ -187,6 +180,30 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		f.logger.Warn("provider failed, trying the next", zap.String("provider", p.name), zap.String("channel", channel),
 			zap.Int("status", se.Status), zap.Bool("temporary", se.Temporary), zap.String("detail", se.Detail))
 		failures = append(failures, p.name+": "+se.Error())
+		return "", false, nil
+	}
+	for i, p := range f.providers {
+		if !usable(p) {
+			continue
+		}
+		if first < 0 {
+			first = i
+		}
+		if !p.allow(f.now()) {
+			metrics.providerSends.WithLabelValues(p.name, "skipped").Inc()
+			failures = append(failures, p.name+": skipped after "+fmt.Sprint(breakerFailures)+" failures in a row")
+			temporary = true
+			continue
+		}
+		if id, done, err := attempt(i, p); done {
+			return id, p.name, err
+		}
+	}
+	if !tried && first >= 0 { // every usable provider was skipped: the first, as a last resort
+		p := f.providers[first]
+		if id, done, err := attempt(first, p); done {
+			return id, p.name, err
+		}
 	}
 	if !tried && len(failures) == 0 {
 		return "", "", &SendError{Provider: "failover", Detail: "no sender of the failover can " + channel}
