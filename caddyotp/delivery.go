@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	mrand "math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -137,7 +138,8 @@ type deliveries struct {
 	codeKey    []byte
 	codeLength int
 	codeTTL    time.Duration
-	receipts   *receiptBook                               // nil unless public_url is set and the sender asks for receipts
+	receipts   *receiptBook // nil unless public_url is set and the sender asks for receipts
+	endings    endings
 	wait       func(ctx context.Context, d time.Duration) // how simulated deliveries wait
 	now        func() time.Time
 	obs        *observer
@@ -186,7 +188,6 @@ func (ds *deliveries) run(d delivery) {
 	key := deliveryKey(d.flowID, d.flow.Hash)
 	asks := ds.receipts != nil && d.channel == "sms" // whether receipts may be asked for
 	via, asked := -1, false                          // which sender was handed the message, and whether it asked for receipts
-	var followed *course
 	if d.flow.Allowed {
 		hooks := &sendHooks{}
 		var record func(context.Context, int) error
@@ -198,10 +199,13 @@ func (ds *deliveries) run(d delivery) {
 		}
 		hooks.attempt = func(ctx context.Context, i int, receipts bool) error {
 			via, asked = i, receipts && record != nil
-			if asked {
-				return record(ctx, i)
+			if !asked {
+				return nil
 			}
-			return nil
+			if err := record(ctx, i); err != nil {
+				return err
+			}
+			return ds.endings.asked(ctx) // before the send: its receipt may come before its answer
 		}
 		started := time.Now()
 		ref, err = d.send(ctx, d.code, hooks)
@@ -210,14 +214,14 @@ func (ds *deliveries) run(d delivery) {
 		if state == deliveryUnknown && asked {
 			state = deliverySent
 		}
-		ds.health.record(d.channel, result{took: took, state: state, reason: reason, key: key, course: newCourse()})
+		ds.health.record(d.channel, result{took: took, state: state, reason: reason})
 	} else {
 		o := ds.health.sample(d.channel)
-		if o.key == "" && asks && o.state == deliveryUnknown { // no real delivery seen yet
+		if o.state == deliveryUnknown && asks && ds.health.seen(d.channel) == 0 { // no real delivery seen yet
 			o.state = deliverySent
 		}
 		ds.wait(ctx, o.took)
-		state, reason, followed = o.state, o.reason, o.course
+		state, reason = o.state, o.reason
 	}
 	// Reported, and the cooldown ended, before the state shows: whoever sees it may act on it.
 	ds.obs.delivered(d, ref, providerName(ds.sender, via), state, took, err)
@@ -229,10 +233,10 @@ func (ds *deliveries) run(d delivery) {
 	if _, err := ds.store.Raise(ctx, key, rankedWhy(state, reason), ds.codeTTL); err != nil {
 		ds.obs.storeFailed(err)
 	}
-	if followed != nil && state == deliverySent {
-		// The simulated receipts follow the real delivery's, as they come, for as long as a
-		// code lives; off the outbox, whose slot is given back.
-		go ds.follow(key, followed, begun)
+	if !d.flow.Allowed && state == deliverySent {
+		// The simulated receipt: how real receipted deliveries end, on whichever instance their
+		// receipts came; off the outbox, whose slot is given back.
+		go ds.simulateEnd(key, d.flow.Phone, begun)
 	}
 }
 
@@ -251,74 +255,11 @@ func stateOf(err error) string {
 	}
 }
 
-// result is what one real delivery did: how long the provider took, and the state it made;
-// and then what its receipts said, as they come.
+// result is what one real delivery did: how long the provider took, and the state it made.
 type result struct {
 	took   time.Duration
 	state  string
-	reason string  // a failed state's reason, when it belongs to the number (reasonOf)
-	key    string  // the real delivery's deliveryKey, by which its receipts find it
-	course *course // its receipts; nil for the default course
-}
-
-// course is what the receipts of one real delivery said so far, under health.mu.
-type course struct {
-	state   string        // the latest state a receipt moved it to; "" before any
-	after   time.Duration // when that receipt came, after the send began
-	changed chan struct{} // closed, and replaced, at each change
-}
-
-func newCourse() *course { return &course{changed: make(chan struct{})} }
-
-// receipt records that a receipt moved the real delivery key of channel to state, after its
-// send began, if that delivery is one of the last few this instance sent.
-func (h *health) receipt(channel, key, state string, after time.Duration) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	c := h.channels[channel]
-	if c == nil {
-		return
-	}
-	for i := range min(c.n, len(c.ring)) {
-		if r := c.ring[i]; r.key == key && r.course != nil {
-			r.course.state, r.course.after = state, after
-			close(r.course.changed)
-			r.course.changed = make(chan struct{})
-			return
-		}
-	}
-}
-
-// follow gives a simulated delivery, begun at begun, the receipts of the real one it was drawn
-// from (c), each as long after its start as the real one's came, until a final state or until
-// a code would have died.
-func (ds *deliveries) follow(key string, c *course, begun time.Time) {
-	ctx, cancel := context.WithTimeout(context.Background(), ds.codeTTL)
-	defer cancel()
-	applied := deliveryRank[deliverySent]
-	for {
-		ds.health.mu.Lock()
-		state, after, changed := c.state, c.after, c.changed
-		ds.health.mu.Unlock()
-		if rank, ok := deliveryRank[state]; ok && rank > applied {
-			ds.wait(ctx, after-time.Since(begun))
-			if ctx.Err() != nil {
-				return
-			}
-			if _, err := ds.store.Raise(ctx, key, ranked(state), ds.codeTTL); err != nil {
-				ds.obs.storeFailed(err)
-			}
-			applied = rank
-			if terminal(state) {
-				return
-			}
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return
-		}
-	}
+	reason string // a failed state's reason, when it belongs to the number (reasonOf)
 }
 
 // receive applies a receipt's state to the code it is for, if that code is still the flow's
@@ -334,7 +275,11 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 	if err != nil || !moved {
 		return false, err
 	}
-	ds.health.receipt("sms", key, state, time.Duration(ds.now().UnixNano()-f.Sent))
+	if terminal(state) {
+		if err := ds.endings.ended(ctx, state, time.Duration(ds.now().UnixNano()-f.Sent)); err != nil {
+			ds.obs.storeFailed(err) // the receipt itself counted
+		}
+	}
 	if state == deliveryFailed {
 		if err := ds.limits.endCooldown(ctx, f.Phone); err != nil {
 			return true, err
@@ -376,6 +321,16 @@ func (h *health) record(channel string, o result) {
 	}
 	c.ring[c.n%len(c.ring)] = o
 	c.n++
+}
+
+// seen is how many real deliveries of channel were recorded.
+func (h *health) seen(channel string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.channels[channel]; c != nil {
+		return c.n
+	}
+	return 0
 }
 
 // sample draws a simulated outcome of channel: one of its last real deliveries.
@@ -446,5 +401,111 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	select {
 	case <-t.C:
 	case <-ctx.Done():
+	}
+}
+
+// endings are how the gate's receipted SMS deliveries end, kept in the store so that every
+// instance learns them, whichever instance the provider posted a receipt to: how many asked for
+// receipts and how many ended (by the hour, this hour and the last), and the last 16 endings
+// (state, and how long after the send), whichever instance took them.
+type endings struct {
+	store Store
+	gate  string // the gate: its health's name
+}
+
+// endingsKept is how many of the last endings a simulated course draws from.
+const endingsKept = 16
+
+func (e endings) hour(ago int64) int64 { return time.Now().Unix()/3600 - ago }
+
+// asked counts a real delivery that asked for receipts.
+func (e endings) asked(ctx context.Context) error {
+	_, err := e.store.Incr(ctx, endingsCountKey(e.gate, "asked", e.hour(0)), 2*time.Hour)
+	return err
+}
+
+// ended records a real delivery's final receipt: its state, after its send began.
+func (e endings) ended(ctx context.Context, state string, after time.Duration) error {
+	if _, err := e.store.Incr(ctx, endingsCountKey(e.gate, "ended", e.hour(0)), 2*time.Hour); err != nil {
+		return err
+	}
+	n, err := e.store.Incr(ctx, endingsCountKey(e.gate, "n", 0), 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	v := state + " " + strconv.FormatInt(after.Milliseconds(), 10)
+	return e.store.Set(ctx, endingKey(e.gate, n%endingsKept), []byte(v), 24*time.Hour)
+}
+
+// defaultEnding is how a simulated course ends before any real one has: delivered, a few
+// seconds after the send, as receipts typically come.
+func defaultEnding() (string, time.Duration) {
+	return deliveryDelivered, 2*time.Second + time.Duration(mrand.Int64N(int64(3*time.Second)))
+}
+
+// draw says how a simulated receipted delivery ends: whether it ends at all (as often as real
+// ones did, this hour and the last), and if so one of the last real endings.
+func (e endings) draw(ctx context.Context) (state string, after time.Duration, ok bool, err error) {
+	var asked, ended int64
+	for ago := int64(0); ago < 2; ago++ {
+		for kind, n := range map[string]*int64{"asked": &asked, "ended": &ended} {
+			v, err := e.store.Get(ctx, endingsCountKey(e.gate, kind, e.hour(ago)))
+			if err != nil {
+				return "", 0, false, err
+			}
+			c, _ := strconv.ParseInt(string(v), 10, 64)
+			*n += c
+		}
+	}
+	if asked > 0 && mrand.Int64N(asked) >= ended {
+		return "", 0, false, nil // like the real ones that never heard back
+	}
+	v, err := e.store.Get(ctx, endingsCountKey(e.gate, "n", 0))
+	if err != nil {
+		return "", 0, false, err
+	}
+	n, _ := strconv.ParseInt(string(v), 10, 64)
+	if n == 0 {
+		st, d := defaultEnding()
+		return st, d, true, nil
+	}
+	last := n - mrand.Int64N(min(n, endingsKept)) // one of the last endings written
+	if v, err = e.store.Get(ctx, endingKey(e.gate, last%endingsKept)); err != nil {
+		return "", 0, false, err
+	}
+	st, ms, _ := strings.Cut(string(v), " ")
+	afterMS, perr := strconv.ParseInt(ms, 10, 64)
+	if v == nil || perr != nil || !terminal(st) {
+		st, d := defaultEnding() // expired meanwhile
+		return st, d, true, nil
+	}
+	return st, time.Duration(afterMS) * time.Millisecond, true, nil
+}
+
+// simulateEnd ends a simulated delivery, begun at begun, as a real receipted one would: at the
+// time and in the state drawn, and a failure ends the phone's cooldown, as a real one's does.
+func (ds *deliveries) simulateEnd(key, phone string, begun time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), ds.codeTTL)
+	defer cancel()
+	state, after, ok, err := ds.endings.draw(ctx)
+	if err != nil {
+		ds.obs.storeFailed(err)
+		return
+	}
+	if !ok {
+		return
+	}
+	ds.wait(ctx, after-time.Since(begun))
+	if ctx.Err() != nil {
+		return
+	}
+	if _, err := ds.store.Raise(ctx, key, ranked(state), ds.codeTTL); err != nil {
+		ds.obs.storeFailed(err)
+		return
+	}
+	if state == deliveryFailed {
+		if err := ds.limits.endCooldown(ctx, phone); err != nil {
+			ds.obs.storeFailed(err)
+		}
 	}
 }

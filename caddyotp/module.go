@@ -327,7 +327,8 @@ func (h *Handler) wire(w *who, templates map[string]*template.Template) {
 	h.flows = &flows{store: h.store, limits: h.limits, who: w, codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL,
 		maxAttempts: h.MaxAttempts, message: h.Message, siteName: h.SiteName, now: h.now, obs: h.obs,
 		deliveries: &deliveries{store: h.store, limits: h.limits, sender: h.sender, outbox: newOutbox(outboxSize, outboxPerClient), health: h.health,
-			codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL, wait: sleepCtx, now: h.now, obs: h.obs}}
+			codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL, wait: sleepCtx, now: h.now, obs: h.obs,
+			endings: endings{store: h.store, gate: strings.TrimPrefix(h.healthKey(), "otp.health.")[:16]}}}
 	if rs, ok := h.sender.(Receipts); ok && h.public != nil && rs.ReceiptsEnabled() {
 		h.flows.deliveries.receipts = &receiptBook{store: h.store, sender: h.sender, key: h.keys.receipt, url: h.origin + h.Path + "/receipt/", ttl: codeTTL}
 	}

@@ -61,8 +61,13 @@ type SendError struct {
 	// a mobile, the recipient opted out): another provider would refuse it too. Neither
 	// Temporary nor Number: a configuration fault (credentials, permissions) the operator must fix.
 	Number bool
-	Reason string // Number: which refusal, "invalid", "landline" or "blocked"; else ""
-	Detail string // a bounded, secret-free description for the log
+	// Destination is true for a configuration fault that only some numbers meet (a region the
+	// account may not text): failover does not route around it, since that would bypass the
+	// provider's geographic permissions, and it does not count against the provider's breaker,
+	// since whoever types such numbers could otherwise open it for everyone.
+	Destination bool
+	Reason      string // Number: which refusal, "invalid", "landline" or "blocked"; else ""
+	Detail      string // a bounded, secret-free description for the log
 }
 
 func (e *SendError) Error() string {

@@ -136,12 +136,17 @@ func (f *Failover) send(ctx context.Context, msg Message) (id, name string, err 
 		}
 		if msg.attempt != nil {
 			if err := msg.attempt(ctx, i, receipts); err != nil {
-				return "", err
+				return "", &gateFault{err}
 			}
 		}
 		return p.sender.Send(ctx, m)
 	}, func(p *provider) bool { return true })
 }
+
+// gateFault is an error of the gate's own (its store) before a provider was handed the message.
+type gateFault struct{ err error }
+
+func (g *gateFault) Error() string { return g.err.Error() }
 
 // try runs do on each allowed provider in order (those for which usable says yes) until one
 // accepts or refuses the number. When the breaker skips every usable provider, the first of
@@ -153,6 +158,10 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 	attempt := func(i int, p *provider) (id string, done bool, err error) {
 		tried = true
 		id, err = do(i, p)
+		var own *gateFault
+		if errors.As(err, &own) {
+			return "", true, own.err // the gate's own fault: no provider is to blame, none is tried
+		}
 		if err == nil {
 			p.answered()
 			metrics.providerSends.WithLabelValues(p.name, "sent").Inc()
@@ -166,8 +175,8 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		if !errors.As(err, &se) {
 			se = &SendError{Provider: p.name, Temporary: true, Detail: err.Error()}
 		}
-		if se.Number {
-			p.answered()
+		if se.Number || se.Destination {
+			p.answered() // it answered: it works, whatever it thinks of this number
 			metrics.providerSends.WithLabelValues(p.name, "refused_number").Inc()
 			return "", true, err
 		}

@@ -23,7 +23,7 @@ func TestSenderFailuresShowRetryPageAndLogStatusWithoutSecrets(t *testing.T) {
 		{"provider internal error", restcommtest.InternalError, 0, http.StatusServiceUnavailable, 500},
 		{"extension refused the send", restcommtest.LimitExceeded, 0, http.StatusBadGateway, 403},
 		{"account not active", restcommtest.AccountInactive, 0, http.StatusBadGateway, 403},
-		{"number refused", restcommtest.NumberRejected, 0, http.StatusBadGateway, 400},
+		{"number refused", restcommtest.NumberRejected, 0, http.StatusServiceUnavailable, 400}, // the number's, as Twilio's 21211
 		{"connection dropped", restcommtest.DropConnection, 0, http.StatusServiceUnavailable, 0},
 		{"no answer before the timeout", restcommtest.None, 3 * time.Second, http.StatusServiceUnavailable, 0},
 	}
@@ -51,7 +51,11 @@ func TestSenderFailuresShowRetryPageAndLogStatusWithoutSecrets(t *testing.T) {
 			if tc.status == http.StatusServiceUnavailable && r.header.Get("Retry-After") == "" {
 				t.Errorf("503 without Retry-After")
 			}
-			line := lastLogLine(t, g.logs(), "sender error")
+			msg := "sender error"
+			if tc.failure == restcommtest.NumberRejected {
+				msg = "number refused by the provider"
+			}
+			line := lastLogLine(t, g.logs(), msg)
 			if got := int(line["status"].(float64)); got != tc.logged {
 				t.Errorf("logged status %d, want %d (line %v)", got, tc.logged, line)
 			}

@@ -151,7 +151,13 @@ func (s *Restcomm) Call(ctx context.Context, to, script string) (string, error) 
 // restcommError reads an error answer: 401/403/400 are configuration or input problems that
 // retrying will not fix; 5xx and 429 are temporary.
 func restcommError(status int, body []byte) *SendError {
-	return &SendError{Detail: responseDetail(status, body), Temporary: status >= 500 || status == http.StatusTooManyRequests}
+	se := &SendError{Detail: responseDetail(status, body), Temporary: status >= 500 || status == http.StatusTooManyRequests}
+	// A 400 is a bad number or message; a missing field says "... can not be null.", which is
+	// the gate's configuration, anything else is the number.
+	if status == http.StatusBadRequest && !strings.Contains(strings.ToLower(string(body)), "null") {
+		se.Number, se.Reason = true, "invalid"
+	}
+	return se
 }
 
 // gsm7 is the GSM 03.38 alphabet with its extension table: what an SMS carries in its default

@@ -222,7 +222,7 @@ func twilioError(status int, body []byte) *SendError {
 	case e.Code == 21610:
 		se.Number, se.Reason, meaning = true, "blocked", "the recipient replied STOP to this sender"
 	case e.Code == 21408:
-		meaning = "no permission to send to this region: enable it in the provider's geographic permissions"
+		se.Destination, meaning = true, "no permission to send to this region: enable it in the provider's geographic permissions"
 	case e.Code == 21602 || e.Code == 21603 || e.Code == 21604:
 		meaning = "a required field is missing (Body, From or To): check from or messaging_service_sid"
 	case status == http.StatusNotFound || e.Code == 20404:

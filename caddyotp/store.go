@@ -21,6 +21,7 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// Incr adds one to the counter at key and returns the new count, atomically. A counter
 	// that did not exist starts at 1 and expires after ttl; later increments keep that expiry.
+	// Get reads a counter as its count in decimal.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
 	// Raise stores value at key for ttl if the key holds nothing, or a value whose first byte
 	// (its rank) is lower than value's, atomically: a value that ranks the same or lower never

@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
 
@@ -133,6 +134,9 @@ func (m *memoryBackend) get(key string) []byte {
 	v, ok := m.c.Get(key)
 	if !ok {
 		return nil
+	}
+	if n, ok := v.(int64); ok { // a counter reads as its decimal, as in Redis
+		return strconv.AppendInt(nil, n, 10)
 	}
 	b, _ := v.([]byte)
 	return b

@@ -115,6 +115,18 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("a counter reads as its decimal", func(t *testing.T) {
+		s := newStore(t)
+		for i := 0; i < 3; i++ {
+			if _, err := s.Incr(ctx, "count", time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if v, err := s.Get(ctx, "count"); err != nil || string(v) != "3" {
+			t.Errorf("Get of a counter at 3 = %q, %v", v, err)
+		}
+	})
+
 	t.Run("incr is atomic and keeps the first expiry", func(t *testing.T) {
 		s := newStore(t)
 		var wg sync.WaitGroup

@@ -47,3 +47,12 @@ func voiceKey(tokenHash []byte) string { return "voice:" + hex.EncodeToString(to
 // receiptKey holds what a delivery receipt's token is for (receiptRecord), under a hash of the
 // token (receiptBook.key).
 func receiptKey(tokenHash []byte) string { return "rcpt:" + hex.EncodeToString(tokenHash) }
+
+// endingsCountKey counts a gate's receipted deliveries of one kind ("asked", "ended") in one
+// hour, or ("n") its endings so far.
+func endingsCountKey(gate, kind string, hour int64) string {
+	return "end:" + gate + ":" + kind + ":" + strconv.FormatInt(hour, 10)
+}
+
+// endingKey is one of a gate's last endings.
+func endingKey(gate string, i int64) string { return "end:" + gate + ":" + strconv.FormatInt(i, 10) }

@@ -1,0 +1,196 @@
+package caddyotp
+
+// Regression tests for what an outside attacker review of delivery receipts and failover found.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+	"go.uber.org/zap"
+)
+
+// settledFinal waits for a state past "sent" (a receipt's), or gives the last seen after 10 s.
+func (v *visitor) settledFinal() string {
+	v.t.Helper()
+	state := ""
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, state = v.status(); terminal(state) {
+			return state
+		}
+	}
+	return state
+}
+
+// TestRefusedNumberEndsLikeReceiptsTakenByAnotherInstance: the provider posts a real delivery's
+// receipt to whichever instance the load balancer picks; a number that may not sign in, on the
+// instance that sent, must still end as the real ones do.
+func TestRefusedNumberEndsLikeReceiptsTakenByAnotherInstance(t *testing.T) {
+	r := startRedis(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	in := startInstances(t, 2, r, sms)
+	a, b := in[0], in[1]
+	v := newBalancedVisitor(t, a)
+	v.startSignIn("/", alice)
+	m, _ := smsCode(t, sms, 1)
+	v.settledAt(deliverySent)
+	m.StatusCallback = b.base + strings.TrimPrefix(m.StatusCallback, clusterOrigin) // the balancer picks B
+	if got := sms.PostReceipt(m, "delivered", 0); got != http.StatusNoContent {
+		t.Fatalf("receipt on B: %d", got)
+	}
+	if state := v.settledFinal(); state != deliveryDelivered {
+		t.Fatalf("the allowed number ended %q", state)
+	}
+	s := newBalancedVisitor(t, a)
+	s.startSignIn("/", stranger)
+	if state := s.settledFinal(); state != deliveryDelivered {
+		t.Errorf("the allowed number was delivered; the refused one, on the sending instance, ended %q", state)
+	}
+}
+
+// TestReceiptBeforeTheAPIAnswerStillShapesSimulatedCourses: a provider may post the receipt
+// before it answers the send.
+func TestReceiptBeforeTheAPIAnswerStillShapesSimulatedCourses(t *testing.T) {
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		if cb := r.PostForm.Get("StatusCallback"); cb != "" { // the receipt beats the answer
+			if resp, err := http.PostForm(cb, url.Values{"MessageSid": {"SM1"}, "MessageStatus": {"delivered"}}); err == nil {
+				resp.Body.Close()
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, `{"sid":"SM0123456789abcdef0123456789abcdef","status":"sending"}`)
+	}))
+	defer fake.Close()
+	g := newGate(t)
+	g.sender = fmt.Sprintf("sender restcomm {\n\t\t\taccount_sid AC0123456789abcdef0123456789abcdef\n\t\t\tauth_token x\n\t\t\tfrom %s\n\t\t\tbase_url %s/restcomm/2012-04-24\n\t\t}", fromNum, fake.URL)
+	g.start("send_limit 20 10m")
+	a := newVisitor(t)
+	a.startSignIn("/", alice)
+	if state := a.settledFinal(); state != deliveryDelivered {
+		t.Fatalf("the allowed number ended %q", state)
+	}
+	s := newVisitor(t)
+	s.startSignIn("/", stranger)
+	if state := s.settledFinal(); state != deliveryDelivered {
+		t.Errorf("the allowed number was delivered; the refused one ended %q", state)
+	}
+}
+
+// TestDefaultCourseEndsLikeARealOne: before any real delivery (a fresh start), a number that may
+// not sign in must not stay "sent" where a real one is delivered.
+func TestDefaultCourseEndsLikeARealOne(t *testing.T) {
+	g := startGate(t, "send_limit 20 10m")
+	g.sms.AutoReceipts(restcommtest.ReceiptStep{Status: "sent"}, restcommtest.ReceiptStep{Status: "delivered"})
+	s := newVisitor(t)
+	s.startSignIn("/", stranger)
+	if state := s.settledFinal(); state != deliveryDelivered {
+		t.Errorf("the first refused number, before any real delivery, ended %q", state)
+	}
+}
+
+// TestSimulatedFailureEndsTheCooldownToo: a real code that a receipt says failed may be asked
+// for again at once; so must a simulated one that ends failed.
+func TestSimulatedFailureEndsTheCooldownToo(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	startTwilioGate(t, tw, "send_limit 20 10m")
+	a := newVisitor(t)
+	csrfA, _ := a.startSignIn("/", alice)
+	m, _ := twilioCode(t, tw, 1)
+	a.settledAt(deliverySent)
+	tw.PostReceipt(m, "undelivered", 30003)
+	if state := a.settledFinal(); state != deliveryFailed {
+		t.Fatalf("the allowed number ended %q", state)
+	}
+	s := newVisitor(t)
+	csrfS, _ := s.startSignIn("/", stranger)
+	if state := s.settledFinal(); state != deliveryFailed {
+		t.Fatalf("the refused number ended %q", state)
+	}
+	ra, rs := a.post("/.otp/resend", url.Values{"csrf": {csrfA}}), s.post("/.otp/resend", url.Values{"csrf": {csrfS}})
+	if ra.status != rs.status {
+		t.Errorf("after a failed code, resend answers %d for the allowed number and %d for the refused one", ra.status, rs.status)
+	}
+}
+
+type stubSender struct {
+	name string
+	fail func(to string) error
+	got  []string
+}
+
+func (s *stubSender) Send(_ context.Context, m Message) (string, error) {
+	if err := s.fail(m.To); err != nil {
+		return "", err
+	}
+	s.got = append(s.got, m.To)
+	return "SM-" + s.name, nil
+}
+
+// TestNumberRefusalsDoNotMoveOnOrTripTheBreaker: a refusal that depends on the number typed (a
+// region the account may not text, a number Restcomm will not take) is not a provider failure:
+// the next provider must not send it (that would route around the first's geographic
+// permissions), and three of them must not open the first's breaker for everyone.
+func TestNumberRefusalsDoNotMoveOnOrTripTheBreaker(t *testing.T) {
+	for name, refusal := range map[string]func() error{
+		"twilio 21408": func() error {
+			return twilioError(400, []byte(`{"code":21408,"message":"Permission to send an SMS has not been enabled for the region indicated by the 'To' number","status":400}`))
+		},
+		"restcomm 400": func() error { return restcommError(400, []byte(`To number is invalid`)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			const forbidden = "+2348012345678"
+			a := &stubSender{name: "A", fail: func(to string) error {
+				if to == forbidden {
+					return refusal()
+				}
+				return nil
+			}}
+			b := &stubSender{name: "B", fail: func(string) error { return nil }}
+			f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now}
+			for i := 0; i < 3; i++ {
+				if _, _, err := f.send(context.Background(), Message{To: forbidden, Body: "x"}); err == nil {
+					t.Fatalf("send %d to a refused number succeeded", i+1)
+				}
+			}
+			if len(b.got) > 0 {
+				t.Errorf("provider B sent to a number provider A refused")
+			}
+			if _, via, err := f.send(context.Background(), Message{To: alice, Body: "x"}); err != nil || via != "A" {
+				t.Errorf("after three refused numbers, a visitor's code went through %q (%v), not A", via, err)
+			}
+		})
+	}
+}
+
+// TestStoreErrorOnTheReceiptRecordDoesNotBlameTheProvider: the gate's own store failing while it
+// records a receipt token is not a provider failure and must not open the breakers.
+func TestStoreErrorOnTheReceiptRecordDoesNotBlameTheProvider(t *testing.T) {
+	a := &stubSender{name: "A", fail: func(string) error { return nil }}
+	b := &stubSender{name: "B", fail: func(string) error { return nil }}
+	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now}
+	storeDown := errors.New("redis: i/o timeout")
+	for i := 0; i < 3; i++ {
+		_, _, err := f.send(context.Background(), Message{To: alice, Body: "x", StatusCallback: "https://x/.otp/receipt/t",
+			attempt: func(context.Context, int, bool) error { return storeDown }})
+		if !errors.Is(err, storeDown) {
+			t.Errorf("send %d with the store down: %v, want the store's error", i+1, err)
+		}
+	}
+	if len(a.got)+len(b.got) > 0 {
+		t.Errorf("a message went out without its receipt record")
+	}
+	if _, via, err := f.send(context.Background(), Message{To: alice, Body: "x"}); err != nil || via != "A" {
+		t.Errorf("with the store back, sent through %q (%v): the store's errors opened the breakers", via, err)
+	}
+}
