@@ -35,19 +35,7 @@ func TestIdleRedisTraffic(t *testing.T) {
 		written := time.Since(start)
 		_ = writer.Cleanup()
 		admin := redis.NewClient(&redis.Options{Addr: rs.Addr()})
-		out := func() int64 {
-			info, err := admin.Info(ctx, "stats").Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, line := range strings.Split(info, "\r\n") {
-				if v, ok := strings.CutPrefix(line, "total_net_output_bytes:"); ok {
-					n, _ := strconv.ParseInt(v, 10, 64)
-					return n
-				}
-			}
-			return 0
-		}
+		out := func() int64 { return infoField(t, admin, "stats", "total_net_output_bytes") }
 		loadStart := time.Now()
 		reader := provisionStore(t, &RedisStore{Address: rs.Addr(), KeyPrefix: "idle:", Timeout: caddy.Duration(2 * time.Second)}).(*RedisStore)
 		for reader.be.lastSync.Load() == 0 {
@@ -146,19 +134,7 @@ func TestRedisMemoryPerSignInAndRevocation(t *testing.T) {
 	ctx := context.Background()
 	admin := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer admin.Close()
-	used := func() int64 {
-		info, err := admin.Info(ctx, "memory").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(info, "\r\n") {
-			if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				return n
-			}
-		}
-		return 0
-	}
+	used := func() int64 { return infoField(t, admin, "memory", "used_memory") }
 	if _, err := h.store.RevokedAt(ctx, [16]byte{}); err != nil { // the view, and its client, up
 		t.Fatal(err)
 	}
@@ -207,4 +183,21 @@ func TestRedisMemoryPerSignInAndRevocation(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	t.Logf("Redis memory: %.0f bytes per pending sign-in (%d keys for %d), %.0f bytes per live revocation (its records and its log entry); an instance's view: %.0f bytes of heap per revocation",
 		perSignIn, keys, n, perRevocation, float64(after.HeapAlloc-before.HeapAlloc)/n)
+}
+
+// infoField is a number from Redis's INFO section.
+func infoField(t *testing.T, c *redis.Client, section, field string) int64 {
+	t.Helper()
+	info, err := c.Info(context.Background(), section).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	t.Fatalf("INFO %s has no %s", section, field)
+	return 0
 }
