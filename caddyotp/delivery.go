@@ -202,10 +202,7 @@ func (ds *deliveries) run(d delivery) {
 			if !asked {
 				return nil
 			}
-			if err := record(ctx, i); err != nil {
-				return err
-			}
-			return ds.endings.asked(ctx) // before the send: its receipt may come before its answer
+			return record(ctx, i)
 		}
 		started := time.Now()
 		ref, err = d.send(ctx, d.code, hooks)
@@ -232,6 +229,9 @@ func (ds *deliveries) run(d delivery) {
 	}
 	if _, err := ds.store.Raise(ctx, key, rankedWhy(state, reason), ds.codeTTL); err != nil {
 		ds.obs.storeFailed(err)
+	}
+	if d.flow.Allowed && asked && state == deliverySent {
+		go ds.watchEnding(key) // off the outbox, whose slot is given back
 	}
 	if !d.flow.Allowed && state == deliverySent {
 		// The simulated receipt: how real receipted deliveries end, on whichever instance their
@@ -267,18 +267,27 @@ type result struct {
 // the visitor may ask again at once, as after a failed send.
 func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state string) (bool, error) {
 	f, err := loadFlowAt(ctx, ds.store, rec.Flow)
-	if err != nil || f == nil || !hmac.Equal(f.Hash, rec.Hash) || ds.now().UnixNano() >= f.Expires {
-		return false, err // used, replaced or expired: the receipt is late
+	if err != nil {
+		return false, err
 	}
 	key := deliveryKey(rec.Flow, rec.Hash)
+	if f == nil || !hmac.Equal(f.Hash, rec.Hash) || ds.now().UnixNano() >= f.Expires {
+		// Used, replaced or expired: the receipt is late, and no page shows it. But how the
+		// delivery ended still counts, once, for the simulated courses: a visitor who signed in
+		// before the receipt came must not make real deliveries look as if they never end.
+		if terminal(state) { // its own mark, once: the code's state stays as it was
+			if moved, err := ds.store.Raise(ctx, key+":end", ranked(state), ds.codeTTL); err == nil && moved {
+				ds.recordEnding(ctx, rec, state)
+			}
+		}
+		return false, nil
+	}
 	moved, err := ds.store.Raise(ctx, key, ranked(state), ds.codeTTL)
 	if err != nil || !moved {
 		return false, err
 	}
 	if terminal(state) {
-		if err := ds.endings.ended(ctx, state, time.Duration(ds.now().UnixNano()-f.Sent)); err != nil {
-			ds.obs.storeFailed(err) // the receipt itself counted
-		}
+		ds.recordEnding(ctx, rec, state)
 	}
 	if state == deliveryFailed {
 		if err := ds.limits.endCooldown(ctx, f.Phone); err != nil {
@@ -286,6 +295,17 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 		}
 	}
 	return true, nil
+}
+
+// recordEnding records how the delivery rec is for ended, after its send began.
+func (ds *deliveries) recordEnding(ctx context.Context, rec *receiptRecord, state string) {
+	after := time.Since(time.Unix(0, rec.At))
+	if rec.At == 0 || after < 0 {
+		return // a record without its send's time
+	}
+	if err := ds.endings.ended(ctx, state, after); err != nil {
+		ds.obs.storeFailed(err) // the receipt itself counted
+	}
 }
 
 // health remembers the last real deliveries of one gate through its sender, by channel (SMS,
@@ -404,37 +424,30 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// endings are how the gate's receipted SMS deliveries end, kept in the store so that every
-// instance learns them, whichever instance the provider posted a receipt to: how many asked for
-// receipts and how many ended (by the hour, this hour and the last), and the last 16 endings
-// (state, and how long after the send), whichever instance took them.
+// endings are how the gate's last receipted SMS deliveries ended, kept in the store so that
+// every instance learns them, whichever instance the provider posted a receipt to: the state of
+// each final receipt and how long after the send it came, or "never" for a code that lived out
+// its time without one. Only finished deliveries enter, so what is in flight, failed over or
+// refused says nothing.
 type endings struct {
 	store Store
 	gate  string // the gate: its health's name
 }
 
-// endingsKept is how many of the last endings a simulated course draws from.
-const endingsKept = 16
+const (
+	endingsKept = 16                 // how many of the last endings a simulated course draws from
+	endingsTTL  = 7 * 24 * time.Hour // how long they are kept
+	endingNever = "never"            // a code that lived out its time with no final receipt
+)
 
-func (e endings) hour(ago int64) int64 { return time.Now().Unix()/3600 - ago }
-
-// asked counts a real delivery that asked for receipts.
-func (e endings) asked(ctx context.Context) error {
-	_, err := e.store.Incr(ctx, endingsCountKey(e.gate, "asked", e.hour(0)), 2*time.Hour)
-	return err
-}
-
-// ended records a real delivery's final receipt: its state, after its send began.
+// ended records how a real delivery ended: its final state, after its send began.
 func (e endings) ended(ctx context.Context, state string, after time.Duration) error {
-	if _, err := e.store.Incr(ctx, endingsCountKey(e.gate, "ended", e.hour(0)), 2*time.Hour); err != nil {
-		return err
-	}
-	n, err := e.store.Incr(ctx, endingsCountKey(e.gate, "n", 0), 24*time.Hour)
+	n, err := e.store.Incr(ctx, endingsCountKey(e.gate, "n", 0), endingsTTL)
 	if err != nil {
 		return err
 	}
 	v := state + " " + strconv.FormatInt(after.Milliseconds(), 10)
-	return e.store.Set(ctx, endingKey(e.gate, n%endingsKept), []byte(v), 24*time.Hour)
+	return e.store.Set(ctx, endingKey(e.gate, n%endingsKept), []byte(v), endingsTTL)
 }
 
 // defaultEnding is how a simulated course ends before any real one has: delivered, a few
@@ -443,23 +456,9 @@ func defaultEnding() (string, time.Duration) {
 	return deliveryDelivered, 2*time.Second + time.Duration(mrand.Int64N(int64(3*time.Second)))
 }
 
-// draw says how a simulated receipted delivery ends: whether it ends at all (as often as real
-// ones did, this hour and the last), and if so one of the last real endings.
+// draw says how a simulated receipted delivery ends: as one of the last real ones did, or, if
+// that one never heard back, not at all (ok false).
 func (e endings) draw(ctx context.Context) (state string, after time.Duration, ok bool, err error) {
-	var asked, ended int64
-	for ago := int64(0); ago < 2; ago++ {
-		for kind, n := range map[string]*int64{"asked": &asked, "ended": &ended} {
-			v, err := e.store.Get(ctx, endingsCountKey(e.gate, kind, e.hour(ago)))
-			if err != nil {
-				return "", 0, false, err
-			}
-			c, _ := strconv.ParseInt(string(v), 10, 64)
-			*n += c
-		}
-	}
-	if asked > 0 && mrand.Int64N(asked) >= ended {
-		return "", 0, false, nil // like the real ones that never heard back
-	}
 	v, err := e.store.Get(ctx, endingsCountKey(e.gate, "n", 0))
 	if err != nil {
 		return "", 0, false, err
@@ -474,12 +473,38 @@ func (e endings) draw(ctx context.Context) (state string, after time.Duration, o
 		return "", 0, false, err
 	}
 	st, ms, _ := strings.Cut(string(v), " ")
+	if st == endingNever {
+		return "", 0, false, nil
+	}
 	afterMS, perr := strconv.ParseInt(ms, 10, 64)
 	if v == nil || perr != nil || !terminal(st) {
 		st, d := defaultEnding() // expired meanwhile
 		return st, d, true, nil
 	}
 	return st, time.Duration(afterMS) * time.Millisecond, true, nil
+}
+
+// watchEnding records "never" for a real receipted delivery that is still only "sent" shortly
+// before its code dies: its final receipt, if any, is recorded by whichever instance takes it.
+func (ds *deliveries) watchEnding(key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), ds.codeTTL)
+	defer cancel()
+	ds.wait(ctx, ds.codeTTL-min(5*time.Second, ds.codeTTL/10)) // while the state is still kept
+	if ctx.Err() != nil {
+		return
+	}
+	v, err := ds.store.Get(ctx, key)
+	if err == nil && v != nil {
+		if state, _ := stateWhy(v); terminal(state) {
+			return
+		}
+	}
+	if err == nil {
+		err = ds.endings.ended(ctx, endingNever, ds.codeTTL)
+	}
+	if err != nil {
+		ds.obs.storeFailed(err)
+	}
 }
 
 // simulateEnd ends a simulated delivery, begun at begun, as a real receipted one would: at the

@@ -32,6 +32,7 @@ type receiptRecord struct {
 	Flow string `json:"f"`
 	Hash []byte `json:"h"` // the code's hash (codeHash)
 	Via  int    `json:"v"` // which of a failover's senders was handed the message (0 for a sender on its own)
+	At   int64  `json:"t"` // when it was handed over, Unix ns on the machine's clock
 }
 
 // storeKey is where the record of token is kept: under a keyed hash of the token.
@@ -58,7 +59,7 @@ func (rb *receiptBook) hook(flowID string, hash []byte) (callback string, record
 	}
 	key := rb.storeKey(token)
 	return rb.url + token, func(ctx context.Context, via int) error {
-		b, _ := json.Marshal(receiptRecord{Flow: flowID, Hash: hash, Via: via})
+		b, _ := json.Marshal(receiptRecord{Flow: flowID, Hash: hash, Via: via, At: time.Now().UnixNano()})
 		return rb.store.Set(ctx, key, b, rb.ttl)
 	}, nil
 }

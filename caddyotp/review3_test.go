@@ -137,16 +137,12 @@ func (s *stubSender) Send(_ context.Context, m Message) (string, error) {
 	return "SM-" + s.name, nil
 }
 
-// TestNumberRefusalsDoNotMoveOnOrTripTheBreaker: a refusal that depends on the number typed (a
-// region the account may not text, a number Restcomm will not take) is not a provider failure:
-// the next provider must not send it (that would route around the first's geographic
-// permissions), and three of them must not open the first's breaker for everyone.
+// TestNumberRefusalsDoNotMoveOnOrTripTheBreaker: a number the provider will not take is not a
+// provider failure: the next provider would refuse it too, and three of them must not open the
+// first's breaker for everyone.
 func TestNumberRefusalsDoNotMoveOnOrTripTheBreaker(t *testing.T) {
 	for name, refusal := range map[string]func() error{
-		"twilio 21408": func() error {
-			return twilioError(400, []byte(`{"code":21408,"message":"Permission to send an SMS has not been enabled for the region indicated by the 'To' number","status":400}`))
-		},
-		"restcomm 400": func() error { return restcommError(400, []byte(`To number is invalid`)) },
+		"restcomm 400": func() error { return restcommError(400, []byte(`Invalid To number: +2348012345678`)) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			const forbidden = "+2348012345678"
@@ -192,5 +188,87 @@ func TestStoreErrorOnTheReceiptRecordDoesNotBlameTheProvider(t *testing.T) {
 	}
 	if _, via, err := f.send(context.Background(), Message{To: alice, Body: "x"}); err != nil || via != "A" {
 		t.Errorf("with the store back, sent through %q (%v): the store's errors opened the breakers", via, err)
+	}
+}
+
+// TestRegionRefusalMovesOnWithoutTrippingTheBreaker: a region the first provider may not text
+// (Twilio 21408) goes to the next provider, as any configuration fault does, so an allowed
+// number there is sent like any other; but it does not count against the first provider's
+// breaker, or three such numbers typed by anyone would open it for every visitor.
+func TestRegionRefusalMovesOnWithoutTrippingTheBreaker(t *testing.T) {
+	const foreign = "+2348012345678"
+	a := &stubSender{name: "A", fail: func(to string) error {
+		if to == foreign {
+			return twilioError(400, []byte(`{"code":21408,"message":"Permission to send an SMS has not been enabled for the region indicated by the 'To' number","status":400}`))
+		}
+		return nil
+	}}
+	b := &stubSender{name: "B", fail: func(string) error { return nil }}
+	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now}
+	for i := 0; i < 3; i++ {
+		if _, via, err := f.send(context.Background(), Message{To: foreign, Body: "x"}); err != nil || via != "B" {
+			t.Fatalf("send %d to a region A may not text: via %q, %v", i+1, via, err)
+		}
+	}
+	if _, via, err := f.send(context.Background(), Message{To: alice, Body: "x"}); err != nil || via != "A" {
+		t.Errorf("after three region refusals, a visitor's code went through %q (%v), not A", via, err)
+	}
+}
+
+// TestRestcomm400AboutFromIsAConfigurationFault: Restcomm's 400 also refuses the gate's own From
+// (say an alphanumeric sender id it cannot normalise): that is the operator's to fix, and the
+// next provider can send.
+func TestRestcomm400AboutFromIsAConfigurationFault(t *testing.T) {
+	for _, body := range []string{"Invalid From number: ExampleCo", "From can not be null.", "Bad request"} {
+		if se := restcommError(400, []byte(body)); se.Number || se.Temporary {
+			t.Errorf("400 %q read as the number's (%v) or transient (%v)", body, se.Number, se.Temporary)
+		}
+	}
+	if se := restcommError(400, []byte("Invalid To number: +2348012345678")); !se.Number {
+		t.Errorf("400 naming To not read as the number's")
+	}
+}
+
+// TestRefusedNumberDoesNotShowARealDeliveryInFlight: right after an allowed number's code went
+// out, and before its receipt, a refused number's course must end as it would after a refused
+// one's: what is in flight says nothing.
+func TestRefusedNumberDoesNotShowARealDeliveryInFlight(t *testing.T) {
+	g := startGate(t, "send_limit 20 10m\n\t\tip_limit 100 10m")
+	g.sms.AutoReceipts(restcommtest.ReceiptStep{Status: "sent"}, restcommtest.ReceiptStep{Status: "delivered", After: 8 * time.Second})
+	x := newVisitor(t)
+	x.startSignIn("/", alice)
+	x.settledAt(deliverySent)
+	s := newVisitor(t)
+	s.startSignIn("/", stranger)
+	if state := s.settledFinal(); state != deliveryDelivered {
+		t.Errorf("with an allowed code in flight, a refused number's course ended %q; with none it ends delivered", state)
+	}
+}
+
+// TestFailoverAndRefusedSendsDoNotSkewSimulatedEndings: sends that failed over, or that the
+// provider refused, never get a final receipt; they must not make refused numbers stay "sent"
+// where every real code that went out was delivered.
+func TestFailoverAndRefusedSendsDoNotSkewSimulatedEndings(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	g := startFailoverGate(t, tw, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	g.sms.Fail(restcommtest.InternalError)
+	tw.AutoReceipts(restcommtest.ReceiptStep{Status: "sent"}, restcommtest.ReceiptStep{Status: "delivered", After: 300 * time.Millisecond})
+	for _, p := range []string{alice, bob} {
+		v := newVisitor(t)
+		v.startSignIn("/", p)
+		if state := v.settledFinal(); state != deliveryDelivered {
+			t.Fatalf("allowed %s ended %q", p, state)
+		}
+	}
+	var refused []*visitor
+	for i := 0; i < 6; i++ {
+		v := newVisitor(t)
+		v.startSignIn("/", fmt.Sprintf("+1201555%04d", 200+i))
+		refused = append(refused, v)
+	}
+	for i, v := range refused {
+		if state := v.settledFinal(); state != deliveryDelivered {
+			t.Errorf("refused number %d ended %q; every real code that went out was delivered", i, state)
+		}
 	}
 }

@@ -62,9 +62,9 @@ type SendError struct {
 	// Temporary nor Number: a configuration fault (credentials, permissions) the operator must fix.
 	Number bool
 	// Destination is true for a configuration fault that only some numbers meet (a region the
-	// account may not text): failover does not route around it, since that would bypass the
-	// provider's geographic permissions, and it does not count against the provider's breaker,
-	// since whoever types such numbers could otherwise open it for everyone.
+	// account may not text): failover moves on, as for any configuration fault, but it does not
+	// count against the provider's breaker, since whoever types such numbers could otherwise
+	// open it for everyone.
 	Destination bool
 	Reason      string // Number: which refusal, "invalid", "landline" or "blocked"; else ""
 	Detail      string // a bounded, secret-free description for the log

@@ -175,13 +175,17 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		if !errors.As(err, &se) {
 			se = &SendError{Provider: p.name, Temporary: true, Detail: err.Error()}
 		}
-		if se.Number || se.Destination {
+		if se.Number {
 			p.answered() // it answered: it works, whatever it thinks of this number
 			metrics.providerSends.WithLabelValues(p.name, "refused_number").Inc()
 			return "", true, err
 		}
-		p.failed(f.now())
 		result := "failed_config"
+		if se.Destination {
+			result = "refused_region" // the provider works; this number's region is not its to text
+		} else {
+			p.failed(f.now())
+		}
 		if se.Temporary {
 			result, temporary = "failed_temporary", true
 		}

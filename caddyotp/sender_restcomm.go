@@ -152,9 +152,11 @@ func (s *Restcomm) Call(ctx context.Context, to, script string) (string, error) 
 // retrying will not fix; 5xx and 429 are temporary.
 func restcommError(status int, body []byte) *SendError {
 	se := &SendError{Detail: responseDetail(status, body), Temporary: status >= 500 || status == http.StatusTooManyRequests}
-	// A 400 is a bad number or message; a missing field says "... can not be null.", which is
-	// the gate's configuration, anything else is the number.
-	if status == http.StatusBadRequest && !strings.Contains(strings.ToLower(string(body)), "null") {
+	// A 400 is a bad number or message. Only one that names To (and not From, nor a missing
+	// field: "... can not be null.") is the visitor's number; anything else is the gate's own
+	// configuration, which the next provider may not share.
+	text := string(body)
+	if status == http.StatusBadRequest && strings.Contains(text, "To") && !strings.Contains(text, "From") && !strings.Contains(text, "null") {
 		se.Number, se.Reason = true, "invalid"
 	}
 	return se

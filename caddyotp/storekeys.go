@@ -48,8 +48,7 @@ func voiceKey(tokenHash []byte) string { return "voice:" + hex.EncodeToString(to
 // token (receiptBook.key).
 func receiptKey(tokenHash []byte) string { return "rcpt:" + hex.EncodeToString(tokenHash) }
 
-// endingsCountKey counts a gate's receipted deliveries of one kind ("asked", "ended") in one
-// hour, or ("n") its endings so far.
+// endingsCountKey counts a gate's endings so far (kind "n", hour 0).
 func endingsCountKey(gate, kind string, hour int64) string {
 	return "end:" + gate + ":" + kind + ":" + strconv.FormatInt(hour, 10)
 }
