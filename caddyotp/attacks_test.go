@@ -130,8 +130,14 @@ func TestLoginPageFloodStoresNothing(t *testing.T) {
 		g.redis = rs.Addr()
 		g.start("")
 		flood(t, newVisitor(t))
-		if keys := redisKeys(t, rs); len(keys) != 0 {
-			t.Fatalf("the flood left %d keys in Redis: %v", len(keys), keys)
+		var left []string
+		for _, k := range redisKeys(t, rs) {
+			if !strings.HasSuffix(k, revocationsTag+":sweep") { // the background's minute lock, whatever the requests
+				left = append(left, k)
+			}
+		}
+		if len(left) != 0 {
+			t.Fatalf("the flood left %d keys in Redis: %v", len(left), left)
 		}
 	})
 }

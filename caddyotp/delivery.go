@@ -275,10 +275,8 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 		// Used, replaced or expired: the receipt is late, and no page shows it. But how the
 		// delivery ended still counts, once, for the simulated courses: a visitor who signed in
 		// before the receipt came must not make real deliveries look as if they never end.
-		if terminal(state) { // its own mark, once: the code's state stays as it was
-			if moved, err := ds.store.Raise(ctx, key+":end", ranked(state), ds.codeTTL); err == nil && moved {
-				ds.recordEnding(ctx, rec, state)
-			}
+		if terminal(state) { // the code's state stays as it was
+			ds.recordEnding(ctx, key, rec, state)
 		}
 		return false, nil
 	}
@@ -287,7 +285,7 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 		return false, err
 	}
 	if terminal(state) {
-		ds.recordEnding(ctx, rec, state)
+		ds.recordEnding(ctx, key, rec, state)
 	}
 	if state == deliveryFailed {
 		if err := ds.limits.endCooldown(ctx, f.Phone); err != nil {
@@ -297,15 +295,27 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 	return true, nil
 }
 
-// recordEnding records how the delivery rec is for ended, after its send began.
-func (ds *deliveries) recordEnding(ctx context.Context, rec *receiptRecord, state string) {
+// recordEnding records how the delivery (key) that rec is for ended, after its send began,
+// once: see endOnce.
+func (ds *deliveries) recordEnding(ctx context.Context, key string, rec *receiptRecord, state string) {
 	after := time.Since(time.Unix(0, rec.At))
 	if rec.At == 0 || after < 0 {
 		return // a record without its send's time
 	}
-	if err := ds.endings.ended(ctx, state, after); err != nil {
+	first, err := ds.endOnce(ctx, key)
+	if err == nil && first {
+		err = ds.endings.ended(ctx, state, after)
+	}
+	if err != nil {
 		ds.obs.storeFailed(err) // the receipt itself counted
 	}
+}
+
+// endOnce marks the delivery key as ended and says whether it was the first to: a delivery
+// enters the endings once, by its first final receipt (while its code lives or after it was
+// used), a retried one, or the "never" of its code's end, whichever comes first.
+func (ds *deliveries) endOnce(ctx context.Context, key string) (bool, error) {
+	return ds.store.Raise(ctx, key+":end", ranked(deliveryDelivered), ds.codeTTL+time.Minute)
 }
 
 // health remembers the last real deliveries of one gate through its sender, by channel (SMS,
@@ -484,8 +494,8 @@ func (e endings) draw(ctx context.Context) (state string, after time.Duration, o
 	return st, time.Duration(afterMS) * time.Millisecond, true, nil
 }
 
-// watchEnding records "never" for a real receipted delivery that is still only "sent" shortly
-// before its code dies: its final receipt, if any, is recorded by whichever instance takes it.
+// watchEnding records "never" for a real receipted delivery that no final receipt has ended
+// shortly before its code dies: a final receipt is recorded by whichever instance takes it.
 func (ds *deliveries) watchEnding(key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), ds.codeTTL)
 	defer cancel()
@@ -493,13 +503,8 @@ func (ds *deliveries) watchEnding(key string) {
 	if ctx.Err() != nil {
 		return
 	}
-	v, err := ds.store.Get(ctx, key)
-	if err == nil && v != nil {
-		if state, _ := stateWhy(v); terminal(state) {
-			return
-		}
-	}
-	if err == nil {
+	first, err := ds.endOnce(ctx, key)
+	if err == nil && first {
 		err = ds.endings.ended(ctx, endingNever, ds.codeTTL)
 	}
 	if err != nil {

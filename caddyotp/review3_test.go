@@ -272,3 +272,73 @@ func TestFailoverAndRefusedSendsDoNotSkewSimulatedEndings(t *testing.T) {
 		}
 	}
 }
+
+// recordedEndings are the endings a memory-store gate of this test recorded, by slot.
+func recordedEndings(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	memoryPool.Range(func(k, v any) bool {
+		if !strings.HasSuffix(k.(string), storeName(t)) {
+			return true
+		}
+		m := v.(*memoryBackend)
+		for key := range m.c.Items() {
+			if strings.HasPrefix(key, "end:") && !strings.HasSuffix(key, ":n:0") {
+				out = append(out, string(m.get(key)))
+			}
+		}
+		return true
+	})
+	return out
+}
+
+// TestOneEndingPerDelivery: a visitor who signs in before the final receipt comes leaves one
+// ending for the delivery (its receipt's), not also a "never" from the code's end.
+func TestOneEndingPerDelivery(t *testing.T) {
+	g := startGate(t, "code_ttl 4s\n\t\tresend_after 1s\n\t\tsend_limit 20 10m\n\t\tip_limit 100 10m")
+	g.sms.AutoReceipts(restcommtest.ReceiptStep{Status: "sent"}, restcommtest.ReceiptStep{Status: "delivered", After: 1500 * time.Millisecond})
+	v := newVisitor(t)
+	v.signIn(g, alice)
+	time.Sleep(5 * time.Second) // past the code's life, and its receipt
+	ends := recordedEndings(t)
+	if len(ends) != 1 || !strings.HasPrefix(ends[0], deliveryDelivered+" ") {
+		t.Fatalf("one delivered code recorded %q", ends)
+	}
+}
+
+// TestRegionRefusalOnTheTrialDoesNotWedgeTheBreaker: the breaker's one trial after an outage
+// may be a number of a region the provider may not text; the provider answered, so it is back.
+func TestRegionRefusalOnTheTrialDoesNotWedgeTheBreaker(t *testing.T) {
+	const foreign = "+2348012345678"
+	now, down := time.Now(), true
+	a := &stubSender{name: "A", fail: func(to string) error {
+		if to == foreign {
+			return twilioError(400, []byte(`{"code":21408,"message":"Permission to send an SMS has not been enabled for the region indicated by the 'To' number","status":400}`))
+		}
+		if down {
+			return twilioError(503, []byte(`{"code":20500,"message":"down","status":503}`))
+		}
+		return nil
+	}}
+	b := &stubSender{name: "B", fail: func(string) error { return nil }}
+	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: func() time.Time { return now }}
+	for i := 0; i < 3; i++ { // a short outage of A opens its breaker
+		_, _, _ = f.send(context.Background(), Message{To: alice, Body: "x"})
+	}
+	down, now = false, now.Add(2*breakerOpen)
+	if _, via, err := f.send(context.Background(), Message{To: foreign, Body: "x"}); err != nil || via != "B" {
+		t.Fatalf("the trial, to a region A may not text: via %q, %v", via, err)
+	}
+	if _, via, err := f.send(context.Background(), Message{To: alice, Body: "x"}); err != nil || via != "A" {
+		t.Errorf("after A answered its trial, a code went via %q (%v), not A", via, err)
+	}
+}
+
+// TestRestcomm400NamesToAsAWord: "Total" and "Token" do not name the To field.
+func TestRestcomm400NamesToAsAWord(t *testing.T) {
+	for _, body := range []string{"Total message length exceeds the limit", "Token is not valid for this account"} {
+		if se := restcommError(400, []byte(body)); se.Number {
+			t.Errorf("400 %q read as the number's", body)
+		}
+	}
+}

@@ -183,6 +183,7 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		result := "failed_config"
 		if se.Destination {
 			result = "refused_region" // the provider works; this number's region is not its to text
+			p.answered()
 		} else {
 			p.failed(f.now())
 		}
