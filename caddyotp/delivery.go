@@ -275,8 +275,8 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 		// Used, replaced or expired: the receipt is late, and no page shows it. But how the
 		// delivery ended still counts, once, for the simulated courses: a visitor who signed in
 		// before the receipt came must not make real deliveries look as if they never end.
-		if terminal(state) { // the code's state stays as it was
-			ds.recordEnding(ctx, key, rec, state)
+		if after, ok := rec.sentAgo(); ok && terminal(state) { // the code's state stays as it was
+			ds.recordEnding(ctx, key, state, after)
 		}
 		return false, nil
 	}
@@ -284,8 +284,8 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 	if err != nil || !moved {
 		return false, err
 	}
-	if terminal(state) {
-		ds.recordEnding(ctx, key, rec, state)
+	if after, ok := rec.sentAgo(); ok && terminal(state) {
+		ds.recordEnding(ctx, key, state, after)
 	}
 	if state == deliveryFailed {
 		if err := ds.limits.endCooldown(ctx, f.Phone); err != nil {
@@ -295,13 +295,8 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 	return true, nil
 }
 
-// recordEnding records how the delivery (key) that rec is for ended, after its send began,
-// once: see endOnce.
-func (ds *deliveries) recordEnding(ctx context.Context, key string, rec *receiptRecord, state string) {
-	after := time.Since(time.Unix(0, rec.At))
-	if rec.At == 0 || after < 0 {
-		return // a record without its send's time
-	}
+// recordEnding records how the delivery (key) ended, after its send began, once: see endOnce.
+func (ds *deliveries) recordEnding(ctx context.Context, key, state string, after time.Duration) {
 	first, err := ds.endOnce(ctx, key)
 	if err == nil && first {
 		err = ds.endings.ended(ctx, state, after)
@@ -452,7 +447,7 @@ const (
 
 // ended records how a real delivery ended: its final state, after its send began.
 func (e endings) ended(ctx context.Context, state string, after time.Duration) error {
-	n, err := e.store.Incr(ctx, endingsCountKey(e.gate, "n", 0), endingsTTL)
+	n, err := e.store.Incr(ctx, endingsCountKey(e.gate), endingsTTL)
 	if err != nil {
 		return err
 	}
@@ -460,38 +455,28 @@ func (e endings) ended(ctx context.Context, state string, after time.Duration) e
 	return e.store.Set(ctx, endingKey(e.gate, n%endingsKept), []byte(v), endingsTTL)
 }
 
-// defaultEnding is how a simulated course ends before any real one has: delivered, a few
-// seconds after the send, as receipts typically come.
-func defaultEnding() (string, time.Duration) {
-	return deliveryDelivered, 2*time.Second + time.Duration(mrand.Int64N(int64(3*time.Second)))
-}
-
 // draw says how a simulated receipted delivery ends: as one of the last real ones did, or, if
-// that one never heard back, not at all (ok false).
+// that one never heard back, not at all (ok false). Before any real one has ended (or once they
+// have expired), it is delivered a few seconds after the send, as receipts typically come.
 func (e endings) draw(ctx context.Context) (state string, after time.Duration, ok bool, err error) {
-	v, err := e.store.Get(ctx, endingsCountKey(e.gate, "n", 0))
+	v, err := e.store.Get(ctx, endingsCountKey(e.gate))
 	if err != nil {
 		return "", 0, false, err
 	}
-	n, _ := strconv.ParseInt(string(v), 10, 64)
-	if n == 0 {
-		st, d := defaultEnding()
-		return st, d, true, nil
+	if n, _ := strconv.ParseInt(string(v), 10, 64); n > 0 {
+		last := n - mrand.Int64N(min(n, endingsKept)) // one of the last endings written
+		if v, err = e.store.Get(ctx, endingKey(e.gate, last%endingsKept)); err != nil {
+			return "", 0, false, err
+		}
+		st, ms, _ := strings.Cut(string(v), " ")
+		if st == endingNever {
+			return "", 0, false, nil
+		}
+		if afterMS, err := strconv.ParseInt(ms, 10, 64); err == nil && terminal(st) {
+			return st, time.Duration(afterMS) * time.Millisecond, true, nil
+		}
 	}
-	last := n - mrand.Int64N(min(n, endingsKept)) // one of the last endings written
-	if v, err = e.store.Get(ctx, endingKey(e.gate, last%endingsKept)); err != nil {
-		return "", 0, false, err
-	}
-	st, ms, _ := strings.Cut(string(v), " ")
-	if st == endingNever {
-		return "", 0, false, nil
-	}
-	afterMS, perr := strconv.ParseInt(ms, 10, 64)
-	if v == nil || perr != nil || !terminal(st) {
-		st, d := defaultEnding() // expired meanwhile
-		return st, d, true, nil
-	}
-	return st, time.Duration(afterMS) * time.Millisecond, true, nil
+	return deliveryDelivered, 2*time.Second + time.Duration(mrand.Int64N(int64(3*time.Second))), true, nil
 }
 
 // watchEnding records "never" for a real receipted delivery that no final receipt has ended
@@ -503,13 +488,7 @@ func (ds *deliveries) watchEnding(key string) {
 	if ctx.Err() != nil {
 		return
 	}
-	first, err := ds.endOnce(ctx, key)
-	if err == nil && first {
-		err = ds.endings.ended(ctx, endingNever, ds.codeTTL)
-	}
-	if err != nil {
-		ds.obs.storeFailed(err)
-	}
+	ds.recordEnding(ctx, key, endingNever, ds.codeTTL)
 }
 
 // simulateEnd ends a simulated delivery, begun at begun, as a real receipted one would: at the

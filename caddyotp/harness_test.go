@@ -187,12 +187,17 @@ func smsCode(t *testing.T, sms *restcommtest.Server, n int) (restcommtest.Messag
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := msgs[n-1]
-	match := regexp.MustCompile(`\n@localhost #([0-9]+)$`).FindStringSubmatch(m.Body)
+	return msgs[n-1], autofillCode(t, msgs[n-1].Body)
+}
+
+// autofillCode is the code of an SMS's autofill line, "@localhost #code".
+func autofillCode(t *testing.T, body string) string {
+	t.Helper()
+	match := regexp.MustCompile(`\n@localhost #([0-9]+)$`).FindStringSubmatch(body)
 	if match == nil {
-		t.Fatalf("SMS body %q lacks the autofill line", m.Body)
+		t.Fatalf("SMS body %q lacks the autofill line", body)
 	}
-	return m, match[1]
+	return match[1]
 }
 
 // visitor is one browser: its own cookie jar, redirects not followed.

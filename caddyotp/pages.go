@@ -125,6 +125,9 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 		}
 		pages[name] = t
 	}
+	if dir == "" { // the embedded pages fit: TestExportedTemplatesAreTheEmbeddedOnes loads a copy
+		return pages, nil
+	}
 	if err := tryPages(pages); err != nil {
 		return nil, fmt.Errorf("templates: %v; a copy made for another version of the gate must be made again: caddy otp export-templates DIR, then re-apply your changes", err)
 	}

@@ -35,6 +35,12 @@ type receiptRecord struct {
 	At   int64  `json:"t"` // when it was handed over, Unix ns on the machine's clock
 }
 
+// sentAgo is how long ago the message was handed over; false for a record without that time.
+func (r *receiptRecord) sentAgo() (time.Duration, bool) {
+	ago := time.Since(time.Unix(0, r.At))
+	return ago, r.At != 0 && ago >= 0
+}
+
 // storeKey is where the record of token is kept: under a keyed hash of the token.
 func (rb *receiptBook) storeKey(token string) string {
 	m := hmac.New(sha256.New, rb.key)

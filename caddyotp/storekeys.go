@@ -48,10 +48,8 @@ func voiceKey(tokenHash []byte) string { return "voice:" + hex.EncodeToString(to
 // token (receiptBook.key).
 func receiptKey(tokenHash []byte) string { return "rcpt:" + hex.EncodeToString(tokenHash) }
 
-// endingsCountKey counts a gate's endings so far (kind "n", hour 0).
-func endingsCountKey(gate, kind string, hour int64) string {
-	return "end:" + gate + ":" + kind + ":" + strconv.FormatInt(hour, 10)
-}
+// endingsCountKey counts a gate's endings so far.
+func endingsCountKey(gate string) string { return "end:" + gate + ":n" }
 
 // endingKey is one of a gate's last endings.
 func endingKey(gate string, i int64) string { return "end:" + gate + ":" + strconv.FormatInt(i, 10) }

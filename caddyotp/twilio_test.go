@@ -41,12 +41,7 @@ func twilioCode(t *testing.T, tw *restcommtest.Twilio, n int) (restcommtest.Twil
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := msgs[n-1]
-	match := regexp.MustCompile(`\n@localhost #([0-9]+)$`).FindStringSubmatch(m.Body)
-	if match == nil {
-		t.Fatalf("SMS body %q lacks the autofill line", m.Body)
-	}
-	return m, match[1]
+	return msgs[n-1], autofillCode(t, msgs[n-1].Body)
 }
 
 // settledAt waits until the visitor's code has reached want (or any final state) and returns

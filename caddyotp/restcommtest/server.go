@@ -135,20 +135,7 @@ func (s *Server) Delay(d time.Duration) {
 
 // WaitMessages waits until at least n messages were accepted and returns them all.
 func (s *Server) WaitMessages(n int, timeout time.Duration) ([]Message, error) {
-	deadline := time.After(timeout)
-	for {
-		s.mu.Lock()
-		msgs, notify := append([]Message(nil), s.messages...), s.notify
-		s.mu.Unlock()
-		if len(msgs) >= n {
-			return msgs, nil
-		}
-		select {
-		case <-notify:
-		case <-deadline:
-			return msgs, fmt.Errorf("restcommtest: %d messages after %s, want %d", len(msgs), timeout, n)
-		}
-	}
+	return waitFor(&s.mu, &s.notify, &s.messages, n, timeout, "messages")
 }
 
 // SetAuthToken changes the account's token while requests may be in flight, as an operator
@@ -314,20 +301,7 @@ func (s *Server) Calls() []Call {
 
 // WaitCalls waits until at least n calls have fetched their script and returns them all.
 func (s *Server) WaitCalls(n int, timeout time.Duration) ([]Call, error) {
-	deadline := time.After(timeout)
-	for {
-		s.mu.Lock()
-		calls, notify := append([]Call(nil), s.calls...), s.notify
-		s.mu.Unlock()
-		if len(calls) >= n {
-			return calls, nil
-		}
-		select {
-		case <-notify:
-		case <-deadline:
-			return calls, fmt.Errorf("restcommtest: %d calls after %s, want %d", len(calls), timeout, n)
-		}
-	}
+	return waitFor(&s.mu, &s.notify, &s.calls, n, timeout, "calls")
 }
 
 // placeCall answers POST .../Calls.json as Restcomm does (200 with the call record) and then,
@@ -421,4 +395,23 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// waitFor waits until *items, guarded by mu, holds at least n, and returns a copy of them all.
+// Whoever appends closes *notify and replaces it, under mu.
+func waitFor[T any](mu *sync.Mutex, notify *chan struct{}, items *[]T, n int, timeout time.Duration, what string) ([]T, error) {
+	deadline := time.After(timeout)
+	for {
+		mu.Lock()
+		got, changed := append([]T(nil), *items...), *notify
+		mu.Unlock()
+		if len(got) >= n {
+			return got, nil
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			return got, fmt.Errorf("restcommtest: %d %s after %s, want %d", len(got), what, timeout, n)
+		}
+	}
 }

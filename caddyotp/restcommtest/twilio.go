@@ -139,20 +139,7 @@ func (s *Twilio) Messages() []TwilioMessage {
 
 // WaitMessages waits until at least n messages were accepted and returns them all.
 func (s *Twilio) WaitMessages(n int, timeout time.Duration) ([]TwilioMessage, error) {
-	deadline := time.After(timeout)
-	for {
-		s.mu.Lock()
-		msgs, notify := append([]TwilioMessage(nil), s.messages...), s.notify
-		s.mu.Unlock()
-		if len(msgs) >= n {
-			return msgs, nil
-		}
-		select {
-		case <-notify:
-		case <-deadline:
-			return msgs, fmt.Errorf("restcommtest: twilio: %d messages after %s, want %d", len(msgs), timeout, n)
-		}
-	}
+	return waitFor(&s.mu, &s.notify, &s.messages, n, timeout, "twilio messages")
 }
 
 // Calls returns the calls placed so far, oldest first (their scripts are not fetched).
