@@ -207,6 +207,8 @@ type visitor struct {
 	client *http.Client
 	jar    http.CookieJar
 	origin string // sent as Origin on POSTs, like a browser on the site's own page
+	// sent as Sec-Fetch-Site on POSTs when set: what a browser says of where the form was
+	fetchSite string
 }
 
 func newVisitor(t *testing.T) *visitor { return newVisitorAt(t, site) }
@@ -265,6 +267,9 @@ func (v *visitor) post(path string, form url.Values) response {
 	req.Header.Set("Accept", "text/html")
 	if v.origin != "" {
 		req.Header.Set("Origin", v.origin)
+	}
+	if v.fetchSite != "" {
+		req.Header.Set("Sec-Fetch-Site", v.fetchSite)
 	}
 	return v.do(req)
 }

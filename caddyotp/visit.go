@@ -153,12 +153,17 @@ func requestHost(r *http.Request) string {
 
 // sameOrigin says whether a form's Origin is the site's: want (public_url's origin) when set,
 // so that a proxy that ends TLS in front still works, else the request's scheme and host.
-// "null" is let through: browsers send it for forms on pages with Referrer-Policy no-referrer,
-// and the CSRF token still applies.
+// Browsers send "null" for a form on any page with Referrer-Policy no-referrer, the gate's own
+// and a sibling subdomain's alike, so "null" passes only with Sec-Fetch-Site: same-origin,
+// which no page can set. No Origin at all is a client that is not a browser: the CSRF token
+// still applies.
 func sameOrigin(r *http.Request, want string) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" || origin == "null" {
+	switch origin {
+	case "":
 		return true
+	case "null":
+		return r.Header.Get("Sec-Fetch-Site") == "same-origin"
 	}
 	if want == "" {
 		want = "http://" + r.Host
