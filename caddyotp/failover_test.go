@@ -1,6 +1,7 @@
 package caddyotp
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -167,5 +168,145 @@ func TestFailoverWithEveryBreakerOpenStillTriesTheFirst(t *testing.T) {
 	}
 	if m, _ := smsCode(t, g.sms, 1); m.To != alice {
 		t.Errorf("restcomm sent to %s", m.To)
+	}
+}
+
+// startTwilioPairGate runs a gate whose failover sender tries first, then second: two
+// Twilio-style providers.
+func startTwilioPairGate(t *testing.T, g *gate, first, second *restcommtest.Twilio, extra string) *gate {
+	t.Helper()
+	t.Cleanup(first.Close)
+	t.Cleanup(second.Close)
+	g.sender = "sender failover {\n\t\t\t" + twilioBlock(first) + "\n\t\t\t" + twilioBlock(second) + "\n\t\t}"
+	return g.start(extra)
+}
+
+// openFirstBreaker fails three sends through the first provider, which is down: each of them
+// goes out through the second, and the first's breaker opens.
+func openFirstBreaker(t *testing.T, first, second *restcommtest.Twilio) {
+	t.Helper()
+	first.Fail(restcommtest.TwilioInternalError)
+	for i := 0; i < breakerFailures; i++ {
+		clock.Advance(31 * time.Second)
+		v := newVisitor(t)
+		v.startSignIn("/", alice)
+		v.settled()
+	}
+	if n := len(second.Messages()); n != breakerFailures {
+		t.Fatalf("the second provider sent %d codes while the first was down, want %d", n, breakerFailures)
+	}
+}
+
+// TestNumbersAProviderRefusesDoNotOpenItsBreaker: during the first provider's outage, numbers
+// that the second refuses as numbers (not reachable by SMS, a short code, not valid, the
+// sender's own) are the typist's choice, not the provider's trouble: they must not open the
+// second's breaker and so fail every visitor's code.
+func TestNumbersAProviderRefusesDoNotOpenItsBreaker(t *testing.T) {
+	first, second := restcommtest.NewTwilio(), restcommtest.NewTwilio()
+	g := newGate(t)
+	g.phones = "*"
+	startTwilioPairGate(t, g, first, second, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	openFirstBreaker(t, first, second)
+	typed := map[string]int{"+12015550171": 21612, "+12015550172": 21265, "+12015550173": 21217, "+12015550174": 21266}
+	for number, code := range typed {
+		second.Refuse(number, code)
+		v := newVisitor(t)
+		v.startSignIn("/", number)
+		if state := v.settled(); state != deliveryFailed {
+			t.Errorf("a number refused with %d: state %q, want failed", code, state)
+		}
+	}
+	sent := len(second.Messages())
+	clock.Advance(31 * time.Second)
+	v := newVisitor(t)
+	v.startSignIn("/", bob)
+	if state := v.settledAt(deliverySent); state != deliverySent {
+		t.Fatalf("after %d refused numbers, an honest visitor's code: state %q, want sent", len(typed), state)
+	}
+	if m, _ := twilioCode(t, second, sent+1); m.To != bob {
+		t.Errorf("the second provider sent to %s, want bob", m.To)
+	}
+}
+
+// TestWithEveryBreakerOpenTheLastResortTriesEverySender: when every provider's breaker is
+// open, a code is still tried through each of them in turn, not only the first: the first may
+// be the one still down.
+func TestWithEveryBreakerOpenTheLastResortTriesEverySender(t *testing.T) {
+	first, second := restcommtest.NewTwilio(), restcommtest.NewTwilio()
+	startTwilioPairGate(t, newGate(t), first, second, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	first.Fail(restcommtest.TwilioInternalError)
+	second.Fail(restcommtest.TwilioInternalError)
+	for i := 0; i < breakerFailures; i++ {
+		clock.Advance(31 * time.Second)
+		v := newVisitor(t)
+		v.startSignIn("/", alice)
+		if state := v.settled(); state != deliveryFailed {
+			t.Fatalf("send %d with both providers down: state %q", i+1, state)
+		}
+	}
+	second.Fail(restcommtest.TwilioNone) // the second is back inside the breakers' minute; the first is not
+	clock.Advance(31 * time.Second)
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	if state := v.settledAt(deliverySent); state != deliverySent {
+		t.Fatalf("with the second provider back: state %q, want sent", state)
+	}
+	if m, _ := twilioCode(t, second, 1); m.To != alice {
+		t.Errorf("the second provider sent to %s", m.To)
+	}
+}
+
+// TestAStoreErrorDuringTheBreakersTrialDoesNotSkipTheProviderForGood: the one trial message
+// after the breaker's minute fails in the gate's own store, before the provider is handed it.
+// The trial must end all the same, so that the next code is the provider's trial.
+func TestAStoreErrorDuringTheBreakersTrialDoesNotSkipTheProviderForGood(t *testing.T) {
+	first, second := restcommtest.NewTwilio(), restcommtest.NewTwilio()
+	g := newGate(t)
+	g.faulty = true
+	startTwilioPairGate(t, g, first, second, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	openFirstBreaker(t, first, second)
+	first.Fail(restcommtest.TwilioNone) // back
+	clock.Advance(breakerOpen + time.Second)
+
+	prefix := "rcpt:" // the receipt's record, written just before the provider is handed the code
+	keysDown.Store(&prefix)
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	v.settled()
+	keysDown.Store(nil)
+
+	clock.Advance(31 * time.Second)
+	v = newVisitor(t)
+	v.startSignIn("/", alice)
+	v.settledAt(deliverySent)
+	if n := len(first.Messages()); n != 1 {
+		t.Errorf("the first provider got %d codes after its trial failed in the store, want 1: its trial never ended", n)
+	}
+}
+
+// TestARegionRefusalDoesNotFailOverUnlessAllowed: a provider's geographic permissions are an
+// anti-fraud control of the operator's; another provider must not text the number it refused,
+// unless the failover says region_failover.
+func TestARegionRefusalDoesNotFailOverUnlessAllowed(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprint("region_failover=", allow), func(t *testing.T) {
+			first, second := restcommtest.NewTwilio(), restcommtest.NewTwilio()
+			g := newGate(t)
+			opt := ""
+			if allow {
+				opt = "region_failover"
+			}
+			t.Cleanup(first.Close)
+			t.Cleanup(second.Close)
+			g.sender = "sender failover {\n\t\t\t" + twilioBlock(first) + "\n\t\t\t" + twilioBlock(second) + "\n\t\t\t" + opt + "\n\t\t}"
+			g.start("")
+			first.Refuse(alice, 21408)
+			v := newVisitor(t)
+			v.startSignIn("/", alice)
+			v.settled()
+			if n := len(second.Messages()); (n == 1) != allow {
+				t.Errorf("the second provider sent %d codes after the first's region refusal", n)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package caddyotp
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,10 @@ func init() {
 var storeDown atomic.Bool
 
 var errStoreDown = errors.New("store unreachable (injected)")
+
+// keysDown, when set, makes every faultStore's Set of a key with that prefix fail, as a store
+// that fails one write of a request and not the others.
+var keysDown atomic.Pointer[string]
 
 // faultStore is the memory store with a switch, so tests can take the store away mid-flow
 // (module http.handlers.otp.stores.test_fault, registered only in tests).
@@ -34,7 +39,7 @@ func (s *faultStore) Get(ctx context.Context, key string) ([]byte, error) {
 }
 
 func (s *faultStore) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	if storeDown.Load() {
+	if p := keysDown.Load(); storeDown.Load() || p != nil && strings.HasPrefix(key, *p) {
 		return errStoreDown
 	}
 	return s.MemoryStore.Set(ctx, key, value, ttl)

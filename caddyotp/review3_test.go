@@ -172,8 +172,8 @@ func TestStoreErrorOnTheReceiptRecordDoesNotBlameTheProvider(t *testing.T) {
 	}
 }
 
-// TestRegionRefusalMovesOnWithoutTrippingTheBreaker: a region the first provider may not text
-// (Twilio 21408) goes to the next provider, as any configuration fault does, so an allowed
+// TestRegionRefusalMovesOnWithoutTrippingTheBreaker: with region_failover, a region the first
+// provider may not text (Twilio 21408) goes to the next provider, so an allowed
 // number there is sent like any other; but it does not count against the first provider's
 // breaker, or three such numbers typed by anyone would open it for every visitor.
 func TestRegionRefusalMovesOnWithoutTrippingTheBreaker(t *testing.T) {
@@ -185,7 +185,7 @@ func TestRegionRefusalMovesOnWithoutTrippingTheBreaker(t *testing.T) {
 		return nil
 	}}
 	b := &stubSender{name: "B", fail: func(string) error { return nil }}
-	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now}
+	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now, RegionFailover: true}
 	for i := 0; i < 3; i++ {
 		if _, via, err := f.send(context.Background(), Message{To: foreign, Body: "x"}); err != nil || via != "B" {
 			t.Fatalf("send %d to a region A may not text: via %q, %v", i+1, via, err)
@@ -288,7 +288,8 @@ func TestOneEndingPerDelivery(t *testing.T) {
 }
 
 // TestRegionRefusalOnTheTrialDoesNotWedgeTheBreaker: the breaker's one trial after an outage
-// may be a number of a region the provider may not text; the provider answered, so it is back.
+// may be a number of a region the provider may not text; the provider answered, so it is back
+// (with region_failover, the number then goes through the next provider).
 func TestRegionRefusalOnTheTrialDoesNotWedgeTheBreaker(t *testing.T) {
 	const foreign = "+2348012345678"
 	now, down := time.Now(), true
@@ -302,7 +303,7 @@ func TestRegionRefusalOnTheTrialDoesNotWedgeTheBreaker(t *testing.T) {
 		return nil
 	}}
 	b := &stubSender{name: "B", fail: func(string) error { return nil }}
-	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: func() time.Time { return now }}
+	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: func() time.Time { return now }, RegionFailover: true}
 	for i := 0; i < 3; i++ { // a short outage of A opens its breaker
 		_, _, _ = f.send(context.Background(), Message{To: alice, Body: "x"})
 	}

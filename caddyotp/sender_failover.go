@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -20,37 +19,41 @@ func init() {
 	caddy.RegisterModule(Failover{})
 }
 
-// The circuit breaker of each provider of a failover sender: after breakerFailures failures in
-// a row a provider is skipped for breakerOpen, then tried once; success closes it again.
-const (
-	breakerFailures = 3
-	breakerOpen     = time.Minute
-)
-
-// Failover sends through the first of its senders that accepts the message. A transient
-// failure (5xx, 429, a timeout, a dropped connection) or a configuration fault (401, 403, a
-// region not enabled) moves on to the next sender; a refusal that belongs to the visitor's
-// number (not a valid number, not a mobile, opted out) does not, since every provider would
-// refuse it. A sender that failed 3 times in a row is skipped for a minute, then given one
-// trial message. Voice calls go through the first sender that can call, on the same terms.
+// Failover sends through the first of its senders that accepts the message. A failure of the
+// provider's own (5xx, 429, 401, 403, a timeout, a dropped connection) or a fault of the
+// request (a field the provider refuses) moves on to the next sender; a refusal that belongs to
+// the visitor's number (not a valid number, not a mobile, opted out) does not, since every
+// provider would refuse it, and neither does a refusal of the number's region (geographic
+// permissions, an anti-fraud control) unless region_failover is set. A sender that failed 3
+// times in a row on its own is skipped for a minute, then given one trial message; calls and
+// SMS have a breaker each. When every sender is skipped or failed, the skipped ones are tried
+// all the same, in order: refusing unsent would fail the visitor for certain. Voice calls go
+// through the senders that can call, on the same terms.
 type Failover struct {
 	// The senders, in the order they are tried: modules in http.handlers.otp.senders.
 	SendersRaw []json.RawMessage `json:"senders,omitempty" caddy:"namespace=http.handlers.otp.senders inline_key=module"`
+	// Move on to the next sender when one refuses the number's region (Twilio 21408). Off by
+	// default: a provider's geographic permissions are an anti-fraud control of the operator's.
+	RegionFailover bool `json:"region_failover,omitempty"`
 
 	providers []*provider
 	logger    *zap.Logger
 	now       func() time.Time
 }
 
-// provider is one sender of a failover, with its name for logs and metrics and its breaker.
+// provider is one sender of a failover, with its name for logs and metrics and its breakers.
 type provider struct {
-	name   string
-	sender Sender
+	name      string
+	sender    Sender
+	sms, call breaker
+}
 
-	mu       sync.Mutex
-	failures int       // in a row
-	openTill time.Time // skipped until then
-	trial    bool      // the one trial after an open period is under way
+// breaker is the provider's breaker for channel ("sms" or "call").
+func (p *provider) breaker(channel string) *breaker {
+	if channel == "call" {
+		return &p.call
+	}
+	return &p.sms
 }
 
 // CaddyModule returns the Caddy module information.
@@ -86,39 +89,6 @@ func (f *Failover) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// allow says whether the provider may be tried now: its circuit is closed, or its open period
-// is over and nobody else is making the one trial.
-func (p *provider) allow(now time.Time) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.failures < breakerFailures {
-		return true
-	}
-	if now.Before(p.openTill) || p.trial {
-		return false
-	}
-	p.trial = true
-	return true
-}
-
-// answered records an answer that shows the provider works (accepted, or refused the number).
-func (p *provider) answered() {
-	p.mu.Lock()
-	p.failures, p.trial = 0, false
-	p.mu.Unlock()
-}
-
-// failed records a failure; the third in a row (or a failed trial) opens the circuit.
-func (p *provider) failed(now time.Time) {
-	p.mu.Lock()
-	p.failures++
-	p.trial = false
-	if p.failures >= breakerFailures {
-		p.openTill = now.Add(breakerOpen)
-	}
-	p.mu.Unlock()
-}
-
 // Send sends through the first provider that accepts msg.
 func (f *Failover) Send(ctx context.Context, msg Message) (string, error) {
 	id, _, err := f.send(ctx, msg)
@@ -149,21 +119,22 @@ type gateFault struct{ err error }
 func (g *gateFault) Error() string { return g.err.Error() }
 
 // try runs do on each allowed provider in order (those for which usable says yes) until one
-// accepts or refuses the number. When the breaker skips every usable provider, the first of
-// them is tried all the same: refusing unsent would fail the visitor for certain.
+// accepts or refuses the number; then, as a last resort, on those the breaker skipped.
 func (f *Failover) try(ctx context.Context, channel string, do func(int, *provider) (string, error), usable func(*provider) bool) (string, string, error) {
 	var failures []string
-	temporary, tried, first := false, false, -1
+	var skipped []int
+	temporary, any := false, false
 	// attempt hands the message to provider i; done says the answer is final.
 	attempt := func(i int, p *provider) (id string, done bool, err error) {
-		tried = true
+		b := p.breaker(channel)
 		id, err = do(i, p)
 		var own *gateFault
 		if errors.As(err, &own) {
+			b.settle(f.now(), untried)
 			return "", true, own.err // the gate's own fault: no provider is to blame, none is tried
 		}
 		if err == nil {
-			p.answered()
+			b.settle(f.now(), answered)
 			metrics.providerSends.WithLabelValues(p.name, "sent").Inc()
 			if len(failures) > 0 {
 				f.logger.Info("sent through a later provider", zap.String("provider", p.name), zap.String("channel", channel),
@@ -175,17 +146,24 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		if !errors.As(err, &se) {
 			se = &SendError{Provider: p.name, Temporary: true, Detail: err.Error()}
 		}
-		if se.Number {
-			p.answered() // it answered: it works, whatever it thinks of this number
+		switch {
+		case se.Number:
+			b.settle(f.now(), answered) // it answered: it works, whatever it thinks of this number
 			metrics.providerSends.WithLabelValues(p.name, "refused_number").Inc()
+			return "", true, err
+		case se.Destination && !f.RegionFailover:
+			b.settle(f.now(), answered)
+			metrics.providerSends.WithLabelValues(p.name, "refused_region").Inc()
 			return "", true, err
 		}
 		result := "failed_config"
-		if se.Destination {
-			result = "refused_region" // the provider works; this number's region is not its to text
-			p.answered()
+		if providerTrouble(se) {
+			b.settle(f.now(), troubled)
 		} else {
-			p.failed(f.now())
+			b.settle(f.now(), answered) // it answered; the fault is the request's, the next provider may not share it
+		}
+		if se.Destination {
+			result = "refused_region"
 		}
 		if se.Temporary {
 			result, temporary = "failed_temporary", true
@@ -200,26 +178,23 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		if !usable(p) {
 			continue
 		}
-		if first < 0 {
-			first = i
-		}
-		if !p.allow(f.now()) {
+		any = true
+		if !p.breaker(channel).allow(f.now()) {
 			metrics.providerSends.WithLabelValues(p.name, "skipped").Inc()
-			failures = append(failures, p.name+": skipped after "+fmt.Sprint(breakerFailures)+" failures in a row")
-			temporary = true
+			skipped = append(skipped, i)
 			continue
 		}
 		if id, done, err := attempt(i, p); done {
 			return id, p.name, err
 		}
 	}
-	if !tried && first >= 0 { // every usable provider was skipped: the first, as a last resort
-		p := f.providers[first]
-		if id, done, err := attempt(first, p); done {
+	for _, i := range skipped { // every other one failed: the skipped ones, as a last resort
+		p := f.providers[i]
+		if id, done, err := attempt(i, p); done {
 			return id, p.name, err
 		}
 	}
-	if !tried && len(failures) == 0 {
+	if !any {
 		return "", "", &SendError{Provider: "failover", Detail: "no sender of the failover can " + channel}
 	}
 	return "", "", &SendError{Provider: "failover", Temporary: temporary, Detail: "every provider failed: " + strings.Join(failures, "; ")}
@@ -290,6 +265,7 @@ func providerName(s Sender, via int) string {
 // written as in its own `sender` line, without the word sender:
 //
 //	sender failover {
+//	    region_failover        # move on when a sender refuses the number's region (off by default)
 //	    restcomm {
 //	        account_sid {env.RESTCOMM_ACCOUNT_SID}
 //	        ...
@@ -306,11 +282,18 @@ func (f *Failover) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		name := d.Val()
+		if name == "region_failover" {
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			f.RegionFailover = true
+			continue
+		}
 		if name == "failover" {
 			return d.Errf("failover sender: a failover inside a failover: list its senders in one failover instead")
 		}
 		if _, err := caddy.GetModule("http.handlers.otp.senders." + name); err != nil {
-			return d.Errf("failover sender: unknown sender %q%s", name, suggestion(name, []string{"restcomm", "twilio", "log"}))
+			return d.Errf("failover sender: unknown sender %q%s", name, suggestion(name, []string{"restcomm", "twilio", "log", "region_failover"}))
 		}
 		unm, err := caddyfile.UnmarshalModule(d, "http.handlers.otp.senders."+name)
 		if err != nil {

@@ -196,10 +196,29 @@ func (s *Twilio) VerifyReceipt(callback string, form url.Values, signature strin
 	return validTwilioSignature(s.SigningKey, callback, form, signature)
 }
 
+// twilioNumberErrors are the API's errors that belong to the destination number, SMS and
+// calls alike: every provider would refuse it, so failover stops, and whoever types such
+// numbers must not open a breaker. Each has its reason (SendError.Reason) and its meaning.
+var twilioNumberErrors = map[int][2]string{
+	21211: {"invalid", "not a valid phone number"},
+	21217: {"invalid", "not a valid phone number"},
+	21265: {"invalid", "a short code, which cannot be texted"},
+	21266: {"invalid", "the sender's own number"},
+	13223: {"invalid", "not a valid phone number to call"},
+	13224: {"invalid", "a number the provider cannot call"},
+	21612: {"landline", "not reachable by SMS"},
+	21614: {"landline", "not a mobile number"},
+	21610: {"blocked", "the recipient replied STOP to this sender"},
+}
+
+// twilioRegionErrors are the geographic permissions refusing the number's region, for SMS
+// (21408) and calls (21215): the operator's anti-fraud control.
+var twilioRegionErrors = map[int]bool{21408: true, 21215: true}
+
 // twilioError reads a Twilio-style JSON error ({"code":21211,"message":"...","status":400})
-// and classifies it: the visitor's number (21211 invalid, 21614 not a mobile, 21610 opted
-// out), temporary (429, 5xx), or a configuration fault (everything else: 401 credentials,
-// 21408 region permissions, missing fields, an unknown account).
+// and classifies it: the visitor's number (twilioNumberErrors), the number's region
+// (twilioRegionErrors), temporary (429, 5xx), or a configuration fault (everything else: 401
+// credentials, missing fields, an unknown account).
 func twilioError(status int, body []byte) *SendError {
 	var e struct {
 		Code    int    `json:"code"`
@@ -208,6 +227,7 @@ func twilioError(status int, body []byte) *SendError {
 	_ = json.Unmarshal(body, &e)
 	se := &SendError{}
 	var meaning string
+	number, isNumber := twilioNumberErrors[e.Code]
 	switch {
 	case status == http.StatusTooManyRequests || e.Code == 20429:
 		se.Temporary, meaning = true, "too many requests"
@@ -215,13 +235,9 @@ func twilioError(status int, body []byte) *SendError {
 		se.Temporary, meaning = true, "provider failure"
 	case status == http.StatusUnauthorized || e.Code == 20003:
 		meaning = "credentials refused: check account_sid and auth_token (or api_key and api_secret)"
-	case e.Code == 21211:
-		se.Number, se.Reason, meaning = true, "invalid", "not a valid phone number"
-	case e.Code == 21614:
-		se.Number, se.Reason, meaning = true, "landline", "not a mobile number"
-	case e.Code == 21610:
-		se.Number, se.Reason, meaning = true, "blocked", "the recipient replied STOP to this sender"
-	case e.Code == 21408:
+	case isNumber:
+		se.Number, se.Reason, meaning = true, number[0], number[1]
+	case twilioRegionErrors[e.Code]:
 		se.Destination, meaning = true, "no permission to send to this region: enable it in the provider's geographic permissions"
 	case e.Code == 21602 || e.Code == 21603 || e.Code == 21604:
 		meaning = "a required field is missing (Body, From or To): check from or messaging_service_sid"

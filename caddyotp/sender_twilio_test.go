@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -141,5 +142,43 @@ func TestTwilioErrorsAreClassifiedAndHoldNoSecrets(t *testing.T) {
 	_, err = s.Send(context.Background(), Message{To: alice, Body: "x"})
 	if se, ok := err.(*SendError); !ok || se.Status != 401 || se.Temporary || se.Number || !strings.Contains(se.Detail, "auth_token") {
 		t.Errorf("wrong token: %v", err)
+	}
+}
+
+// TestTwilioErrorsSayWhoseFaultTheyAre: each error of the API's table is the number's (no
+// provider would text it: no failover, and never the breaker's), the region's (geographic
+// permissions), the provider's own trouble (the breaker's), or the request's.
+func TestTwilioErrorsSayWhoseFaultTheyAre(t *testing.T) {
+	for _, tc := range []struct {
+		status, code int
+		number       bool
+		reason       string
+		region       bool
+		trouble      bool
+	}{
+		{400, 21211, true, "invalid", false, false},
+		{400, 21217, true, "invalid", false, false},
+		{400, 21265, true, "invalid", false, false},
+		{400, 21266, true, "invalid", false, false},
+		{400, 21612, true, "landline", false, false},
+		{400, 21614, true, "landline", false, false},
+		{400, 21610, true, "blocked", false, false},
+		{400, 13223, true, "invalid", false, false}, // calls
+		{400, 13224, true, "invalid", false, false},
+		{400, 21408, false, "", true, false},
+		{400, 21215, false, "", true, false},
+		{400, 21602, false, "", false, false},
+		{401, 20003, false, "", false, true},
+		{403, 20403, false, "", false, true},
+		{429, 20429, false, "", false, true},
+		{500, 20500, false, "", false, true},
+		{503, 0, false, "", false, true},
+	} {
+		se := twilioError(tc.status, []byte(fmt.Sprintf(`{"code":%d,"message":"m","status":%d}`, tc.code, tc.status)))
+		se.Status = tc.status // as apiClient sets it
+		if se.Number != tc.number || se.Reason != tc.reason || se.Destination != tc.region || providerTrouble(se) != tc.trouble {
+			t.Errorf("%d %d: number %v (%q), region %v, trouble %v; want %v (%q), %v, %v",
+				tc.status, tc.code, se.Number, se.Reason, se.Destination, providerTrouble(se), tc.number, tc.reason, tc.region, tc.trouble)
+		}
 	}
 }

@@ -69,6 +69,7 @@ type Twilio struct {
 	messages []TwilioMessage
 	calls    []Call
 	failure  TwilioFailure
+	refusals map[string]int // To: the error code it is refused with
 	delay    time.Duration
 	receipts []ReceiptStep
 	gate     chan struct{}
@@ -113,6 +114,37 @@ func (s *Twilio) Fail(f TwilioFailure) {
 	s.mu.Lock()
 	s.failure = f
 	s.mu.Unlock()
+}
+
+// twilioNumberErrors are the errors the real API answers (400) for a destination number it
+// will not text or call, with their messages (twilio.com/docs/api/errors).
+var twilioNumberErrors = map[int]string{
+	21211: "The 'To' number %s is not a valid phone number.",
+	21217: "Phone number does not appear to be valid",
+	21265: "'To' number cannot be a Short Code",
+	21266: "'To' and 'From' number cannot be the same",
+	21408: "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: %s",
+	21610: "Attempt to send to unsubscribed recipient",
+	21612: "The 'To' phone number: %s, is not currently reachable using the 'From' phone number via SMS.",
+	21614: "'To' number is not a valid mobile number",
+	13223: "Dial: Invalid phone number format",
+	13224: "Dial: Twilio does not support calling this number or the number is invalid",
+	21215: "Geo Permission configuration is not permitting call",
+}
+
+// Refuse makes every following send (SMS or call) to the number to fail as the real API fails
+// it with code, one of the destination errors it answers (21211, 21217, 21265, 21266, 21408,
+// 21610, 21612, 21614; calls: 13223, 13224, 21215); 0 lets the number through again.
+func (s *Twilio) Refuse(to string, code int) {
+	if _, ok := twilioNumberErrors[code]; !ok && code != 0 {
+		panic(fmt.Sprintf("restcommtest: %d is not a destination error of the Twilio API", code))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refusals == nil {
+		s.refusals = make(map[string]int)
+	}
+	s.refusals[to] = code
 }
 
 // Delay makes every following request wait d before it is answered (or until the client gives up).
@@ -184,7 +216,7 @@ func (s *Twilio) SetAuthToken(token string) {
 
 func (s *Twilio) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	failure, delay, token, gate := s.failure, s.delay, s.AuthToken, s.gate
+	failure, delay, token, gate, refusals := s.failure, s.delay, s.AuthToken, s.gate, s.refusals
 	s.mu.Unlock()
 	if delay > 0 {
 		select {
@@ -250,6 +282,14 @@ func (s *Twilio) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case !twilioNumber.MatchString(f.Get("To")):
 		twilioError(w, http.StatusBadRequest, 21211, "The 'To' number "+f.Get("To")+" is not a valid phone number.")
+		return
+	}
+	if code := refusals[f.Get("To")]; code != 0 {
+		msg := twilioNumberErrors[code]
+		if strings.Contains(msg, "%s") {
+			msg = fmt.Sprintf(msg, f.Get("To"))
+		}
+		twilioError(w, http.StatusBadRequest, code, msg)
 		return
 	}
 	switch failure {
