@@ -177,7 +177,7 @@ func (fl *flows) start(ctx context.Context, v *visit, input, region string) outc
 		if !fl.who.region(regionOf(phone)) {
 			return outcome{kind: badPhone, key: "err_region"}
 		}
-		f.User, f.Phone, f.Allowed = v.user, phone, true // the code goes to the user's phone, whatever was typed
+		f.User, f.Phone = v.user, phone // the code goes to the user's phone, whatever was typed
 	} else {
 		home := fl.who.defaultRegion
 		if region != "" {
@@ -193,7 +193,7 @@ func (fl *flows) start(ctx context.Context, v *visit, input, region string) outc
 		if !fl.who.region(region) {
 			return outcome{kind: badPhone, key: "err_region", input: input}
 		}
-		f.Phone, f.Allowed = phone, fl.who.phones.allows(phone)
+		f.Phone = phone
 	}
 	return fl.issue(ctx, v, f, "sms")
 }
@@ -227,9 +227,6 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 	if !fl.who.region(regionOf(f.Phone)) {
 		return outcome{kind: badPhone, key: "err_region"}
 	}
-	if f.User == "" {
-		f.Allowed = fl.who.phones.allows(f.Phone)
-	}
 	if channel == "sms" {
 		f.Resends++
 	}
@@ -238,8 +235,10 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 
 // issue gives flow f a new code and hands its delivery to the background (deliveries.start):
 // once a slot of the outbox is free for this client, so that a code that cannot go out now
-// uses up no limit, and once the limits on new codes allow.
+// uses up no limit, and once the limits on new codes allow. The code goes out only if the
+// phone may receive it now (mayReceive); else it follows the simulated course.
 func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) outcome {
+	f.Allowed = fl.mayReceive(f, channel)
 	slot := limitAddr(v.client)
 	if !fl.deliveries.outbox.reserve(slot) {
 		fl.obs.busy()
@@ -257,6 +256,13 @@ func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) o
 		return failedWith(err)
 	}
 	return outcome{kind: sent}
+}
+
+// mayReceive says whether flow f's phone may be sent a code by channel: a first-factor user's
+// phone, or one the allowlist in force now lets sign in, and of a type that channel may reach
+// (deliverable).
+func (fl *flows) mayReceive(f *flow, channel string) bool {
+	return (f.User != "" || fl.who.phones.allows(f.Phone)) && deliverable(f.Phone, channel)
 }
 
 // check is POST /verify: it counts the try against the lockout and the code's max_attempts,

@@ -31,6 +31,25 @@ func normalizePhone(input, defaultRegion string) (e164, region string, err error
 	return phonenumbers.Format(num, phonenumbers.E164), region, nil
 }
 
+// deliverable says whether a code may go to the E.164 number by channel ("sms" or "call"): by
+// SMS to a mobile number, or one its country's plan does not tell from a fixed line; by a call
+// to those and to fixed lines. Every other type (premium rate, shared cost, personal, UAN,
+// pager, VoIP, toll free, voicemail, unknown) is never texted or called: what they cost the
+// sender, or pay their owner, is toll fraud.
+func deliverable(e164, channel string) bool {
+	num, err := phonenumbers.Parse(e164, "")
+	if err != nil {
+		return false
+	}
+	switch phonenumbers.GetNumberType(num) {
+	case phonenumbers.MOBILE, phonenumbers.FIXED_LINE_OR_MOBILE:
+		return true
+	case phonenumbers.FIXED_LINE:
+		return channel == "call"
+	}
+	return false
+}
+
 // regionOf is the region of an E.164 number, or "".
 func regionOf(e164 string) string {
 	num, err := phonenumbers.Parse(e164, "")

@@ -1,10 +1,13 @@
 package caddyotp
 
 import (
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNormalizePhone(t *testing.T) {
@@ -70,5 +73,46 @@ func TestPhoneListAnyoneOnlyByExplicitStar(t *testing.T) {
 	}
 	if !l.allows("+12015550199") {
 		t.Error("phones * does not let anyone in")
+	}
+}
+
+// TestCostlyNumbersInAllowedRegionsAreNeverTextedOrCalled is toll fraud inside the regions
+// codes may go to: numbers whose texts and calls cost the sender more, or pay their owner
+// (premium rate, personal, VoIP, UAN, pager, toll free), get what a number that may not sign in
+// gets: the same answers, and no SMS and no call. A fixed line gets no SMS, but may be called.
+func TestCostlyNumbersInAllowedRegionsAreNeverTextedOrCalled(t *testing.T) {
+	g := newGate(t)
+	g.phones = "*"
+	g.senderOpts = []string{"voice"}
+	g.start("regions US GB\n\t\tsend_limit 50 10m\n\t\tip_limit 200 10m")
+	costly := []string{"+19002345678", "+449098765432", "+447012345678", "+445612345678", "+445512345678", "+447640123456", "+18005550199"}
+	for _, number := range costly {
+		v := newVisitor(t)
+		csrf, sent := v.startSignIn("/", number)
+		wantStatus(t, "send to "+number, sent, http.StatusSeeOther)
+		clock.Advance(31 * time.Second)
+		wantStatus(t, "resend to "+number, v.post("/.otp/resend", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+		clock.Advance(31 * time.Second)
+		wantStatus(t, "call to "+number, v.post("/.otp/call", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+		v.settled()
+	}
+	time.Sleep(200 * time.Millisecond) // what the background would still send
+	if m, c := g.sms.Messages(), g.sms.Calls(); len(m)+len(c) != 0 {
+		t.Fatalf("costly numbers got %d texts and %d calls: %v %v", len(m), len(c), m, c)
+	}
+
+	const landline = "+442079460000"
+	v := newVisitor(t)
+	csrf, _ := v.startSignIn("/", landline)
+	clock.Advance(31 * time.Second)
+	wantStatus(t, "resend to a fixed line", v.post("/.otp/resend", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	clock.Advance(31 * time.Second)
+	wantStatus(t, "call to a fixed line", v.post("/.otp/call", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	calls, err := g.sms.WaitCalls(1, 5*time.Second)
+	if err != nil || calls[0].To != landline {
+		t.Fatalf("a fixed line was not called: %v %v", calls, err)
+	}
+	if m := g.sms.Messages(); len(m) != 0 {
+		t.Errorf("a fixed line was texted: %v", m)
 	}
 }
