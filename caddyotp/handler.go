@@ -160,7 +160,8 @@ func (h *Handler) readVisit(r *http.Request) *visit {
 	if h.public != nil {
 		public = h.public.Hostname()
 	}
-	v.host = trustedHost(r, public)
+	site := h.sites.of(r, h)
+	v.host, v.gate = trustedHost(r, public, site.hosts), site.gate
 	switch {
 	case h.SiteName != "":
 		v.site = h.SiteName

@@ -198,6 +198,7 @@ type Handler struct {
 	flows   *flows
 	signins *signins
 	pages   *pageSet
+	sites   *sites // what the config says of the site of each server the gate serves
 }
 
 // CaddyModule returns the Caddy module information.
@@ -319,6 +320,7 @@ func (h *Handler) who(repl *caddy.Replacer) (*who, error) {
 // wire makes the gate's parts from the configuration, each with the clock and the observer.
 func (h *Handler) wire(w *who, templates map[string]*template.Template) {
 	aud := h.audience(h.store)
+	h.sites = new(sites)
 	h.cookies = &gateCookies{name: h.CookieName, flowKey: h.keys.flow, csrfKey: h.keys.csrf, aud: aud,
 		httpsSite: h.public != nil && h.public.Scheme == "https"}
 	h.limits = &limits{store: h.store, subjects: h.keys.subject, ip: *h.IPLimit, send: *h.SendLimit, lockout: *h.Lockout,

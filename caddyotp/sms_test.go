@@ -1,8 +1,17 @@
 package caddyotp
 
 import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
 )
 
 func TestSMSSegmentsCountGSMAndUCS2(t *testing.T) {
@@ -57,5 +66,66 @@ func TestLongSMSIsWarnedAtLoad(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no warning for a two-segment SMS: %q", h.warnings())
+	}
+}
+
+// TestOnDemandTLSNamesAreNeverBoundToTheCode: without public_url, a code is bound ("@host
+// #code", which browsers autofill on that host only) to a host written as a site address,
+// never to a name that on-demand TLS took from the client, though the TLS server name and the
+// Host header agree on it.
+func TestOnDemandTLSNamesAreNeverBoundToTheCode(t *testing.T) {
+	sms := restcommtest.NewServer()
+	t.Cleanup(sms.Close)
+	ask := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})) // every name may have a certificate
+	t.Cleanup(ask.Close)
+	gate := func(store string) string {
+		return fmt.Sprintf(`otp {
+		%s
+		phones %s
+		store memory %s
+		send_limit 10 10m
+	}
+	respond "in"`, senderBlock(sms, sms.AuthToken), alice, storeName(t)+store)
+	}
+	loadCaddyfile(t, nil, "local_certs\n\tskip_install_trust\n\ton_demand_tls {\n\t\task "+ask.URL+"\n\t}", fmt.Sprintf(`https://localhost:9443 {
+	tls internal
+	%s
+}
+https://:9443 {
+	tls internal {
+		on_demand
+	}
+	%s
+}
+`, gate("a"), gate("b")))
+	for i, tc := range []struct{ host, bound string }{
+		{"localhost", "\n\n@localhost #"},
+		{"evil-login.test", ""},
+		{strings.Repeat("a", 60) + ".evil-login.test", ""},
+	} {
+		tr := &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: tc.host}, // Caddy's internal CA
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, "127.0.0.1:9443")
+			},
+		}
+		base := "https://" + tc.host + ":9443"
+		waitForCertificate(t, &http.Client{Transport: tr}, base+"/")
+		v := newVisitorAt(t, base)
+		v.client.Transport = tr
+		_, sent := v.startSignIn("/", alice)
+		wantStatus(t, "send via "+tc.host, sent, http.StatusSeeOther)
+		msgs, err := sms.WaitMessages(i+1, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := msgs[i].Body
+		if tc.bound != "" && !strings.Contains(body, tc.bound) {
+			t.Errorf("SMS for a site address %s is not bound to it: %q", tc.host, body)
+		}
+		if tc.bound == "" && (strings.Contains(body, "@") || strings.Contains(body, "evil")) {
+			t.Errorf("SMS for the on-demand name %.30s... names it: %q", tc.host, body)
+		}
+		clock.Advance(61 * time.Second)
 	}
 }

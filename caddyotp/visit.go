@@ -18,6 +18,7 @@ type visit struct {
 	user   string // the first-factor user ({http.auth.user.id} before the gate), or ""
 	secure bool   // the browser talks HTTPS to the site
 	host   string // the host the site is known by without believing the request (trustedHost), or ""
+	gate   string // the gate's name in store keys, from the config (siteInfo)
 	site   string // what the pages call the site
 	flowID string // from a flow cookie the gate issued, or ""
 	next   string // where to go after sign-in, from the flow cookie
@@ -126,21 +127,23 @@ func limitAddr(ip string) string {
 }
 
 // trustedHost is the host the site is known by without believing the request alone:
-// public_url's, else on HTTPS the TLS server name when the request is for that same host (a
-// name Caddy holds a certificate for, and routed to this site). Otherwise it is "": the Host
-// header, and the server name when it names another site, are the client's to choose, and a
-// code bound to a host of the attacker's choosing would autofill on the attacker's page.
-func trustedHost(r *http.Request, public string) string {
+// public_url's, else on HTTPS the TLS server name when the request is for that same host and
+// the config writes it as one of the site's addresses (hosts, from siteInfo), within
+// maxBoundHost. Otherwise it is "": the Host header, and the server name when it names another
+// site or one that on-demand TLS took from the client, are the client's to choose, and a code
+// bound to a host of the attacker's choosing would autofill on the attacker's page.
+func trustedHost(r *http.Request, public string, hosts map[string]bool) string {
 	if public != "" {
 		return public
 	}
 	if r.TLS == nil || r.TLS.ServerName == "" {
 		return ""
 	}
-	if !strings.EqualFold(requestHost(r), r.TLS.ServerName) {
+	name := strings.ToLower(r.TLS.ServerName)
+	if !strings.EqualFold(requestHost(r), name) || !hosts[name] || len(name) > maxBoundHost {
 		return ""
 	}
-	return strings.ToLower(r.TLS.ServerName)
+	return name
 }
 
 // requestHost is the request's host, without a port.
