@@ -100,7 +100,7 @@ func TestPendingFlowMemory(t *testing.T) {
 		id, _ := randomToken()
 		f := &flow{Phone: "+1201555" + strconv.Itoa(1000+i%9000), Allowed: true,
 			Hash: codeHash(h.keys.code, id, "123456"), Sent: h.now().UnixNano(), Expires: h.now().Add(5 * time.Minute).UnixNano()}
-		if err := saveFlow(t.Context(), h.store, id, f); err != nil {
+		if err := saveFlow(t.Context(), h.store, id, f, flowKeep(5*time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}

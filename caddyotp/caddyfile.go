@@ -61,6 +61,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"resend_after":     dur(&h.ResendAfter),
 		"send_limit":       limit(&h.SendLimit),
 		"ip_limit":         limit(&h.IPLimit),
+		"ip_range_factor":  func() error { return oneInt(d, &h.IPRangeFactor, "1 or more") },
 		"lockout":          limit(&h.Lockout),
 		"max_sms_per_hour": func() error { return oneInt(d, &h.MaxSMSPerHour, "0 for no cap, or more") },
 		"session_ttl":      dur(&h.SessionTTL),

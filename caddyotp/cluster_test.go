@@ -43,8 +43,17 @@ func startInstances(t *testing.T, n int, r redisDeployment, sms *restcommtest.Se
 	storage := t.TempDir()
 	var all []*instance
 	for i := 0; i < n; i++ {
-		port, admin := freePort(t), fmt.Sprintf("localhost:%d", freePort(t))
-		cfg := fmt.Sprintf(`{
+		all = append(all, startInstance(t, i, storage, r, sms, extra...))
+	}
+	return all
+}
+
+// startInstance runs instance i of a site on Redis r, with Caddy's storage (and so its
+// generated signing key) in the directory storage.
+func startInstance(t *testing.T, i int, storage string, r redisDeployment, sms *restcommtest.Server, extra ...string) *instance {
+	t.Helper()
+	port, admin := freePort(t), fmt.Sprintf("localhost:%d", freePort(t))
+	cfg := fmt.Sprintf(`{
 	admin %s
 	storage file_system %s
 }
@@ -63,9 +72,7 @@ http://localhost:%d {
 	respond "instance %d user={http.auth.user.id}"
 }
 `, admin, storage, port, senderBlock(sms, sms.AuthToken), clusterOrigin, alice, bob, strings.Join(racers, " "), r.storeLines(), strings.Join(extra, "\n\t\t"), i)
-		all = append(all, &instance{base: fmt.Sprintf("http://localhost:%d", port), admin: admin, cfg: cfg, port: port, caddyProcess: runCaddy(t, cfg, port)})
-	}
-	return all
+	return &instance{base: fmt.Sprintf("http://localhost:%d", port), admin: admin, cfg: cfg, port: port, caddyProcess: runCaddy(t, cfg, port)}
 }
 
 // at points the visitor at one instance, as a load balancer would send it there.
@@ -342,4 +349,32 @@ func TestRevocationThroughOneInstancesAdminAPIHoldsOnTheOther(t *testing.T) {
 		}
 		t.Logf("revoked through B, refused on A after %s", time.Since(start).Round(time.Millisecond))
 	})
+}
+
+// TestInstancesWithDifferentKeysOnOneStoreAreTold: two instances of one site share a Redis, but
+// each has its own storage and no secret, so each generated its own key. Every limit would
+// count apart on each; the second to come says so, with what to do.
+func TestInstancesWithDifferentKeysOnOneStoreAreTold(t *testing.T) {
+	sms := restcommtest.NewServer()
+	t.Cleanup(sms.Close)
+	r := startRedis(t)
+	shared := t.TempDir()
+	first, twin := startInstance(t, 0, shared, r, sms), startInstance(t, 1, shared, r, sms)
+	second := startInstance(t, 2, t.TempDir(), r, sms)
+	for _, in := range []*instance{first, twin, second} {
+		newVisitorAt(t, in.base).get("/.otp/login")
+		time.Sleep(300 * time.Millisecond) // each keeps or checks its fingerprint in the background
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(second.out.String(), "another instance of this gate uses the same store with a different key") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second instance, with a key of its own, said nothing:\n%s", second.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, in := range []*instance{first, twin} {
+		if strings.Contains(in.out.String(), "different key") {
+			t.Errorf("an instance that shares the key was told it does not:\n%s", in.out.String())
+		}
+	}
 }

@@ -50,6 +50,9 @@ func (h *Handler) setDefaults() {
 		l := defaultLockout
 		h.Lockout = &l
 	}
+	if h.IPRangeFactor == 0 {
+		h.IPRangeFactor = defaultIPRangeFactor
+	}
 	if h.SessionTTL == 0 {
 		h.SessionTTL = caddy.Duration(defaultSessionTTL)
 	}
@@ -100,6 +103,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxSMSPerHour < 0 {
 		return errors.New("otp: max_sms_per_hour must not be negative")
+	}
+	if h.IPRangeFactor < 1 || h.IPRangeFactor > 1000 {
+		return fmt.Errorf("otp: ip_range_factor %d is outside 1..1000 (how many times ip_limit one /24 or /48 may make)", h.IPRangeFactor)
 	}
 	for name, l := range map[string]*Limit{"send_limit": h.SendLimit, "ip_limit": h.IPLimit, "lockout": h.Lockout} {
 		if l.Count < 1 || l.Window <= 0 {

@@ -77,46 +77,54 @@ func terminal(state string) bool { return deliveryRank[state] == '2' }
 // deliveryTimeout bounds a background delivery, the provider's own timeout included.
 const deliveryTimeout = time.Minute
 
-// outboxSize bounds the deliveries in flight for one gate, and outboxPerClient those one
-// address (an IPv6 /64) asked for; past either /send answers 503, for every number alike.
+// outboxSize bounds the deliveries in flight for one gate, outboxPerClient those one address
+// (an IPv6 /64) asked for, and outboxPerRange those of its range (limitRange); past any of
+// them /send answers 503, for every number alike.
 const (
 	outboxSize      = 128
 	outboxPerClient = 8
+	outboxPerRange  = 32
 )
 
-// outbox runs deliveries in the background: at most size at once, and at most perClient of
-// them for one client, so that one client cannot take every slot.
+// outbox runs deliveries in the background: at most size at once, at most perClient of them
+// for one client address and perRange for its range, so that no address or range can take
+// every slot.
 type outbox struct {
 	mu        sync.Mutex
 	size      int
 	perClient int
+	perRange  int
 	inFlight  int
-	byClient  map[string]int
+	byClient  map[string]int // by limitAddr and by limitRange
 }
 
-func newOutbox(size, perClient int) *outbox {
-	return &outbox{size: size, perClient: perClient, byClient: make(map[string]int)}
+func newOutbox(size, perClient, perRange int) *outbox {
+	return &outbox{size: size, perClient: perClient, perRange: perRange, byClient: make(map[string]int)}
 }
 
-// reserve takes a slot for client, or says there is none.
+// reserve takes a slot for the client address, or says there is none.
 func (o *outbox) reserve(client string) bool {
+	addr, rng := limitAddr(client), limitRange(client)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.inFlight >= o.size || o.byClient[client] >= o.perClient {
+	if o.inFlight >= o.size || o.byClient[addr] >= o.perClient || o.byClient[rng] >= o.perRange {
 		return false
 	}
 	o.inFlight++
-	o.byClient[client]++
+	o.byClient[addr]++
+	o.byClient[rng]++
 	return true
 }
 
-// release gives back client's slot.
+// release gives back the client address's slot.
 func (o *outbox) release(client string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.inFlight--
-	if o.byClient[client]--; o.byClient[client] <= 0 {
-		delete(o.byClient, client)
+	for _, k := range []string{limitAddr(client), limitRange(client)} {
+		if o.byClient[k]--; o.byClient[k] <= 0 {
+			delete(o.byClient, k)
+		}
 	}
 }
 
@@ -387,7 +395,7 @@ func healthKey(senderRaw, rules []byte) string {
 }
 
 // start gives flow f a new code, which kills the previous one, saves the flow with its
-// delivery "sending", and hands the delivery to the outbox on the slot reserved for slotOf:
+// delivery "sending", and hands the delivery to the outbox on the slot reserved for the client address slotOf:
 // send when the phone may sign in, else the simulated course. For a phone that may not sign in
 // the flow gets a code nobody knows, so every answer matches. On an error the slot is given
 // back and nothing is sent.
@@ -406,7 +414,7 @@ func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, cl
 		ds.outbox.release(slotOf)
 		return err
 	}
-	if err := saveFlow(ctx, ds.store, id, &next); err != nil {
+	if err := saveFlow(ctx, ds.store, id, &next, flowKeep(ds.codeTTL)); err != nil {
 		ds.outbox.release(slotOf)
 		return err
 	}

@@ -135,7 +135,7 @@ func TestFullOutboxRefusesEveryNumberAlike(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"ip_limit": map[string]any{"count": 100, "window": "10m"}})
 	release := make(chan struct{})
 	h.flows.deliveries.sender = blockingSender(release)
-	h.flows.deliveries.outbox = newOutbox(1, 1)
+	h.flows.deliveries.outbox = newOutbox(1, 1, 1)
 	defer close(release)
 	unitSend(t, h, bob) // holds the only slot until released
 	answers := map[string]*httptest.ResponseRecorder{}

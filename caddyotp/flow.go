@@ -30,8 +30,15 @@ type flow struct {
 	Resends int    `json:"resends,omitempty"` // new codes asked for; a call is offered after one
 }
 
-// flowTTL bounds how long a flow is kept after its last change; its code dies sooner (code_ttl).
-const flowTTL = 30 * time.Minute
+// flowCookieTTL is how long a flow cookie is kept: it holds the flow's id and where to go after
+// sign-in, and nothing is stored for it until a code is asked for.
+const flowCookieTTL = 30 * time.Minute
+
+// flowKeep is how long a flow is kept after its last code, which lives codeTTL: twice that,
+// so that the code page can still say the code expired and offer another, and no longer, so
+// that what a visitor who asked for codes leaves in the store is bounded by the limits on
+// asking (ip_limit by address and range).
+func flowKeep(codeTTL time.Duration) time.Duration { return 2 * codeTTL }
 
 // flowIDLen is the length of a flow id: 32 random bytes, base64url without padding.
 const flowIDLen = 43
@@ -131,13 +138,13 @@ func loadFlowAt(ctx context.Context, store Store, id string) (*flow, error) {
 	return &f, nil
 }
 
-// saveFlow keeps flow f under id for flowTTL.
-func saveFlow(ctx context.Context, store Store, id string, f *flow) error {
+// saveFlow keeps flow f under id for ttl.
+func saveFlow(ctx context.Context, store Store, id string, f *flow, ttl time.Duration) error {
 	b, err := json.Marshal(f)
 	if err != nil {
 		return err
 	}
-	return store.Set(ctx, flowKey(id), b, flowTTL)
+	return store.Set(ctx, flowKey(id), b, ttl)
 }
 
 // pending is the visitor's flow, if the visitor may act on it: a user's flow needs that user
@@ -239,12 +246,12 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 // phone may receive it now (mayReceive); else it follows the simulated course.
 func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) outcome {
 	f.Allowed = fl.mayReceive(f, channel)
-	slot := limitAddr(v.client)
+	slot := v.client
 	if !fl.deliveries.outbox.reserve(slot) {
 		fl.obs.busy()
 		return outcome{kind: busy}
 	}
-	if wait, limit, err := fl.limits.newCode(ctx, f.Phone, v.client); err != nil || wait > 0 {
+	if wait, limit, err := fl.limits.newCode(ctx, f.Phone, v.client, v.gate, f.Allowed); err != nil || wait > 0 {
 		fl.deliveries.outbox.release(slot)
 		return limitedBy(limit, wait, err)
 	}

@@ -162,6 +162,7 @@ func (h *Handler) readVisit(r *http.Request) *visit {
 	}
 	site := h.sites.of(r, h)
 	v.host, v.gate = trustedHost(r, public, site.hosts), site.gate
+	h.keyCheck.start(site.gate)
 	switch {
 	case h.SiteName != "":
 		v.site = h.SiteName
@@ -189,7 +190,7 @@ func (h *Handler) flowFor(w http.ResponseWriter, v *visit, next string) (string,
 			return "", caddyhttp.Error(http.StatusInternalServerError, err)
 		}
 	}
-	h.cookies.set(w, v.secure, flowCookie, h.cookies.encodeFlow(id, next), flowTTL)
+	h.cookies.set(w, v.secure, flowCookie, h.cookies.encodeFlow(id, next), flowCookieTTL)
 	return id, nil
 }
 

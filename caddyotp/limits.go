@@ -27,8 +27,9 @@ type limits struct {
 	store       Store
 	subjects    []byte // the key that names phones and addresses in store keys
 	ip, send    Limit
+	rangeFactor int // how many times ip a range of addresses (limitRange) may make
 	lockout     Limit
-	perHour     int // codes per hour for the whole site; 0: no cap
+	perHour     int // codes per hour handed to the provider by this gate; 0: no cap
 	resendAfter time.Duration
 	now         func() time.Time
 	obs         *observer
@@ -53,16 +54,69 @@ func (l *limits) hit(ctx context.Context, kind, subject string, lim Limit) (time
 	return time.Unix(0, (slot+1)*int64(win)).Sub(t), nil
 }
 
-// address counts a request from client against ip_limit (IPv6 by its /64).
+// peek says how long to wait when subject's count of kind in the current window of lim has
+// reached the limit already, else 0. It counts nothing.
+func (l *limits) peek(ctx context.Context, kind, subject string, lim Limit) (time.Duration, error) {
+	win := time.Duration(lim.Window)
+	t := l.now()
+	slot := t.UnixNano() / int64(win)
+	v, err := l.store.Get(ctx, limitKey(kind, l.key(subject), slot))
+	if n, _ := strconv.ParseInt(string(v), 10, 64); err != nil || n < int64(lim.Count) {
+		return 0, err
+	}
+	return time.Unix(0, (slot+1)*int64(win)).Sub(t), nil
+}
+
+// address counts a request from client against ip_limit: by the address (IPv6: its /64), then
+// by its range (limitRange), which may make rangeFactor times as many. A request refused by
+// the address's count is not counted for the range.
 func (l *limits) address(ctx context.Context, client string) (time.Duration, error) {
-	return l.hit(ctx, "ip", limitAddr(client), l.ip)
+	if wait, err := l.hit(ctx, "ip", limitAddr(client), l.ip); err != nil || wait > 0 {
+		return wait, err
+	}
+	return l.hit(ctx, "ipr", limitRange(client), Limit{Count: l.ip.Count * l.rangeFactor, Window: l.ip.Window})
+}
+
+// budgetShare: one range of addresses may spend at most 1/budgetShare of a gate's hourly budget.
+const budgetShare = 4
+
+// budget spends one of gate's codes of the hour (max_sms_per_hour) for client, whose range
+// may spend at most a share of them, and says how long to wait when either is spent. A try
+// refused reads the counts but adds to neither, so tries past a cap cost nothing more. For a
+// number that may not sign in (spend false), no SMS is paid for: it is refused like any other
+// while a budget is spent, and its counts go to a shadow of the same cost, so that neither
+// answers nor timing tell it apart.
+func (l *limits) budget(ctx context.Context, gate, client string, spend bool) (time.Duration, error) {
+	hour := caddy.Duration(time.Hour)
+	counts := []struct {
+		subject string
+		lim     Limit
+	}{
+		{"budget\x00" + gate + "\x00" + limitRange(client), Limit{Count: (l.perHour + budgetShare - 1) / budgetShare, Window: hour}},
+		{"budget\x00" + gate, Limit{Count: l.perHour, Window: hour}},
+	}
+	for _, c := range counts {
+		if wait, err := l.peek(ctx, "site", c.subject, c.lim); err != nil || wait > 0 {
+			return wait, err
+		}
+	}
+	for _, c := range counts {
+		subject := c.subject
+		if !spend {
+			subject = "budget\x00" + gate + "\x00shadow"
+		}
+		if wait, err := l.hit(ctx, "site", subject, c.lim); err != nil || wait > 0 && spend {
+			return wait, err
+		}
+	}
+	return 0, nil
 }
 
 // newCode checks, in order, what every new code for phone must pass when client asks for it:
 // the lockouts, resend_after since the last code to that phone (whichever flow asked), the
-// phone's send limit and the site's hourly cap. It counts as it goes, and says how long to wait
-// and which limit refused.
-func (l *limits) newCode(ctx context.Context, phone, client string) (time.Duration, string, error) {
+// phone's send limit and the gate's hourly budget (spent only when the code is to be sent:
+// spend). It counts as it goes, and says how long to wait and which limit refused.
+func (l *limits) newCode(ctx context.Context, phone, client, gate string, spend bool) (time.Duration, string, error) {
 	phoneKey, pairKey := l.lockKeys(phone, client)
 	if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
 		return wait, "lockout", err
@@ -74,7 +128,7 @@ func (l *limits) newCode(ctx context.Context, phone, client string) (time.Durati
 		return wait, "send", err
 	}
 	if l.perHour > 0 {
-		if wait, err := l.hit(ctx, "site", "", Limit{Count: l.perHour, Window: caddy.Duration(time.Hour)}); err != nil || wait > 0 {
+		if wait, err := l.budget(ctx, gate, client, spend); err != nil || wait > 0 {
 			return wait, "site", err
 		}
 	}

@@ -39,9 +39,10 @@
 //	    resend_after 30s                        # per phone, whichever browser asks
 //	    send_limit 5 10m                        # SMS per phone per window
 //	    ip_limit 20 10m                         # sends and checks per client IP (IPv6: /64) per window
+//	    ip_range_factor 5                       # ... and 5 times that per /24 (IPv6: /48)
 //	    lockout 10 15m                          # consecutive failures per phone and address,
 //	                                            # lock duration; 5x that from any address locks the phone
-//	    max_sms_per_hour 200                    # codes per hour for the whole site
+//	    max_sms_per_hour 200                    # codes per hour for this gate (a /24 or /48: a quarter)
 //	    session_ttl 12h                         # absolute
 //	    session_idle 30m                        # sliding
 //	    trust_device 30d                        # offer "trust this browser" (off by default)
@@ -88,6 +89,8 @@ const (
 	defaultResendAfter = 30 * time.Second
 	defaultSessionTTL  = 12 * time.Hour
 	defaultSessionIdle = 30 * time.Minute
+	// defaultIPRangeFactor: how many times ip_limit one /24 or /48 may make.
+	defaultIPRangeFactor = 5
 )
 
 var (
@@ -137,10 +140,15 @@ type Handler struct {
 	SendLimit *Limit `json:"send_limit,omitempty"`
 	// Sends and code checks per client IP per window. Default 20 per 10m.
 	IPLimit *Limit `json:"ip_limit,omitempty"`
+	// How many times ip_limit the addresses of one range (an IPv4 /24, an IPv6 /48) may make
+	// together. Default 5.
+	IPRangeFactor int `json:"ip_range_factor,omitempty"`
 	// Consecutive failures per phone (count) before it is locked for window. Default 10, 15m.
 	Lockout *Limit `json:"lockout,omitempty"`
-	// Codes issued per hour for the whole site (counted whether or not the number may sign in,
-	// so the cap reveals nothing); 0 means no cap. Bounds what a bot can cost in SMS.
+	// Codes handed to the provider per hour by this gate; 0 means no cap. Bounds what a bot can
+	// cost in SMS. One address range (an IPv4 /24, an IPv6 /48) may spend a quarter of it. A
+	// number that may not sign in spends none of it, but is refused like any other while it is
+	// spent, so the cap reveals nothing.
 	MaxSMSPerHour int `json:"max_sms_per_hour,omitempty"`
 
 	// Absolute lifetime of a session. Default 12h.
@@ -185,20 +193,21 @@ type Handler struct {
 	// Accept-Language.
 	Language string `json:"language,omitempty"`
 
-	sender  Sender
-	store   Store
-	health  *health // what recent real deliveries of this gate did
-	keys    keys
-	public  *url.URL // public_url, parsed; nil if unset
-	origin  string   // public_url's origin, as browsers send it
-	now     func() time.Time
-	obs     *observer // reports metrics, events and log lines for every part
-	cookies *gateCookies
-	limits  *limits
-	flows   *flows
-	signins *signins
-	pages   *pageSet
-	sites   *sites // what the config says of the site of each server the gate serves
+	sender   Sender
+	store    Store
+	health   *health // what recent real deliveries of this gate did
+	keys     keys
+	public   *url.URL // public_url, parsed; nil if unset
+	origin   string   // public_url's origin, as browsers send it
+	now      func() time.Time
+	obs      *observer // reports metrics, events and log lines for every part
+	cookies  *gateCookies
+	limits   *limits
+	flows    *flows
+	signins  *signins
+	pages    *pageSet
+	sites    *sites    // what the config says of the site of each server the gate serves
+	keyCheck *keyCheck // whether the gate's other instances share its key
 }
 
 // CaddyModule returns the Caddy module information.
@@ -321,14 +330,15 @@ func (h *Handler) who(repl *caddy.Replacer) (*who, error) {
 func (h *Handler) wire(w *who, templates map[string]*template.Template) {
 	aud := h.audience(h.store)
 	h.sites = new(sites)
+	h.keyCheck = newKeyCheck(h.store, h.keys.subject, h.obs)
 	h.cookies = &gateCookies{name: h.CookieName, flowKey: h.keys.flow, csrfKey: h.keys.csrf, aud: aud,
 		httpsSite: h.public != nil && h.public.Scheme == "https"}
 	h.limits = &limits{store: h.store, subjects: h.keys.subject, ip: *h.IPLimit, send: *h.SendLimit, lockout: *h.Lockout,
-		perHour: h.MaxSMSPerHour, resendAfter: time.Duration(h.ResendAfter), now: h.now, obs: h.obs}
+		rangeFactor: h.IPRangeFactor, perHour: h.MaxSMSPerHour, resendAfter: time.Duration(h.ResendAfter), now: h.now, obs: h.obs}
 	codeTTL := time.Duration(h.CodeTTL)
 	h.flows = &flows{store: h.store, limits: h.limits, who: w, codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL,
 		maxAttempts: h.MaxAttempts, message: h.Message, siteName: h.SiteName, now: h.now, obs: h.obs,
-		deliveries: &deliveries{store: h.store, limits: h.limits, sender: h.sender, outbox: newOutbox(outboxSize, outboxPerClient), health: h.health,
+		deliveries: &deliveries{store: h.store, limits: h.limits, sender: h.sender, outbox: newOutbox(outboxSize, outboxPerClient, outboxPerRange), health: h.health,
 			codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL, wait: sleepCtx, now: h.now, obs: h.obs,
 			endings: endings{store: h.store, gate: strings.TrimPrefix(h.healthKey(), "otp.health.")[:16]}}}
 	if rs, ok := h.sender.(Receipts); ok && h.public != nil && rs.ReceiptsEnabled() {

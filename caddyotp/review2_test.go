@@ -77,7 +77,7 @@ func TestBusyOutboxUsesUpNoLimit(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"send_limit": map[string]any{"count": 1, "window": "10m"}})
 	release := make(chan struct{})
 	h.flows.deliveries.sender = blockingSender(release)
-	h.flows.deliveries.outbox = newOutbox(1, 1)
+	h.flows.deliveries.outbox = newOutbox(1, 1, 1)
 	unitSend(t, h, bob) // holds the only slot
 	w, r := postForm(t, h, "/.otp/send", url.Values{"phone": {alice}})
 	if err := serve(h, w, r); err != nil || w.Code != http.StatusServiceUnavailable {

@@ -144,12 +144,13 @@ func TestSiteWideSMSCapStopsABotRunningUpTheBill(t *testing.T) {
 	clock.StartWindow(time.Hour) // the requests below count in one window
 	g := newGate(t)
 	g.phones = "*"
+	g.global = "servers {\n\t\ttrusted_proxies static 127.0.0.0/8\n\t}"
 	g.start("max_sms_per_hour 3")
-	for i := 0; i < 3; i++ {
-		_, r := newVisitor(t).startSignIn("/", "+1201555017"+strconv.Itoa(i))
+	for i := 0; i < 3; i++ { // from three /24s: one may spend only a share of the budget
+		_, r := from(t, site, "198.51."+strconv.Itoa(i)+".1").startSignIn("/", "+1201555017"+strconv.Itoa(i))
 		wantStatus(t, "send", r, http.StatusSeeOther)
 	}
-	_, r := newVisitor(t).startSignIn("/", "+12015550179")
+	_, r := from(t, site, "198.51.9.1").startSignIn("/", "+12015550179")
 	wantRetryAfter(t, "fourth SMS in the hour", r, time.Hour)
 	g.code(3) // the three accepted codes go out in the background
 	if n := len(g.sms.Messages()); n != 3 {

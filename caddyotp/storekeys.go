@@ -9,7 +9,7 @@ import (
 // appears only as a subject key (a keyed hash, subjects.key), a flow by its random id, a code by
 // a prefix of its hash: the store holds no phone number, address or code in its key names.
 
-// flowKey holds a pending flow (JSON), from the code's first send until flowTTL after its last
+// flowKey holds a pending flow (JSON), from the code's first send until flowKeep after its last
 // change.
 func flowKey(flowID string) string { return "flow:" + flowID }
 
@@ -47,6 +47,9 @@ func voiceKey(tokenHash []byte) string { return "voice:" + hex.EncodeToString(to
 // receiptKey holds what a delivery receipt's token is for (receiptRecord), under a hash of the
 // token (receiptBook.key).
 func receiptKey(tokenHash []byte) string { return "rcpt:" + hex.EncodeToString(tokenHash) }
+
+// keyFingerprintKey holds the fingerprint of the key of the gate's instances (keyCheck).
+func keyFingerprintKey(gate string) string { return "keyfp:" + gate }
 
 // endingsCountKey counts a gate's endings so far.
 func endingsCountKey(gate string) string { return "end:" + gate + ":n" }

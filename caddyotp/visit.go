@@ -111,6 +111,22 @@ func rightmostForwarded(r *http.Request, headers []string) string {
 	return ""
 }
 
+// limitRange is the range of a client address that the range limits count: an IPv4 /24, an
+// IPv6 /48 (what one site or one customer of a provider commonly holds).
+func limitRange(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap().WithZone("")
+	bits := 48
+	if addr.Is4() {
+		bits = 24
+	}
+	p, _ := addr.Prefix(bits)
+	return p.String()
+}
+
 // limitAddr is the name a client address is counted under by the per-address limits: an IPv4
 // address itself, an IPv6 address by its /64, since one host commonly holds a whole /64.
 func limitAddr(ip string) string {
