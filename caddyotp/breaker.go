@@ -25,20 +25,20 @@ type breaker struct {
 	trial    bool      // the one trial after an open period is under way
 }
 
-// allow says whether the provider may be tried now: the breaker is closed, or its open period
-// is over and nobody else is making the one trial. Every try that allow let through ends in
-// exactly one call of settle.
-func (b *breaker) allow(now time.Time) bool {
+// allow says whether the provider may be tried now, and whether this try is the one trial:
+// the breaker is closed, or its open period is over and nobody else is making the trial.
+// Every try ends in exactly one call of settle, told whether it was the trial.
+func (b *breaker) allow(now time.Time) (ok, trial bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.failures < breakerFailures {
-		return true
+		return true, false
 	}
 	if now.Before(b.openTill) || b.trial {
-		return false
+		return false, false
 	}
 	b.trial = true
-	return true
+	return true, true
 }
 
 // An attempt's end, as the breaker counts it.
@@ -52,10 +52,12 @@ const (
 
 // settle ends a try: the one place a trial ends, whatever became of it. The third failure in a
 // row (or a failed trial) opens the breaker for breakerOpen.
-func (b *breaker) settle(now time.Time, end attemptEnd) {
+func (b *breaker) settle(now time.Time, end attemptEnd, trial bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.trial = false
+	if trial {
+		b.trial = false
+	}
 	switch end {
 	case answered:
 		b.failures = 0
@@ -75,5 +77,5 @@ func providerTrouble(err error) bool {
 	if !errors.As(err, &se) {
 		return true
 	}
-	return !se.Number && (se.Temporary || se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden)
+	return !se.Number && !se.Destination && (se.Temporary || se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden)
 }

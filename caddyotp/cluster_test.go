@@ -361,8 +361,10 @@ func TestInstancesWithDifferentKeysOnOneStoreAreTold(t *testing.T) {
 	shared := t.TempDir()
 	first, twin := startInstance(t, 0, shared, r, sms), startInstance(t, 1, shared, r, sms)
 	second := startInstance(t, 2, t.TempDir(), r, sms)
-	for _, in := range []*instance{first, twin, second} {
-		newVisitorAt(t, in.base).get("/.otp/login")
+	for i, in := range []*instance{first, twin, second} {
+		if _, r := newBalancedVisitor(t, in).startSignIn("/", racers[i]); r.status != http.StatusSeeOther {
+			t.Fatalf("send on instance %d: status %d", i, r.status)
+		}
 		time.Sleep(300 * time.Millisecond) // each keeps or checks its fingerprint in the background
 	}
 	deadline := time.Now().Add(5 * time.Second)

@@ -397,13 +397,14 @@ func healthKey(senderRaw, rules []byte) string {
 // start gives flow f a new code, which kills the previous one, saves the flow with its
 // delivery "sending", and hands the delivery to the outbox on the slot reserved for the client address slotOf:
 // send when the phone may sign in, else the simulated course. For a phone that may not sign in
-// the flow gets a code nobody knows, so every answer matches. On an error the slot is given
-// back and nothing is sent.
-func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, client, slotOf string, send sendFunc) error {
+// the flow gets a code nobody knows, so every answer matches. It returns the delivery's
+// beginning, for the caller to run once the answer is out (outcome.deliverAfter): whatever the send
+// does then cannot slow the answer. On an error the slot is given back and nothing is sent.
+func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, client, slotOf string, send sendFunc) (func(), error) {
 	code, err := newCode(ds.codeLength)
 	if err != nil {
 		ds.outbox.release(slotOf)
-		return err
+		return nil, err
 	}
 	t := ds.now()
 	next := *f
@@ -412,17 +413,18 @@ func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, cl
 	next.Expires = t.Add(ds.codeTTL).UnixNano()
 	if err := ds.store.Set(ctx, deliveryKey(id, next.Hash), ranked(deliverySending), ds.codeTTL); err != nil {
 		ds.outbox.release(slotOf)
-		return err
+		return nil, err
 	}
 	if err := saveFlow(ctx, ds.store, id, &next, flowKeep(ds.codeTTL)); err != nil {
 		ds.outbox.release(slotOf)
-		return err
+		return nil, err
 	}
 	*f = next
-	ds.outbox.run(slotOf, func() {
-		ds.run(delivery{flowID: id, flow: next, code: code, client: client, channel: channel, send: send})
-	})
-	return nil
+	return func() {
+		ds.outbox.run(slotOf, func() {
+			ds.run(delivery{flowID: id, flow: next, code: code, client: client, channel: channel, send: send})
+		})
+	}, nil
 }
 
 var _ caddy.Destructor = (*health)(nil)

@@ -78,6 +78,7 @@ type outcome struct {
 	key     string        // refused: which refusal; badPhone: which error
 	input   string        // badPhone: what was typed
 	err     error         // failed: the store could not answer
+	begin   func()        // sent: the delivery's beginning, run once the answer is out (deliverAfter)
 }
 
 type outcomeKind int
@@ -172,7 +173,7 @@ func (fl *flows) shown(ctx context.Context, v *visit) (f *flow, state, reason st
 // default_region; a +country typed wins), or in users mode for the signed-in user's phone, and
 // a code to it, once the limits allow.
 func (fl *flows) start(ctx context.Context, v *visit, input, region string) outcome {
-	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
+	if wait, err := fl.limits.addressAndRange(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
 	}
 	f := &flow{}
@@ -228,7 +229,7 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 			return outcome{kind: toCode}
 		}
 	}
-	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
+	if wait, err := fl.limits.addressAndRange(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
 	}
 	if !fl.who.region(regionOf(f.Phone)) {
@@ -251,7 +252,7 @@ func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) o
 		fl.obs.busy()
 		return outcome{kind: busy}
 	}
-	if wait, limit, err := fl.limits.newCode(ctx, f.Phone, v.client, v.gate, f.Allowed); err != nil || wait > 0 {
+	if wait, limit, err := fl.limits.newCode(ctx, f.Phone, v.client, v.gate); err != nil || wait > 0 {
 		fl.deliveries.outbox.release(slot)
 		return limitedBy(limit, wait, err)
 	}
@@ -259,17 +260,19 @@ func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) o
 	if channel == "call" {
 		send = fl.voice.caller(f.Phone, v.lang, fl.site(v))
 	}
-	if err := fl.deliveries.start(ctx, v.flowID, f, channel, v.client, slot, send); err != nil {
+	begin, err := fl.deliveries.start(ctx, v.flowID, f, channel, v.client, slot, send)
+	if err != nil {
 		return failedWith(err)
 	}
-	return outcome{kind: sent}
+	return outcome{kind: sent, begin: begin}
 }
 
 // mayReceive says whether flow f's phone may be sent a code by channel: a first-factor user's
 // phone, or one the allowlist in force now lets sign in, and of a type that channel may reach
-// (deliverable).
+// (deliverable). Both are judged for every number, so that the work tells none apart.
 func (fl *flows) mayReceive(f *flow, channel string) bool {
-	return (f.User != "" || fl.who.phones.allows(f.Phone)) && deliverable(f.Phone, channel)
+	reachable, allowed := deliverable(f.Phone, channel), fl.who.phones.allows(f.Phone)
+	return (f.User != "" || allowed) && reachable
 }
 
 // check is POST /verify: it counts the try against the lockout and the code's max_attempts,

@@ -39,10 +39,10 @@ func sentCode(t testing.TB, s *recordingSender, n int) string {
 func TestFlowStartRefusesWhatIsNotAPhoneOrNotARegion(t *testing.T) {
 	h, _ := newUnitHandler(t, map[string]any{"regions": []string{"US"}})
 	ctx := context.Background()
-	if o := h.flows.start(ctx, unitVisit(t), "not a number", ""); o.kind != badPhone || o.key != "err_not_phone" || o.input != "not a number" {
+	if o := begun(h.flows.start(ctx, unitVisit(t), "not a number", "")); o.kind != badPhone || o.key != "err_not_phone" || o.input != "not a number" {
 		t.Errorf("not a phone: %+v", o)
 	}
-	if o := h.flows.start(ctx, unitVisit(t), "+442079460000", ""); o.kind != badPhone || o.key != "err_region" {
+	if o := begun(h.flows.start(ctx, unitVisit(t), "+442079460000", "")); o.kind != badPhone || o.key != "err_region" {
 		t.Errorf("a UK number with regions US: %+v", o)
 	}
 }
@@ -51,18 +51,18 @@ func TestFlowSendResendAndCheck(t *testing.T) {
 	h, sender := newUnitHandler(t, map[string]any{"max_attempts": 3})
 	ctx := context.Background()
 	v := unitVisit(t)
-	if o := h.flows.start(ctx, v, alice, ""); o.kind != sent {
+	if o := begun(h.flows.start(ctx, v, alice, "")); o.kind != sent {
 		t.Fatalf("start: %+v", o)
 	}
 	first := sentCode(t, sender, 1)
-	if o := h.flows.again(ctx, v, "sms"); o.kind != limited || o.limit != "resend" || o.wait <= 0 || o.wait > 30*time.Second {
+	if o := begun(h.flows.again(ctx, v, "sms")); o.kind != limited || o.limit != "resend" || o.wait <= 0 || o.wait > 30*time.Second {
 		t.Fatalf("resend inside resend_after: %+v", o)
 	}
-	if o := h.flows.again(ctx, v, "call"); o.kind != toCode {
+	if o := begun(h.flows.again(ctx, v, "call")); o.kind != toCode {
 		t.Errorf("a call without voice: %+v", o)
 	}
 	clock.Advance(31 * time.Second)
-	if o := h.flows.again(ctx, v, "sms"); o.kind != sent {
+	if o := begun(h.flows.again(ctx, v, "sms")); o.kind != sent {
 		t.Fatalf("resend: %+v", o)
 	}
 	second := sentCode(t, sender, 2)
@@ -84,7 +84,7 @@ func TestFlowCodeExpiresAndIsExhausted(t *testing.T) {
 	h, sender := newUnitHandler(t, map[string]any{"max_attempts": 2})
 	ctx := context.Background()
 	v := unitVisit(t)
-	h.flows.start(ctx, v, alice, "")
+	begun(h.flows.start(ctx, v, alice, ""))
 	code := sentCode(t, sender, 1)
 	for _, want := range []outcomeKind{wrong, exhausted} {
 		if o := h.flows.check(ctx, v, otherCode(code)); o.kind != want {
@@ -96,7 +96,7 @@ func TestFlowCodeExpiresAndIsExhausted(t *testing.T) {
 	}
 	clock.Advance(31 * time.Second)
 	w := unitVisit(t)
-	h.flows.start(ctx, w, alice, "")
+	begun(h.flows.start(ctx, w, alice, ""))
 	code = sentCode(t, sender, 2)
 	clock.Advance(5*time.Minute + time.Second)
 	if o := h.flows.check(ctx, w, code); o.kind != expired {
@@ -108,7 +108,7 @@ func TestFlowLockoutRefusesTheCheck(t *testing.T) {
 	h, sender := newUnitHandler(t, map[string]any{"lockout": map[string]any{"count": 2, "window": "15m"}})
 	ctx := context.Background()
 	v := unitVisit(t)
-	h.flows.start(ctx, v, alice, "")
+	begun(h.flows.start(ctx, v, alice, ""))
 	code := sentCode(t, sender, 1)
 	for i := 0; i < 2; i++ {
 		h.flows.check(ctx, v, otherCode(code))
@@ -119,7 +119,7 @@ func TestFlowLockoutRefusesTheCheck(t *testing.T) {
 	other := unitVisit(t)
 	other.client = "198.51.100.7"
 	clock.Advance(31 * time.Second)
-	if o := h.flows.start(ctx, other, alice, ""); o.kind != sent {
+	if o := begun(h.flows.start(ctx, other, alice, "")); o.kind != sent {
 		t.Errorf("the owner from another address: %+v", o)
 	}
 }
@@ -129,7 +129,7 @@ func TestFlowOfAUserIsTheUsersOnly(t *testing.T) {
 	ctx := context.Background()
 	v := unitVisit(t)
 	v.user = "alice"
-	if o := h.flows.start(ctx, v, bob, ""); o.kind != sent {
+	if o := begun(h.flows.start(ctx, v, bob, "")); o.kind != sent {
 		t.Fatalf("start as alice: %+v", o)
 	}
 	code := sentCode(t, sender, 1)
@@ -146,7 +146,7 @@ func TestFlowOfAUserIsTheUsersOnly(t *testing.T) {
 	}
 	carol := unitVisit(t)
 	carol.user = "carol"
-	if o := h.flows.start(ctx, carol, "", ""); o.kind != refused || o.key != "no_phone" {
+	if o := begun(h.flows.start(ctx, carol, "", "")); o.kind != refused || o.key != "no_phone" {
 		t.Errorf("a user without a phone: %+v", o)
 	}
 }
@@ -163,7 +163,7 @@ func TestFlowRegionFieldIsCheckedAgainstRegions(t *testing.T) {
 		{"07400 123456", "GB", "+447400123456"},
 		{"+1 201 555 0145", "GB", "+12015550145"}, // the +country typed wins
 	} {
-		if o := h.flows.start(ctx, unitVisit(t), tc.input, tc.region); o.kind != sent {
+		if o := begun(h.flows.start(ctx, unitVisit(t), tc.input, tc.region)); o.kind != sent {
 			t.Fatalf("%q in %s: %+v", tc.input, tc.region, o)
 		}
 		n++
@@ -173,12 +173,12 @@ func TestFlowRegionFieldIsCheckedAgainstRegions(t *testing.T) {
 		}
 	}
 	for _, region := range []string{"FR", "ZZ"} {
-		if o := h.flows.start(ctx, unitVisit(t), "06 12 34 56 78", region); o.kind != badPhone || o.key != "err_bad_region" {
+		if o := begun(h.flows.start(ctx, unitVisit(t), "06 12 34 56 78", region)); o.kind != badPhone || o.key != "err_bad_region" {
 			t.Errorf("region %s, not in regions: %+v", region, o)
 		}
 	}
 	h, _ = newUnitHandler(t, nil)
-	if o := h.flows.start(ctx, unitVisit(t), "201 555 0123", "US"); o.kind != badPhone || o.key != "err_bad_region" {
+	if o := begun(h.flows.start(ctx, unitVisit(t), "201 555 0123", "US")); o.kind != badPhone || o.key != "err_bad_region" {
 		t.Errorf("a region field without regions: %+v", o)
 	}
 }

@@ -162,7 +162,6 @@ func (h *Handler) readVisit(r *http.Request) *visit {
 	}
 	site := h.sites.of(r, h)
 	v.host, v.gate = trustedHost(r, public, site.hosts), site.gate
-	h.keyCheck.start(site.gate)
 	switch {
 	case h.SiteName != "":
 		v.site = h.SiteName
@@ -225,14 +224,30 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request, v *visit) e
 // phone) and sends it a code in the background. Whether or not the number may sign in, the
 // answer is the same 303 to the code page; only allowed numbers get an SMS.
 func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request, v *visit) error {
-	return h.answer(w, v, h.flows.start(r.Context(), v, r.PostForm.Get("phone"), v.form.region))
+	o := h.flows.start(r.Context(), v, r.PostForm.Get("phone"), v.form.region)
+	if o.kind == sent { // a counted request that stores a flow: the gate writes to its store anyway
+		h.keyCheck.start(v.gate)
+	}
+	return o.deliverAfter(w, h.answer(w, v, o))
 }
 
 // serveAgain is /resend (a new code by SMS) or /call (by a voice call).
 func (h *Handler) serveAgain(channel string) func(http.ResponseWriter, *http.Request, *visit) error {
 	return func(w http.ResponseWriter, r *http.Request, v *visit) error {
-		return h.answer(w, v, h.flows.again(r.Context(), v, channel))
+		o := h.flows.again(r.Context(), v, channel)
+		return o.deliverAfter(w, h.answer(w, v, o))
 	}
+}
+
+// deliverAfter sends the answer already written to w (its error is err) to the client, and
+// only then begins the delivery of a sent outcome: whatever the delivery does, for a number
+// that may sign in or one that may not, cannot overlap the answer.
+func (o outcome) deliverAfter(w http.ResponseWriter, err error) error {
+	if o.begin != nil {
+		_ = http.NewResponseController(w).Flush()
+		o.begin()
+	}
+	return err
 }
 
 // serveVerify shows the code page (GET) or checks a code (POST); a right one makes the session.

@@ -16,7 +16,7 @@ import (
 // its own and no `secret`): each would hash every limit's key differently, so every limit
 // would count once per instance, and a code or a session of one would be worthless on the
 // others. Each instance keeps its key's fingerprint in the store under the gate's name, once,
-// on the first request to the gate's pages; one that finds another fingerprint there logs an
+// on its first code sent (a request the limits counted, which stores a flow); one that finds another fingerprint there logs an
 // error that says what to do. It runs in the background: no answer waits for it.
 type keyCheck struct {
 	store       Store

@@ -67,11 +67,18 @@ func (l *limits) peek(ctx context.Context, kind, subject string, lim Limit) (tim
 	return time.Unix(0, (slot+1)*int64(win)).Sub(t), nil
 }
 
-// address counts a request from client against ip_limit: by the address (IPv6: its /64), then
-// by its range (limitRange), which may make rangeFactor times as many. A request refused by
-// the address's count is not counted for the range.
+// address counts a request from client against ip_limit, by the address (IPv6: its /64).
 func (l *limits) address(ctx context.Context, client string) (time.Duration, error) {
-	if wait, err := l.hit(ctx, "ip", limitAddr(client), l.ip); err != nil || wait > 0 {
+	return l.hit(ctx, "ip", limitAddr(client), l.ip)
+}
+
+// addressAndRange counts an ask for a new code from client: by the address, then by its range
+// (limitRange), which may make rangeFactor times as many. A request refused by the address's
+// count is not counted for the range. Checks of codes and sign-outs count by the address only,
+// so that the addresses of one range (a carrier's NAT, an office) cannot keep each other from
+// entering a code they have.
+func (l *limits) addressAndRange(ctx context.Context, client string) (time.Duration, error) {
+	if wait, err := l.address(ctx, client); err != nil || wait > 0 {
 		return wait, err
 	}
 	return l.hit(ctx, "ipr", limitRange(client), Limit{Count: l.ip.Count * l.rangeFactor, Window: l.ip.Window})
@@ -82,11 +89,10 @@ const budgetShare = 4
 
 // budget spends one of gate's codes of the hour (max_sms_per_hour) for client, whose range
 // may spend at most a share of them, and says how long to wait when either is spent. A try
-// refused reads the counts but adds to neither, so tries past a cap cost nothing more. For a
-// number that may not sign in (spend false), no SMS is paid for: it is refused like any other
-// while a budget is spent, and its counts go to a shadow of the same cost, so that neither
-// answers nor timing tell it apart.
-func (l *limits) budget(ctx context.Context, gate, client string, spend bool) (time.Duration, error) {
+// refused reads the counts but adds to neither, so tries past a cap cost nothing more. A
+// number that may not sign in spends it too: were its counts not the same, whoever fills a
+// range's share could tell by the refusal which of the numbers sent was allowed.
+func (l *limits) budget(ctx context.Context, gate, client string) (time.Duration, error) {
 	hour := caddy.Duration(time.Hour)
 	counts := []struct {
 		subject string
@@ -101,11 +107,7 @@ func (l *limits) budget(ctx context.Context, gate, client string, spend bool) (t
 		}
 	}
 	for _, c := range counts {
-		subject := c.subject
-		if !spend {
-			subject = "budget\x00" + gate + "\x00shadow"
-		}
-		if wait, err := l.hit(ctx, "site", subject, c.lim); err != nil || wait > 0 && spend {
+		if wait, err := l.hit(ctx, "site", c.subject, c.lim); err != nil || wait > 0 {
 			return wait, err
 		}
 	}
@@ -114,9 +116,9 @@ func (l *limits) budget(ctx context.Context, gate, client string, spend bool) (t
 
 // newCode checks, in order, what every new code for phone must pass when client asks for it:
 // the lockouts, resend_after since the last code to that phone (whichever flow asked), the
-// phone's send limit and the gate's hourly budget (spent only when the code is to be sent:
-// spend). It counts as it goes, and says how long to wait and which limit refused.
-func (l *limits) newCode(ctx context.Context, phone, client, gate string, spend bool) (time.Duration, string, error) {
+// phone's send limit and the gate's hourly budget. It counts as it goes, and says how long to
+// wait and which limit refused.
+func (l *limits) newCode(ctx context.Context, phone, client, gate string) (time.Duration, string, error) {
 	phoneKey, pairKey := l.lockKeys(phone, client)
 	if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
 		return wait, "lockout", err
@@ -128,7 +130,7 @@ func (l *limits) newCode(ctx context.Context, phone, client, gate string, spend 
 		return wait, "send", err
 	}
 	if l.perHour > 0 {
-		if wait, err := l.budget(ctx, gate, client, spend); err != nil || wait > 0 {
+		if wait, err := l.budget(ctx, gate, client); err != nil || wait > 0 {
 			return wait, "site", err
 		}
 	}

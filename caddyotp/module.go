@@ -140,15 +140,14 @@ type Handler struct {
 	SendLimit *Limit `json:"send_limit,omitempty"`
 	// Sends and code checks per client IP per window. Default 20 per 10m.
 	IPLimit *Limit `json:"ip_limit,omitempty"`
-	// How many times ip_limit the addresses of one range (an IPv4 /24, an IPv6 /48) may make
-	// together. Default 5.
+	// How many times ip_limit the addresses of one range (an IPv4 /24, an IPv6 /48) may ask
+	// for new codes together. Default 5.
 	IPRangeFactor int `json:"ip_range_factor,omitempty"`
 	// Consecutive failures per phone (count) before it is locked for window. Default 10, 15m.
 	Lockout *Limit `json:"lockout,omitempty"`
-	// Codes handed to the provider per hour by this gate; 0 means no cap. Bounds what a bot can
-	// cost in SMS. One address range (an IPv4 /24, an IPv6 /48) may spend a quarter of it. A
-	// number that may not sign in spends none of it, but is refused like any other while it is
-	// spent, so the cap reveals nothing.
+	// Codes issued per hour by this gate (counted whether or not the number may sign in, so the
+	// cap reveals nothing); 0 means no cap. Bounds what a bot can cost in SMS. One address range
+	// (an IPv4 /24, an IPv6 /48) may spend a quarter of it; a try past a cap does not count.
 	MaxSMSPerHour int `json:"max_sms_per_hour,omitempty"`
 
 	// Absolute lifetime of a session. Default 12h.

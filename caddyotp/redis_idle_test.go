@@ -143,7 +143,7 @@ func TestRedisMemoryPerSignInAndRevocation(t *testing.T) {
 		v := unitVisit(t)
 		v.client = fmt.Sprintf("10.%d.%d.1", i>>8, i&0xff)
 		for {
-			o := h.flows.start(ctx, v, phone, "")
+			o := begun(h.flows.start(ctx, v, phone, ""))
 			if o.kind == sent {
 				break
 			}

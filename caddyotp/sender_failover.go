@@ -125,16 +125,16 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 	var skipped []int
 	temporary, any := false, false
 	// attempt hands the message to provider i; done says the answer is final.
-	attempt := func(i int, p *provider) (id string, done bool, err error) {
+	attempt := func(i int, p *provider, trial bool) (id string, done bool, err error) {
 		b := p.breaker(channel)
 		id, err = do(i, p)
 		var own *gateFault
 		if errors.As(err, &own) {
-			b.settle(f.now(), untried)
+			b.settle(f.now(), untried, trial)
 			return "", true, own.err // the gate's own fault: no provider is to blame, none is tried
 		}
 		if err == nil {
-			b.settle(f.now(), answered)
+			b.settle(f.now(), answered, trial)
 			metrics.providerSends.WithLabelValues(p.name, "sent").Inc()
 			if len(failures) > 0 {
 				f.logger.Info("sent through a later provider", zap.String("provider", p.name), zap.String("channel", channel),
@@ -148,19 +148,19 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		}
 		switch {
 		case se.Number:
-			b.settle(f.now(), answered) // it answered: it works, whatever it thinks of this number
+			b.settle(f.now(), answered, trial) // it answered: it works, whatever it thinks of this number
 			metrics.providerSends.WithLabelValues(p.name, "refused_number").Inc()
 			return "", true, err
 		case se.Destination && !f.RegionFailover:
-			b.settle(f.now(), answered)
+			b.settle(f.now(), answered, trial)
 			metrics.providerSends.WithLabelValues(p.name, "refused_region").Inc()
 			return "", true, err
 		}
 		result := "failed_config"
 		if providerTrouble(se) {
-			b.settle(f.now(), troubled)
+			b.settle(f.now(), troubled, trial)
 		} else {
-			b.settle(f.now(), answered) // it answered; the fault is the request's, the next provider may not share it
+			b.settle(f.now(), answered, trial) // it answered; the fault is the request's, the next provider may not share it
 		}
 		if se.Destination {
 			result = "refused_region"
@@ -179,18 +179,19 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 			continue
 		}
 		any = true
-		if !p.breaker(channel).allow(f.now()) {
+		ok, trial := p.breaker(channel).allow(f.now())
+		if !ok {
 			metrics.providerSends.WithLabelValues(p.name, "skipped").Inc()
 			skipped = append(skipped, i)
 			continue
 		}
-		if id, done, err := attempt(i, p); done {
+		if id, done, err := attempt(i, p, trial); done {
 			return id, p.name, err
 		}
 	}
 	for _, i := range skipped { // every other one failed: the skipped ones, as a last resort
 		p := f.providers[i]
-		if id, done, err := attempt(i, p); done {
+		if id, done, err := attempt(i, p, false); done {
 			return id, p.name, err
 		}
 	}

@@ -124,3 +124,12 @@ func postForm(tb testing.TB, h *Handler, path string, form url.Values, cookies .
 	}
 	return httptest.NewRecorder(), r
 }
+
+// begun is a transition's outcome once the handler has answered it: a new code's delivery
+// begins, as the handler begins it after its answer (outcome.deliverAfter).
+func begun(o outcome) outcome {
+	if o.begin != nil {
+		o.begin()
+	}
+	return o
+}
