@@ -427,7 +427,7 @@ func TestIPv6ClientsCountByTheir64(t *testing.T) {
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		r.AddCookie(flowCookie)
 		w := httptest.NewRecorder()
-		if err := h.ServeHTTP(w, withClientIP(r, ip), upstream); err != nil {
+		if err := serveAs(h, w, r, ip); err != nil {
 			t.Fatal(err)
 		}
 		return w.Code

@@ -228,27 +228,44 @@ func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request, v *visit) er
 	if o.kind == sent { // a counted request that stores a flow: the gate writes to its store anyway
 		h.keyCheck.start(v.gate)
 	}
-	return o.deliverAfter(w, h.answer(w, v, o))
+	return o.deliverAfter(w, r, h.answer(w, v, o))
 }
 
 // serveAgain is /resend (a new code by SMS) or /call (by a voice call).
 func (h *Handler) serveAgain(channel string) func(http.ResponseWriter, *http.Request, *visit) error {
 	return func(w http.ResponseWriter, r *http.Request, v *visit) error {
 		o := h.flows.again(r.Context(), v, channel)
-		return o.deliverAfter(w, h.answer(w, v, o))
+		return o.deliverAfter(w, r, h.answer(w, v, o))
 	}
 }
 
 // deliverAfter sends the answer already written to w (its error is err) to the client, and
-// only then begins the delivery of a sent outcome: whatever the delivery does, for a number
-// that may sign in or one that may not, cannot overlap the answer.
-func (o outcome) deliverAfter(w http.ResponseWriter, err error) error {
+// begins the delivery of a sent outcome only once the request is over (the server ends r's
+// context when the handler has returned, or answerGrace at most) and answerSettle later, while
+// the client reads the answer: whatever the delivery does, for a number that may sign in or one
+// that may not, cannot overlap the answer, on the server or on a client that shares its CPUs.
+func (o outcome) deliverAfter(w http.ResponseWriter, r *http.Request, err error) error {
 	if o.begin != nil {
 		_ = http.NewResponseController(w).Flush()
-		o.begin()
+		done := r.Context().Done()
+		go func() {
+			t := time.NewTimer(answerGrace)
+			defer t.Stop()
+			select {
+			case <-done:
+			case <-t.C:
+			}
+			time.Sleep(answerSettle)
+			o.begin()
+		}()
 	}
 	return err
 }
+
+const (
+	answerGrace  = time.Second           // how long a delivery waits for its request to end at most
+	answerSettle = 10 * time.Millisecond // and then, for the answer to reach the client
+)
 
 // serveVerify shows the code page (GET) or checks a code (POST); a right one makes the session.
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) error {
@@ -465,6 +482,7 @@ func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 func seeOther(w http.ResponseWriter, location string) error {
 	w.Header().Set("Location", location)
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusSeeOther)
 	return nil
 }

@@ -53,7 +53,7 @@ func TestOneClientCannotTakeEveryOutboxSlot(t *testing.T) {
 	h.flows.deliveries.sender = blockingSender(release)
 	send := func(phone, ip string) int {
 		w, r := postForm(t, h, "/.otp/send", url.Values{"phone": {phone}})
-		if err := h.ServeHTTP(w, withClientIP(r, ip), upstream); err != nil {
+		if err := serveAs(h, w, r, ip); err != nil {
 			t.Fatal(err)
 		}
 		return w.Code

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,11 +75,15 @@ func TestSendTimingTellsNothing(t *testing.T) {
 	allowed := []string{alice, bob, "+12015550102", "+12015550103", "+12015550104"}
 
 	// send answers one /send, and with leaky set waits for an allowed number's delivery before
-	// answering, as the gate did before it sent in the background: the positive control.
+	// answering, as the gate did before it sent in the background: the positive control. The
+	// visitors come from many addresses, as on a running site, each within its outbox share.
+	var sends int
 	send := func(phone string, leaky bool) (answer time.Duration, id string) {
 		w, r := postForm(t, h, "/.otp/send", url.Values{"phone": {phone}})
+		sends++
+		ip := fmt.Sprintf("198.%d.100.7", sends%64)
 		start := time.Now()
-		if err := serve(h, w, r); err != nil || w.Code != http.StatusSeeOther {
+		if err := serveAs(h, w, r, ip); err != nil || w.Code != http.StatusSeeOther {
 			t.Fatalf("send: %d %v", w.Code, err)
 		}
 		c, _ := r.Cookie("caddy_otp_flow")
@@ -145,6 +150,50 @@ func TestSendTimingTellsNothing(t *testing.T) {
 	}
 	if dCourse > crit {
 		t.Errorf("the delivery state's course tells the numbers apart: D %.4f > %.4f", dCourse, crit)
+	}
+}
+
+// TestSendAnswerOfCaddyTellsNothing measures /send on a real Caddy, as an observer on the same
+// host would: a provider that answers in 60 ms, sends paced 40 ms apart, numbers that may sign
+// in alternating with numbers that may not, in both orders. A real send's work, begun while the
+// answer is still on its way, shows as a slower answer for the numbers that may sign in.
+func TestSendAnswerOfCaddyTellsNothing(t *testing.T) {
+	const samples = 300
+	allowed := []string{alice, bob, "+12015550102", "+12015550103", "+12015550104"}
+	g := newGate(t)
+	g.phones = strings.Join(allowed, " ")
+	g.start("ip_limit 100000 10m\n\t\tsend_limit 100000 10m\n\t\tresend_after 1ms")
+	g.sms.Delay(60 * time.Millisecond)
+	for order, allowedFirst := range []bool{true, false} {
+		var a, r []time.Duration
+		for i := 0; i < 2*samples; i++ {
+			mayIn := (i%2 == 0) == allowedFirst
+			phone := allowed[i/2%len(allowed)]
+			if !mayIn {
+				phone = fmt.Sprintf("+1201555%04d", 2000+order*samples+i/2)
+			}
+			clock.Advance(2 * time.Millisecond) // past resend_after
+			v := newVisitor(t)
+			csrf := v.get("/.otp/login").csrf()
+			start := time.Now()
+			res := v.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {phone}})
+			took := time.Since(start)
+			if res.status != http.StatusSeeOther {
+				t.Fatalf("send %s: status %d", phone, res.status)
+			}
+			if mayIn {
+				a = append(a, took)
+			} else {
+				r = append(r, took)
+			}
+			time.Sleep(40 * time.Millisecond)
+		}
+		d, crit := ksD(a, r), ksCritical(len(a), len(r))
+		t.Logf("allowed first %v: /send answer D = %.4f, cut-off at p = 0.01: %.4f; median answer: allowed %s, refused %s",
+			allowedFirst, d, crit, median(a), median(r))
+		if d > crit {
+			t.Errorf("allowed first %v: /send's answer tells the numbers apart: D %.4f > %.4f", allowedFirst, d, crit)
+		}
 	}
 }
 

@@ -83,15 +83,19 @@ var upstream = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request
 
 // serve runs one request through the handler as Caddy would: with a replacer and vars in the context.
 func serve(h *Handler, w http.ResponseWriter, r *http.Request) error {
-	return h.ServeHTTP(w, withCaddyContext(r), upstream)
+	return serveAs(h, w, r, "192.0.2.1")
+}
+
+// serveAs serves r as from the client address ip, and ends r's context once the handler has
+// returned, as net/http does.
+func serveAs(h *Handler, w http.ResponseWriter, r *http.Request, ip string) error {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	return h.ServeHTTP(w, withClientIP(r.WithContext(ctx), ip), upstream)
 }
 
 // withCaddyContext gives r what Caddy's server puts in every request's context.
-func withCaddyContext(r *http.Request) *http.Request {
-	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"})
-	return r.WithContext(ctx)
-}
+func withCaddyContext(r *http.Request) *http.Request { return withClientIP(r, "192.0.2.1") }
 
 // unitFlow is a browser's flow cookie and its CSRF token, made by opening the phone page.
 func unitFlow(tb testing.TB, h *Handler) (*http.Cookie, string) {
