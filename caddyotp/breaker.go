@@ -46,8 +46,7 @@ type attemptEnd int
 
 const (
 	answered attemptEnd = iota // the provider works: it accepted, or refused the number or the request
-	troubled                   // the provider's own trouble (providerTrouble)
-	untried                    // the provider was not handed the message: the gate's own fault
+	troubled                   // the provider's own trouble (providerTrouble), or a panic of its sender
 )
 
 // settle ends a try: the one place a trial ends, whatever became of it. The third failure in a

@@ -140,17 +140,12 @@ func sendTest(ctx context.Context, out io.Writer, configFile, adapter, phone str
 		sender = mod.(Sender)
 	}
 	msg := Message{To: to, Body: "Test message from caddy-otp: the " + name + " sender works."}
-	var id string
+	sent, err := sender.Send(ctx, msg)
 	provider := name
-	if f, ok := sender.(*Failover); ok { // say which of its senders answered
-		var via string
-		id, via, err = f.send(ctx, msg)
-		if via != "" {
-			provider = "failover, provider " + via
-		}
-	} else {
-		id, err = sender.Send(ctx, msg)
+	if sent.Provider != "" && sent.Provider != name { // a failover: say which of its senders answered
+		provider = name + ", provider " + sent.Provider
 	}
+	id := sent.ID
 	if err != nil {
 		return fmt.Errorf("not sent through %s: %w", provider, err)
 	}

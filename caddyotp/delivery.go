@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
 	"strconv"
 	"strings"
@@ -153,8 +154,8 @@ type deliveries struct {
 	obs        *observer
 }
 
-// sendFunc sends code, with the hooks of the delivery (nil for none).
-type sendFunc func(ctx context.Context, code string, hooks *sendHooks) (ref string, err error)
+// sendFunc sends code, with the receipt URLs of the delivery (nil for none: Message.Receipts).
+type sendFunc func(ctx context.Context, code string, receipts func(provider string) string) (Sent, error)
 
 // delivery is one code on its way: by SMS or by call (send), or simulated (allowed false).
 type delivery struct {
@@ -190,33 +191,22 @@ func (ds *deliveries) run(d delivery) {
 	begun := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
 	defer cancel()
-	var ref, state, reason string
+	var sent Sent
+	var state, reason string
 	var err error
 	var took time.Duration
 	key := deliveryKey(d.flowID, d.flow.Hash)
 	asks := ds.receipts != nil && d.channel == "sms" // whether receipts may be asked for
-	via, asked := -1, false                          // which sender was handed the message, and whether it asked for receipts
 	if d.flow.Allowed {
-		hooks := &sendHooks{}
-		var record func(context.Context, int) error
+		var receipts func(string) string
 		if asks {
-			if hooks.callback, record, err = ds.receipts.hook(d.flowID, d.flow.Hash); err != nil {
-				ds.obs.storeFailed(err)
-				hooks.callback = ""
-			}
-		}
-		hooks.attempt = func(ctx context.Context, i int, receipts bool) error {
-			via, asked = i, receipts && record != nil
-			if !asked {
-				return nil
-			}
-			return record(ctx, i)
+			receipts = ds.receipts.callbacks(d.flowID, d.flow.Hash)
 		}
 		started := time.Now()
-		ref, err = d.send(ctx, d.code, hooks)
+		sent, err = ds.send(ctx, d, receipts)
 		took = time.Since(started)
 		state, reason = stateOf(err), reasonOf(err)
-		if state == deliveryUnknown && asked {
+		if state == deliveryUnknown && asks && sent.Receipts {
 			state = deliverySent
 		}
 		ds.health.record(d.channel, result{took: took, state: state, reason: reason})
@@ -229,7 +219,7 @@ func (ds *deliveries) run(d delivery) {
 		state, reason = o.state, o.reason
 	}
 	// Reported, and the cooldown ended, before the state shows: whoever sees it may act on it.
-	ds.obs.delivered(d, ref, providerName(ds.sender, via), state, took, err)
+	ds.obs.delivered(d, sent, state, took, err)
 	if state == deliveryFailed || state == deliveryMisconfigured {
 		if err := ds.limits.endCooldown(ctx, d.flow.Phone); err != nil {
 			ds.obs.storeFailed(err)
@@ -238,7 +228,7 @@ func (ds *deliveries) run(d delivery) {
 	if _, err := ds.store.Raise(ctx, key, rankedWhy(state, reason), ds.codeTTL); err != nil {
 		ds.obs.storeFailed(err)
 	}
-	if d.flow.Allowed && asked && state == deliverySent {
+	if d.flow.Allowed && sent.Receipts && state == deliverySent {
 		go ds.watchEnding(key) // off the outbox, whose slot is given back
 	}
 	if !d.flow.Allowed && state == deliverySent {
@@ -246,6 +236,18 @@ func (ds *deliveries) run(d delivery) {
 		// receipts came; off the outbox, whose slot is given back.
 		go ds.simulateEnd(key, d.flow.Phone, begun)
 	}
+}
+
+// send runs d's send. A panic of the sender becomes its error: it fails the delivery, whose slot
+// is given back, and not the server.
+func (ds *deliveries) send(ctx context.Context, d delivery, receipts func(string) string) (sent Sent, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ds.obs.panicked(r)
+			err = &SendError{Provider: "sender", Temporary: true, Detail: fmt.Sprintf("the sender panicked: %v", r)}
+		}
+	}()
+	return d.send(ctx, d.code, receipts)
 }
 
 // stateOf is the delivery state a provider's answer to a send makes.
@@ -279,7 +281,7 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 		return false, err
 	}
 	key := deliveryKey(rec.Flow, rec.Hash)
-	if f == nil || !hmac.Equal(f.Hash, rec.Hash) || ds.now().UnixNano() >= f.Expires {
+	if f == nil || len(f.Hash) < len(rec.Hash) || !hmac.Equal(f.Hash[:len(rec.Hash)], rec.Hash) || ds.now().UnixNano() >= f.Expires {
 		// Used, replaced or expired: the receipt is late, and no page shows it. But how the
 		// delivery ended still counts, once, for the simulated courses: a visitor who signed in
 		// before the receipt came must not make real deliveries look as if they never end.

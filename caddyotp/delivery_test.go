@@ -162,12 +162,43 @@ func TestFullOutboxRefusesEveryNumberAlike(t *testing.T) {
 
 type blockingSender chan struct{}
 
-func (s blockingSender) Send(ctx context.Context, _ Message) (string, error) {
+func (s blockingSender) Send(ctx context.Context, _ Message) (Sent, error) {
 	select {
 	case <-s:
 	case <-ctx.Done():
 	}
-	return "", nil
+	return Sent{}, nil
+}
+
+// panickingSender panics on every message.
+type panickingSender struct{}
+
+func (panickingSender) Send(context.Context, Message) (Sent, error) { panic("the sender's bug") }
+
+// TestASendersPanicFailsTheDeliveryNotTheServer: a sender that panics in the background fails
+// that delivery (the visitor may ask again at once) and gives its outbox slot back; the server
+// goes on.
+func TestASendersPanicFailsTheDeliveryNotTheServer(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"ip_limit": map[string]any{"count": 100, "window": "10m"}})
+	h.flows.deliveries.sender = panickingSender{}
+	o := newOutbox(1, 1, 1)
+	h.flows.deliveries.outbox = o
+	busy := func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.inFlight > 0
+	}
+	for i := 0; i < 2; i++ { // the second needs the slot the first was given back
+		id := unitSend(t, h, alice)
+		if state := unitSettled(t, h, id); state != deliveryFailed {
+			t.Fatalf("send %d: the delivery ended %q, want %q", i+1, state, deliveryFailed)
+		}
+		for deadline := time.Now().Add(5 * time.Second); busy(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the panicked delivery kept its outbox slot")
+			}
+		}
+	}
 }
 
 // unitSend posts phone to /send on a fresh flow and returns the flow's id.

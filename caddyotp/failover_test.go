@@ -1,6 +1,7 @@
 package caddyotp
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+	"go.uber.org/zap"
 )
 
 // startFailoverGate runs a gate whose sender tries the fake Restcomm first, then tw.
@@ -256,31 +258,39 @@ func TestWithEveryBreakerOpenTheLastResortTriesEverySender(t *testing.T) {
 	}
 }
 
-// TestAStoreErrorDuringTheBreakersTrialDoesNotSkipTheProviderForGood: the one trial message
-// after the breaker's minute fails in the gate's own store, before the provider is handed it.
-// The trial must end all the same, so that the next code is the provider's trial.
-func TestAStoreErrorDuringTheBreakersTrialDoesNotSkipTheProviderForGood(t *testing.T) {
-	first, second := restcommtest.NewTwilio(), restcommtest.NewTwilio()
-	g := newGate(t)
-	g.faulty = true
-	startTwilioPairGate(t, g, first, second, "send_limit 50 10m\n\t\tip_limit 100 10m")
-	openFirstBreaker(t, first, second)
-	first.Fail(restcommtest.TwilioNone) // back
-	clock.Advance(breakerOpen + time.Second)
-
-	prefix := "rcpt:" // the receipt's record, written just before the provider is handed the code
-	keysDown.Store(&prefix)
-	v := newVisitor(t)
-	v.startSignIn("/", alice)
-	v.settled()
-	keysDown.Store(nil)
-
-	clock.Advance(31 * time.Second)
-	v = newVisitor(t)
-	v.startSignIn("/", alice)
-	v.settledAt(deliverySent)
-	if n := len(first.Messages()); n != 1 {
-		t.Errorf("the first provider got %d codes after its trial failed in the store, want 1: its trial never ended", n)
+// TestTheBreakersTrialEndsWhenTheSenderPanics: the one trial message after the breaker's minute
+// ends however its try ends, a panic of the sender too, so that the provider is tried again
+// after the next minute and not skipped until the next reload.
+func TestTheBreakersTrialEndsWhenTheSenderPanics(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var mode string // how A answers: "down", "panic" or "up"
+	a := &stubSender{name: "A", fail: func(string) error {
+		switch mode {
+		case "down":
+			return &SendError{Provider: "A", Status: 503, Temporary: true}
+		case "panic":
+			panic("A's bug")
+		}
+		return nil
+	}}
+	b := &stubSender{name: "B", fail: func(string) error { return nil }}
+	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: func() time.Time { return now }}
+	send := func() (sent Sent, panicked bool) {
+		defer func() { panicked = recover() != nil }()
+		sent, _ = f.Send(context.Background(), Message{To: alice, Body: "x"})
+		return sent, false
+	}
+	mode = "down"
+	for i := 0; i < breakerFailures; i++ {
+		send()
+	}
+	now, mode = now.Add(breakerOpen+time.Second), "panic"
+	if _, panicked := send(); !panicked {
+		t.Fatal("the trial did not reach A")
+	}
+	now, mode = now.Add(breakerOpen+time.Second), "up"
+	if sent, _ := send(); sent.Provider != "A" {
+		t.Errorf("a minute after A's trial panicked, a code went through %q, not A: its trial never ended", sent.Provider)
 	}
 }
 

@@ -424,23 +424,8 @@ func (fl *flows) smsSender(v *visit, phone string) sendFunc {
 	bound := v.host
 	sender := fl.deliveries.sender
 	ttl := fl.codeTTL
-	return func(ctx context.Context, code string, hooks *sendHooks) (string, error) {
-		msg := Message{To: phone, Body: smsBody(text, code, site, host, bound), Code: code, Validity: ttl}
-		if hooks == nil {
-			return sender.Send(ctx, msg)
-		}
-		if _, ok := sender.(*Failover); ok { // it tells which of its senders is handed the message
-			msg.StatusCallback, msg.attempt = hooks.callback, hooks.attempt
-			return sender.Send(ctx, msg)
-		}
-		receipts := hooks.callback != "" && receiptsOn(sender)
-		if receipts {
-			msg.StatusCallback = hooks.callback
-		}
-		if err := hooks.attempt(ctx, 0, receipts); err != nil {
-			return "", err
-		}
-		return sender.Send(ctx, msg)
+	return func(ctx context.Context, code string, receipts func(string) string) (Sent, error) {
+		return sender.Send(ctx, Message{To: phone, Body: smsBody(text, code, site, host, bound), Code: code, Validity: ttl, Receipts: receipts})
 	}
 }
 

@@ -379,11 +379,10 @@ func (h *Handler) serveVoice(w http.ResponseWriter, r *http.Request, token strin
 	return err
 }
 
-// serveReceipt takes a provider's delivery receipt. The token must name a live code's receipt
-// record and, where the provider signs, the signature must verify over the URL the gate gave
-// (from public_url) and the posted fields, before anything changes: else 404 or 403. Nothing is
-// stored for a request that fails either check, and neither the body (it holds the code) nor
-// the token is logged. Like voice scripts, receipts are not counted by ip_limit.
+// serveReceipt takes a provider's delivery receipt. The token must be one the gate sealed, not
+// yet past code_ttl, and the sender it names must find the receipt authentic (where the
+// provider signs, over the URL the gate gave, from public_url), before anything is read from the
+// store or changes: else 404 or 403. Neither the body nor the token is logged. Like voice scripts, receipts are not counted by ip_limit.
 func (h *Handler) serveReceipt(w http.ResponseWriter, r *http.Request, token string) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
@@ -396,33 +395,24 @@ func (h *Handler) serveReceipt(w http.ResponseWriter, r *http.Request, token str
 		w.WriteHeader(http.StatusNotFound)
 		return nil
 	}
-	rec, err := rb.lookup(r.Context(), token)
-	if err != nil {
-		h.obs.storeFailed(err)
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return nil
-	}
+	rec := rb.open(token)
 	if rec == nil {
 		h.obs.receipt("unknown", "", "")
 		w.WriteHeader(http.StatusNotFound)
 		return nil
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
-	if err := r.ParseForm(); err != nil {
+	receipt, err := h.sender.(ReceiptReader).ReadReceipt(r, rec.Provider, rb.url+token)
+	switch {
+	case errors.Is(err, ErrForgedReceipt):
+		h.obs.receipt("bad_signature", rec.Provider, "")
+		w.WriteHeader(http.StatusForbidden)
+		return nil
+	case err != nil:
 		w.WriteHeader(http.StatusBadRequest)
 		return nil
 	}
-	provider := providerName(h.sender, rec.Via)
-	if !rb.authentic(rec, token, r.PostForm, r.Header.Get("X-Twilio-Signature")) {
-		h.obs.receipt("bad_signature", provider, "")
-		w.WriteHeader(http.StatusForbidden)
-		return nil
-	}
-	status := r.PostForm.Get("MessageStatus")
-	if status == "" {
-		status = r.PostForm.Get("SmsStatus")
-	}
-	state, result := receiptState(status), "unchanged"
+	state, result := receiptState(receipt.Status), "unchanged"
 	if state != "" {
 		moved, err := h.flows.deliveries.receive(r.Context(), rec, state)
 		if err != nil {
@@ -434,7 +424,7 @@ func (h *Handler) serveReceipt(w http.ResponseWriter, r *http.Request, token str
 			result = "accepted"
 		}
 	}
-	h.obs.receipt(result, provider, state)
+	h.obs.receipt(result, rec.Provider, state)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -340,8 +340,8 @@ func (h *Handler) wire(w *who, templates map[string]*template.Template) {
 		deliveries: &deliveries{store: h.store, limits: h.limits, sender: h.sender, outbox: newOutbox(outboxSize, outboxPerClient, outboxPerRange), health: h.health,
 			codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL, wait: sleepCtx, now: h.now, obs: h.obs,
 			endings: endings{store: h.store, gate: strings.TrimPrefix(h.healthKey(), "otp.health.")[:16]}}}
-	if rs, ok := h.sender.(Receipts); ok && h.public != nil && rs.ReceiptsEnabled() {
-		h.flows.deliveries.receipts = &receiptBook{store: h.store, sender: h.sender, key: h.keys.receipt, url: h.origin + h.Path + "/receipt/", ttl: codeTTL}
+	if rs, ok := h.sender.(ReceiptReader); ok && h.public != nil && rs.ReceiptsEnabled() {
+		h.flows.deliveries.receipts = newReceiptBook(h.keys.receipt, h.origin+h.Path+"/receipt/", codeTTL)
 	}
 	if c, ok := h.sender.(Caller); ok && h.public != nil && c.VoiceEnabled() {
 		h.flows.voice = &voiceScripts{store: h.store, calls: c, key: h.keys.voice, url: h.origin + h.Path + "/voice/", ttl: codeTTL, now: h.now}

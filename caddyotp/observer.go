@@ -65,7 +65,7 @@ func (o *observer) emit(name string, fields ...any) {
 
 // delivered reports a finished delivery: what the provider said (or, for a number that may not
 // sign in, what the simulated course ended in).
-func (o *observer) delivered(d delivery, ref, provider, state string, took time.Duration, err error) {
+func (o *observer) delivered(d delivery, sent Sent, state string, took time.Duration, err error) {
 	results := metrics.smsSent
 	if d.channel == "call" {
 		results = metrics.calls
@@ -84,9 +84,9 @@ func (o *observer) delivered(d delivery, ref, provider, state string, took time.
 			msg, idField = "call placed", "call_id"
 		}
 		fields := []zap.Field{zap.String("phone", phone), zap.Bool("sms_sent", d.channel == "sms"), zap.String("channel", d.channel),
-			zap.String(idField, ref), zap.String("delivery", state), zap.String("client_ip", d.client)}
-		if provider != "" {
-			fields = append(fields, zap.String("provider", provider))
+			zap.String(idField, sent.ID), zap.String("delivery", state), zap.String("client_ip", d.client)}
+		if sent.Provider != "" {
+			fields = append(fields, zap.String("provider", sent.Provider))
 		}
 		o.logger.Info(msg, fields...)
 	default:
@@ -107,6 +107,7 @@ func (o *observer) delivered(d delivery, ref, provider, state string, took time.
 		if se.Number { // not the site's fault: the visitor is told, the operator need not act
 			msg, level = "number refused by the provider", o.logger.Info
 		}
+		provider := sent.Provider
 		if se.Provider == "failover" || provider == "" {
 			provider = se.Provider
 		}
@@ -176,6 +177,11 @@ func (o *observer) limited(limit string, wait time.Duration, client string) {
 func (o *observer) storeFailed(err error) {
 	metrics.storeErrors.Inc()
 	o.logger.Error("store error", zap.Error(err))
+}
+
+// panicked reports a sender's panic, with where it happened.
+func (o *observer) panicked(r any) {
+	o.logger.Error("sender panicked", zap.Any("panic", r), zap.Stack("stack"))
 }
 
 // busy reports a /send refused because every slot of the outbox was taken.

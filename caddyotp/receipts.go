@@ -1,106 +1,126 @@
 package caddyotp
 
 import (
-	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/json"
-	"net/url"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
 	"time"
 )
 
-// A provider reports what became of an SMS by posting receipts to the message's StatusCallback:
-// public_url + P/receipt/{token}, never a URL built from a request. The token is random, made
-// for one code of one flow, and dies with that code: the store keeps, under a hash of the
-// token, which flow and code it is for and which sender was handed the message, for code_ttl;
-// a receipt counts only while that code is the flow's live one. Where the provider signs its
-// receipts (X-Twilio-Signature), the signature is checked with that sender's key over the URL
-// as the gate gave it; Restcomm does not sign, so there the token alone authenticates. A receipt
-// only ever moves the delivery state forward: sending < sent < delivered or failed.
+// A provider reports what became of an SMS by posting receipts to the URL the message named:
+// public_url + P/receipt/{token}, never a URL built from a request. The token is sealed (AES-GCM
+// under the receipt key) over what it is for: one code of one flow, the provider handed the
+// message, and when. Nothing is stored before a send, a token the gate did not seal is refused
+// before the store is read, and the provider never learns the flow's id. A token lives for
+// code_ttl, and a receipt counts only while its code is the flow's live one. Where the provider
+// signs its receipts, the sender that was handed the message checks the signature over the URL
+// as the gate gave it (ReceiptReader). A receipt only ever moves the delivery state forward:
+// sending < sent < delivered or failed.
 
-// receiptBook makes receipt tokens and reads the receipts posted to them.
+// receiptBook seals receipt tokens and opens the ones receipts are posted to.
 type receiptBook struct {
-	store  Store
-	sender Sender
-	key    []byte        // the receipt key: the store sees a hash of each token only
-	url    string        // public_url + P + "/receipt/": never built from a request
-	ttl    time.Duration // code_ttl
+	aead cipher.AEAD
+	url  string        // public_url + P + "/receipt/": never built from a request
+	ttl  time.Duration // code_ttl
+}
+
+// newReceiptBook makes the book of the receipt key, which is 32 bytes (deriveKeys).
+func newReceiptBook(key []byte, url string, ttl time.Duration) *receiptBook {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		panic("receipt key: " + err.Error()) // a derived key always has the length
+	}
+	aead, _ := cipher.NewGCM(block) // fails only for a block size other than AES's
+	return &receiptBook{aead: aead, url: url, ttl: ttl}
 }
 
 // receiptRecord is what a token is for.
 type receiptRecord struct {
-	Flow string `json:"f"`
-	Hash []byte `json:"h"` // the code's hash (codeHash)
-	Via  int    `json:"v"` // which of a failover's senders was handed the message (0 for a sender on its own)
-	At   int64  `json:"t"` // when it was handed over, Unix ns on the machine's clock
+	Flow     string
+	Hash     []byte    // a prefix of the code's hash (codeHash)
+	Provider string    // the provider handed the message, as it names itself (Sent.Provider)
+	At       time.Time // when the token was made, just before the send, on the machine's clock
 }
 
-// sentAgo is how long ago the message was handed over; false for a record without that time.
+const (
+	receiptHashLen     = 16
+	maxReceiptProvider = 64
+)
+
+// sentAgo is how long ago the message was handed over; false for a time in the future.
 func (r *receiptRecord) sentAgo() (time.Duration, bool) {
-	ago := time.Since(time.Unix(0, r.At))
-	return ago, r.At != 0 && ago >= 0
+	ago := time.Since(r.At)
+	return ago, ago >= 0
 }
 
-// storeKey is where the record of token is kept: under a keyed hash of the token.
-func (rb *receiptBook) storeKey(token string) string {
-	m := hmac.New(sha256.New, rb.key)
-	m.Write([]byte(token))
-	return receiptKey(m.Sum(nil)[:16])
-}
-
-// sendHooks go with one message to the sender: the receipt callback to give the provider
-// ("" for none), and attempt, which is told which sender is about to be handed the message and
-// whether it asks for receipts, before it is.
-type sendHooks struct {
-	callback string
-	attempt  func(ctx context.Context, via int, receipts bool) error
-}
-
-// hook makes a new token for the code hash of flow flowID. It stores nothing until a sender
-// that asks for receipts is about to send (record).
-func (rb *receiptBook) hook(flowID string, hash []byte) (callback string, record func(ctx context.Context, via int) error, err error) {
-	token, err := randomToken()
-	if err != nil {
-		return "", nil, err
+// callbacks gives the receipt URLs of flow flowID's code with hash, per provider, for a send
+// that begins now (Message.Receipts). A token that cannot be sealed gives "": no receipts.
+func (rb *receiptBook) callbacks(flowID string, hash []byte) func(provider string) string {
+	at := time.Now()
+	return func(provider string) string {
+		token, err := rb.seal(receiptRecord{Flow: flowID, Hash: hash, Provider: provider, At: at})
+		if err != nil {
+			return ""
+		}
+		return rb.url + token
 	}
-	key := rb.storeKey(token)
-	return rb.url + token, func(ctx context.Context, via int) error {
-		b, _ := json.Marshal(receiptRecord{Flow: flowID, Hash: hash, Via: via, At: time.Now().UnixNano()})
-		return rb.store.Set(ctx, key, b, rb.ttl)
-	}, nil
 }
 
-// lookup returns the record of token, or nil for an unknown, malformed or expired one.
-func (rb *receiptBook) lookup(ctx context.Context, token string) (*receiptRecord, error) {
-	if !validToken(token) {
-		return nil, nil
+// seal makes the token of rec: base64url(nonce | AES-GCM(at | hash prefix | flow | provider)).
+func (rb *receiptBook) seal(rec receiptRecord) (string, error) {
+	if len(rec.Flow) != flowIDLen || len(rec.Hash) < receiptHashLen || len(rec.Provider) > maxReceiptProvider {
+		return "", errors.New("receipt token: malformed record")
 	}
-	b, err := rb.store.Get(ctx, rb.storeKey(token))
-	if err != nil || b == nil {
-		return nil, err
+	plain := binary.BigEndian.AppendUint64(nil, uint64(rec.At.UnixNano()))
+	plain = append(plain, rec.Hash[:receiptHashLen]...)
+	plain = append(plain, rec.Flow...)
+	plain = append(plain, rec.Provider...)
+	nonce := make([]byte, rb.aead.NonceSize(), rb.aead.NonceSize()+len(plain)+rb.aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
 	}
-	var rec receiptRecord
-	if json.Unmarshal(b, &rec) != nil || rec.Flow == "" || len(rec.Hash) < 8 {
-		return nil, nil
-	}
-	return &rec, nil
+	return base64.RawURLEncoding.EncodeToString(rb.aead.Seal(nonce, nonce, plain, []byte("receipt"))), nil
 }
 
-// authentic says whether a receipt posted to token with form and signature comes from the
-// sender that was handed the message. The URL signed is the one the gate gave the provider.
-func (rb *receiptBook) authentic(rec *receiptRecord, token string, form url.Values, signature string) bool {
-	return verifyReceiptVia(rb.sender, rec.Via, rb.url+token, form, signature)
+// open returns the record of token, or nil for one the gate did not seal or that outlived its
+// code's time.
+func (rb *receiptBook) open(token string) *receiptRecord {
+	if len(token) > 512 {
+		return nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(b) < rb.aead.NonceSize() {
+		return nil
+	}
+	n := rb.aead.NonceSize()
+	plain, err := rb.aead.Open(nil, b[:n], b[n:], []byte("receipt"))
+	if err != nil || len(plain) < 8+receiptHashLen+flowIDLen {
+		return nil
+	}
+	rec := &receiptRecord{
+		At:       time.Unix(0, int64(binary.BigEndian.Uint64(plain))),
+		Hash:     plain[8 : 8+receiptHashLen],
+		Flow:     string(plain[8+receiptHashLen : 8+receiptHashLen+flowIDLen]),
+		Provider: string(plain[8+receiptHashLen+flowIDLen:]),
+	}
+	if ago, ok := rec.sentAgo(); !ok || ago > rb.ttl {
+		return nil
+	}
+	return rec
 }
 
-// receiptState is the delivery state a receipt's MessageStatus makes, or "" for one that
-// says nothing new (queued, accepted, scheduled, sending) or that the gate does not know.
-func receiptState(status string) string {
-	switch status {
-	case "sent":
+// receiptState is the delivery state a receipt's status makes, or "" for one that says nothing
+// new.
+func receiptState(s ReceiptStatus) string {
+	switch s {
+	case ReceiptSent:
 		return deliverySent
-	case "delivered":
+	case ReceiptDelivered:
 		return deliveryDelivered
-	case "undelivered", "failed":
+	case ReceiptFailed:
 		return deliveryFailed
 	}
 	return ""

@@ -4,12 +4,12 @@ package caddyotp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,17 +105,22 @@ func TestSimulatedFailureEndsTheCooldownToo(t *testing.T) {
 }
 
 type stubSender struct {
-	name string
-	fail func(to string) error
-	got  []string
+	name      string
+	fail      func(to string) error
+	got       []string
+	callbacks []string // the receipt URLs it was given
 }
 
-func (s *stubSender) Send(_ context.Context, m Message) (string, error) {
+func (s *stubSender) Send(_ context.Context, m Message) (Sent, error) {
 	if err := s.fail(m.To); err != nil {
-		return "", err
+		return Sent{Provider: s.name}, err
 	}
 	s.got = append(s.got, m.To)
-	return "SM-" + s.name, nil
+	sent := Sent{ID: "SM-" + s.name, Provider: s.name, Receipts: m.Receipts != nil}
+	if sent.Receipts {
+		s.callbacks = append(s.callbacks, m.Receipts(s.name))
+	}
+	return sent, nil
 }
 
 // TestNumberRefusalsDoNotMoveOnOrTripTheBreaker: a number the provider will not take is not a
@@ -136,39 +141,38 @@ func TestNumberRefusalsDoNotMoveOnOrTripTheBreaker(t *testing.T) {
 			b := &stubSender{name: "B", fail: func(string) error { return nil }}
 			f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now}
 			for i := 0; i < 3; i++ {
-				if _, _, err := f.send(context.Background(), Message{To: forbidden, Body: "x"}); err == nil {
+				if _, err := f.Send(context.Background(), Message{To: forbidden, Body: "x"}); err == nil {
 					t.Fatalf("send %d to a refused number succeeded", i+1)
 				}
 			}
 			if len(b.got) > 0 {
 				t.Errorf("provider B sent to a number provider A refused")
 			}
-			if _, via, err := f.send(context.Background(), Message{To: alice, Body: "x"}); err != nil || via != "A" {
-				t.Errorf("after three refused numbers, a visitor's code went through %q (%v), not A", via, err)
+			if sent, err := f.Send(context.Background(), Message{To: alice, Body: "x"}); err != nil || sent.Provider != "A" {
+				t.Errorf("after three refused numbers, a visitor's code went through %q (%v), not A", sent.Provider, err)
 			}
 		})
 	}
 }
 
-// TestStoreErrorOnTheReceiptRecordDoesNotBlameTheProvider: the gate's own store failing while it
-// records a receipt token is not a provider failure and must not open the breakers.
-func TestStoreErrorOnTheReceiptRecordDoesNotBlameTheProvider(t *testing.T) {
-	a := &stubSender{name: "A", fail: func(string) error { return nil }}
-	b := &stubSender{name: "B", fail: func(string) error { return nil }}
-	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now}
-	storeDown := errors.New("redis: i/o timeout")
-	for i := 0; i < 3; i++ {
-		_, _, err := f.send(context.Background(), Message{To: alice, Body: "x", StatusCallback: "https://x/.otp/receipt/t",
-			attempt: func(context.Context, int, bool) error { return storeDown }})
-		if !errors.Is(err, storeDown) {
-			t.Errorf("send %d with the store down: %v, want the store's error", i+1, err)
-		}
+// TestEachFailoverProviderIsGivenReceiptsForItsOwnName: a failover gives each sender it tries
+// the receipt URL made for that sender's name in the failover, whatever the sender calls
+// itself, so that a receipt is read with the key of the provider that sent; and Sent names the
+// provider that took the message.
+func TestEachFailoverProviderIsGivenReceiptsForItsOwnName(t *testing.T) {
+	down := &stubSender{name: "twilio", fail: func(string) error { return &SendError{Provider: "twilio", Status: 503, Temporary: true} }}
+	up := &stubSender{name: "twilio", fail: func(string) error { return nil }}
+	f := &Failover{providers: []*provider{{name: "twilio", sender: down}, {name: "twilio#2", sender: up}}, logger: zap.NewNop(), now: time.Now}
+	var asked []string
+	sent, err := f.Send(context.Background(), Message{To: alice, Body: "x", Receipts: func(provider string) string {
+		asked = append(asked, provider)
+		return "https://x/.otp/receipt/" + provider
+	}})
+	if err != nil || sent.Provider != "twilio#2" || sent.ID != "SM-twilio" || !sent.Receipts {
+		t.Fatalf("sent %+v, %v: want the second provider, named twilio#2, with receipts", sent, err)
 	}
-	if len(a.got)+len(b.got) > 0 {
-		t.Errorf("a message went out without its receipt record")
-	}
-	if _, via, err := f.send(context.Background(), Message{To: alice, Body: "x"}); err != nil || via != "A" {
-		t.Errorf("with the store back, sent through %q (%v): the store's errors opened the breakers", via, err)
+	if !slices.Equal(asked, []string{"twilio#2"}) || !slices.Equal(up.callbacks, []string{"https://x/.otp/receipt/twilio#2"}) {
+		t.Errorf("receipt URLs asked for %v, given %v: want the one of twilio#2 only", asked, up.callbacks)
 	}
 }
 
@@ -187,12 +191,12 @@ func TestRegionRefusalMovesOnWithoutTrippingTheBreaker(t *testing.T) {
 	b := &stubSender{name: "B", fail: func(string) error { return nil }}
 	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now, RegionFailover: true}
 	for i := 0; i < 3; i++ {
-		if _, via, err := f.send(context.Background(), Message{To: foreign, Body: "x"}); err != nil || via != "B" {
-			t.Fatalf("send %d to a region A may not text: via %q, %v", i+1, via, err)
+		if sent, err := f.Send(context.Background(), Message{To: foreign, Body: "x"}); err != nil || sent.Provider != "B" {
+			t.Fatalf("send %d to a region A may not text: via %q, %v", i+1, sent.Provider, err)
 		}
 	}
-	if _, via, err := f.send(context.Background(), Message{To: alice, Body: "x"}); err != nil || via != "A" {
-		t.Errorf("after three region refusals, a visitor's code went through %q (%v), not A", via, err)
+	if sent, err := f.Send(context.Background(), Message{To: alice, Body: "x"}); err != nil || sent.Provider != "A" {
+		t.Errorf("after three region refusals, a visitor's code went through %q (%v), not A", sent.Provider, err)
 	}
 }
 
@@ -305,14 +309,14 @@ func TestRegionRefusalOnTheTrialDoesNotWedgeTheBreaker(t *testing.T) {
 	b := &stubSender{name: "B", fail: func(string) error { return nil }}
 	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: func() time.Time { return now }, RegionFailover: true}
 	for i := 0; i < 3; i++ { // a short outage of A opens its breaker
-		_, _, _ = f.send(context.Background(), Message{To: alice, Body: "x"})
+		_, _ = f.Send(context.Background(), Message{To: alice, Body: "x"})
 	}
 	down, now = false, now.Add(2*breakerOpen)
-	if _, via, err := f.send(context.Background(), Message{To: foreign, Body: "x"}); err != nil || via != "B" {
-		t.Fatalf("the trial, to a region A may not text: via %q, %v", via, err)
+	if sent, err := f.Send(context.Background(), Message{To: foreign, Body: "x"}); err != nil || sent.Provider != "B" {
+		t.Fatalf("the trial, to a region A may not text: via %q, %v", sent.Provider, err)
 	}
-	if _, via, err := f.send(context.Background(), Message{To: alice, Body: "x"}); err != nil || via != "A" {
-		t.Errorf("after A answered its trial, a code went via %q (%v), not A", via, err)
+	if sent, err := f.Send(context.Background(), Message{To: alice, Body: "x"}); err != nil || sent.Provider != "A" {
+		t.Errorf("after A answered its trial, a code went via %q (%v), not A", sent.Provider, err)
 	}
 }
 

@@ -2,25 +2,36 @@ package caddyotp
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/url"
+	"net/http"
 	"time"
 )
 
-// Sender delivers one text message to one phone number. It returns the provider's id for the
-// message (empty if it has none) once the provider has accepted it, and an error otherwise; a
-// *SendError says whether trying again later may help. Implementations must never put
-// credentials or the message body in an error.
+// Sender delivers one text message to one phone number. Once the provider has accepted it,
+// Send says what happened (Sent); otherwise it returns an error, a *SendError saying whose fault
+// it is. Implementations must never put credentials or the message body in an error.
 type Sender interface {
-	Send(ctx context.Context, msg Message) (id string, err error)
+	Send(ctx context.Context, msg Message) (Sent, error)
+}
+
+// Sent is what became of a message (or a call) a provider accepted.
+type Sent struct {
+	ID string // the provider's id for the message, "" if it has none
+	// Provider names the provider that took it: the sender's own name ("twilio"), or the name a
+	// failover gave the sender it picked. Receipts are read with the sender of that name.
+	Provider string
+	// Receipts says whether the provider was asked to post delivery receipts to the URL that
+	// Message.Receipts gave for Provider.
+	Receipts bool
 }
 
 // Caller is a Sender that can also place a voice call. The provider fetches what to say from
-// script, a URL the gate serves; Call returns the provider's id for the call. Errors are as Send's.
+// script, a URL the gate serves. Its answers are as Send's.
 type Caller interface {
 	// VoiceEnabled says whether the operator turned calls on.
 	VoiceEnabled() bool
-	Call(ctx context.Context, to, script string) (id string, err error)
+	Call(ctx context.Context, to, script string) (Sent, error)
 }
 
 // Message is one text message to send.
@@ -28,29 +39,45 @@ type Message struct {
 	To   string // E.164, e.g. +12015550123
 	Body string // holds the code: a secret
 	Code string // the code alone, for a sender that shows it (the development log sender); a secret
-	// Where the provider posts delivery receipts (public_url + P/receipt/{token}), or "" for
-	// none. Only a sender that implements Receipts is given one.
-	StatusCallback string
 	// How long the code lives (code_ttl): a provider that can drop an undelivered message after
 	// a while (Twilio's ValidityPeriod) is told so. 0 means unbounded.
 	Validity time.Duration
-
-	// attempt, if set, is told by a failover which of its senders is about to be handed the
-	// message (via) and whether that one asks for receipts, before it is: so that the log names
-	// the provider that sent, and a receipt is checked with that provider's key.
-	attempt func(ctx context.Context, via int, receipts bool) error
+	// Receipts, when not nil, gives the URL where a provider is to post its delivery receipts
+	// for this message: Receipts(provider) for the provider named as in Sent.Provider. A sender
+	// that asks its provider for receipts gives it that URL and says so in Sent.Receipts. It is
+	// nil when the gate takes no receipts (no public_url). The URL is a secret: never log it.
+	Receipts func(provider string) string
 }
 
-// Receipts is a Sender whose provider posts delivery receipts to Message.StatusCallback.
-type Receipts interface {
+// ReceiptReader is a Sender whose provider posts delivery receipts.
+type ReceiptReader interface {
 	// ReceiptsEnabled says whether this sender asks for receipts.
 	ReceiptsEnabled() bool
-	// VerifyReceipt says whether a receipt posted to callback (the URL exactly as it was given
-	// to the provider), with the form fields form and the X-Twilio-Signature header signature,
-	// comes from the provider. A provider that does not sign its receipts (Restcomm) accepts
-	// any: the callback's unguessable token is then what authenticates it.
-	VerifyReceipt(callback string, form url.Values, signature string) bool
+	// ReadReceipt reads the receipt r posted to callback, the URL exactly as Message.Receipts
+	// gave it for the provider named provider; r's body is bounded. It says what the receipt
+	// reports, or ErrForgedReceipt if it is not the provider's (a signature that does not
+	// verify), or another error if it cannot be read. A provider that does not sign its receipts
+	// (Restcomm) has the callback's unguessable token as their only authentication.
+	ReadReceipt(r *http.Request, provider, callback string) (Receipt, error)
 }
+
+// Receipt is what a delivery receipt reports.
+type Receipt struct {
+	Status ReceiptStatus
+}
+
+// ReceiptStatus is what a receipt says became of a message.
+type ReceiptStatus int
+
+const (
+	ReceiptPending   ReceiptStatus = iota // nothing new (queued, accepted, sending), or a status the sender does not know
+	ReceiptSent                           // handed to the carrier
+	ReceiptDelivered                      // on the phone
+	ReceiptFailed                         // it will not arrive
+)
+
+// ErrForgedReceipt is a receipt whose signature does not verify.
+var ErrForgedReceipt = errors.New("the receipt's signature does not verify")
 
 // SendError is a provider's refusal or failure.
 type SendError struct {

@@ -70,6 +70,52 @@ func (c *apiClient) post(ctx context.Context, endpoint string, form url.Values) 
 	return "", e
 }
 
+// send posts form to endpoint, with the message's receipt URL for this provider as
+// StatusCallback when receipts is set and the gate takes receipts.
+func (c *apiClient) send(ctx context.Context, endpoint string, form url.Values, msg Message, receipts bool) (Sent, error) {
+	receipts = receipts && msg.Receipts != nil
+	if receipts {
+		if cb := msg.Receipts(c.provider); cb != "" {
+			form.Set("StatusCallback", cb)
+		} else {
+			receipts = false
+		}
+	}
+	id, err := c.post(ctx, endpoint, form)
+	return Sent{ID: id, Provider: c.provider, Receipts: receipts && err == nil}, err
+}
+
+// call places the call of callForm.
+func (c *apiClient) call(ctx context.Context, endpoint, from, to, script string) (Sent, error) {
+	id, err := c.post(ctx, endpoint, callForm(from, to, script))
+	return Sent{ID: id, Provider: c.provider}, err
+}
+
+// readFormReceipt reads a receipt posted as a form, as Twilio-style APIs post them, once
+// authentic says its fields are the provider's: the status in MessageStatus (SmsStatus in older
+// answers).
+func readFormReceipt(r *http.Request, authentic func(form url.Values) bool) (Receipt, error) {
+	if err := r.ParseForm(); err != nil {
+		return Receipt{}, err
+	}
+	if !authentic(r.PostForm) {
+		return Receipt{}, ErrForgedReceipt
+	}
+	status := r.PostForm.Get("MessageStatus")
+	if status == "" {
+		status = r.PostForm.Get("SmsStatus")
+	}
+	switch status {
+	case "sent":
+		return Receipt{Status: ReceiptSent}, nil
+	case "delivered":
+		return Receipt{Status: ReceiptDelivered}, nil
+	case "undelivered", "failed":
+		return Receipt{Status: ReceiptFailed}, nil
+	}
+	return Receipt{Status: ReceiptPending}, nil // queued, accepted, scheduled, sending, or unknown
+}
+
 func (c *apiClient) closeIdle() {
 	if c != nil {
 		c.client.CloseIdleConnections()

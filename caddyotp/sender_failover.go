@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
+	"net/http"
 	"strings"
 	"time"
 
@@ -89,58 +89,37 @@ func (f *Failover) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Send sends through the first provider that accepts msg.
-func (f *Failover) Send(ctx context.Context, msg Message) (string, error) {
-	id, _, err := f.send(ctx, msg)
-	return id, err
-}
-
-// send is Send that also names the provider that answered last.
-func (f *Failover) send(ctx context.Context, msg Message) (id, name string, err error) {
-	return f.try(ctx, "sms", func(i int, p *provider) (string, error) {
+// Send sends through the first provider that accepts msg. Each is given the receipt URL made
+// for its own name in the failover, and Sent names it so.
+func (f *Failover) Send(ctx context.Context, msg Message) (Sent, error) {
+	return f.try(ctx, "sms", func(p *provider) (Sent, error) {
 		m := msg
-		m.attempt = nil
-		receipts := receiptsOn(p.sender) && m.StatusCallback != ""
-		if !receipts {
-			m.StatusCallback = ""
-		}
-		if msg.attempt != nil {
-			if err := msg.attempt(ctx, i, receipts); err != nil {
-				return "", &gateFault{err}
-			}
+		if msg.Receipts != nil {
+			m.Receipts = func(string) string { return msg.Receipts(p.name) }
 		}
 		return p.sender.Send(ctx, m)
 	}, func(p *provider) bool { return true })
 }
 
-// gateFault is an error of the gate's own (its store) before a provider was handed the message.
-type gateFault struct{ err error }
-
-func (g *gateFault) Error() string { return g.err.Error() }
-
 // try runs do on each allowed provider in order (those for which usable says yes) until one
 // accepts or refuses the number; then, as a last resort, on those the breaker skipped.
-func (f *Failover) try(ctx context.Context, channel string, do func(int, *provider) (string, error), usable func(*provider) bool) (string, string, error) {
+func (f *Failover) try(ctx context.Context, channel string, do func(*provider) (Sent, error), usable func(*provider) bool) (Sent, error) {
 	var failures []string
 	var skipped []int
 	temporary, any := false, false
-	// attempt hands the message to provider i; done says the answer is final.
-	attempt := func(i int, p *provider, trial bool) (id string, done bool, err error) {
+	// attempt hands the message to provider p; done says the answer is final.
+	attempt := func(p *provider, trial bool) (sent Sent, done bool, err error) {
 		b := p.breaker(channel)
-		id, err = do(i, p)
-		var own *gateFault
-		if errors.As(err, &own) {
-			b.settle(f.now(), untried, trial)
-			return "", true, own.err // the gate's own fault: no provider is to blame, none is tried
-		}
+		sent, err = f.hand(p, b, trial, do)
+		sent.Provider = p.name
 		if err == nil {
 			b.settle(f.now(), answered, trial)
 			metrics.providerSends.WithLabelValues(p.name, "sent").Inc()
 			if len(failures) > 0 {
 				f.logger.Info("sent through a later provider", zap.String("provider", p.name), zap.String("channel", channel),
-					zap.String("id", id), zap.Strings("failed", failures))
+					zap.String("id", sent.ID), zap.Strings("failed", failures))
 			}
-			return id, true, nil
+			return sent, true, nil
 		}
 		var se *SendError
 		if !errors.As(err, &se) {
@@ -150,11 +129,11 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		case se.Number:
 			b.settle(f.now(), answered, trial) // it answered: it works, whatever it thinks of this number
 			metrics.providerSends.WithLabelValues(p.name, "refused_number").Inc()
-			return "", true, err
+			return sent, true, err
 		case se.Destination && !f.RegionFailover:
 			b.settle(f.now(), answered, trial)
 			metrics.providerSends.WithLabelValues(p.name, "refused_region").Inc()
-			return "", true, err
+			return sent, true, err
 		}
 		result := "failed_config"
 		if providerTrouble(se) {
@@ -172,7 +151,7 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 		f.logger.Warn("provider failed, trying the next", zap.String("provider", p.name), zap.String("channel", channel),
 			zap.Int("status", se.Status), zap.Bool("temporary", se.Temporary), zap.String("detail", se.Detail))
 		failures = append(failures, p.name+": "+se.Error())
-		return "", false, nil
+		return sent, false, nil
 	}
 	for i, p := range f.providers {
 		if !usable(p) {
@@ -185,20 +164,31 @@ func (f *Failover) try(ctx context.Context, channel string, do func(int, *provid
 			skipped = append(skipped, i)
 			continue
 		}
-		if id, done, err := attempt(i, p, trial); done {
-			return id, p.name, err
+		if sent, done, err := attempt(p, trial); done {
+			return sent, err
 		}
 	}
 	for _, i := range skipped { // every other one failed: the skipped ones, as a last resort
-		p := f.providers[i]
-		if id, done, err := attempt(i, p, false); done {
-			return id, p.name, err
+		if sent, done, err := attempt(f.providers[i], false); done {
+			return sent, err
 		}
 	}
 	if !any {
-		return "", "", &SendError{Provider: "failover", Detail: "no sender of the failover can " + channel}
+		return Sent{}, &SendError{Provider: "failover", Detail: "no sender of the failover can " + channel}
 	}
-	return "", "", &SendError{Provider: "failover", Temporary: temporary, Detail: "every provider failed: " + strings.Join(failures, "; ")}
+	return Sent{}, &SendError{Provider: "failover", Temporary: temporary, Detail: "every provider failed: " + strings.Join(failures, "; ")}
+}
+
+// hand runs do on p. A panic of the sender ends the try as the provider's trouble, so that a
+// trial never stays under way, and goes on up to the delivery.
+func (f *Failover) hand(p *provider, b *breaker, trial bool, do func(*provider) (Sent, error)) (Sent, error) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.settle(f.now(), troubled, trial)
+			panic(r)
+		}
+	}()
+	return do(p)
 }
 
 // VoiceEnabled says whether one of the senders can call.
@@ -212,55 +202,38 @@ func (f *Failover) VoiceEnabled() bool {
 }
 
 // Call places the call through the first sender that can call (and, on its failure, the next).
-func (f *Failover) Call(ctx context.Context, to, script string) (string, error) {
-	id, _, err := f.try(ctx, "call", func(_ int, p *provider) (string, error) {
+func (f *Failover) Call(ctx context.Context, to, script string) (Sent, error) {
+	return f.try(ctx, "call", func(p *provider) (Sent, error) {
 		return p.sender.(Caller).Call(ctx, to, script)
 	}, func(p *provider) bool { return voiceOn(p.sender) })
-	return id, err
 }
 
 // ReceiptsEnabled says whether one of the senders asks for receipts.
 func (f *Failover) ReceiptsEnabled() bool {
 	for _, p := range f.providers {
-		if rs, ok := p.sender.(Receipts); ok && rs.ReceiptsEnabled() {
+		if receiptsOn(p.sender) {
 			return true
 		}
 	}
 	return false
 }
 
-// VerifyReceipt refuses: a failover's receipt is checked by the sender that sent the message
-// (verifyReceiptVia).
-func (f *Failover) VerifyReceipt(string, url.Values, string) bool { return false }
-
-// verifyReceiptVia checks a receipt with the sender at index via of s (0 for a sender on its
-// own), the one that was handed the message.
-func verifyReceiptVia(s Sender, via int, callback string, form url.Values, signature string) bool {
-	if f, ok := s.(*Failover); ok {
-		if via < 0 || via >= len(f.providers) {
-			return false
+// ReadReceipt reads a receipt with the sender the failover named provider: the one that was
+// handed the message, with its own key.
+func (f *Failover) ReadReceipt(r *http.Request, provider, callback string) (Receipt, error) {
+	for _, p := range f.providers {
+		if p.name == provider && receiptsOn(p.sender) {
+			return p.sender.(ReceiptReader).ReadReceipt(r, provider, callback)
 		}
-		s, via = f.providers[via].sender, 0
 	}
-	rs, ok := s.(Receipts)
-	return ok && via == 0 && rs.ReceiptsEnabled() && rs.VerifyReceipt(callback, form, signature)
+	return Receipt{}, ErrForgedReceipt
 }
 
 // receiptsOn says whether s asks its provider for receipts.
 func receiptsOn(s Sender) bool {
-	rs, ok := s.(Receipts)
+	rs, ok := s.(ReceiptReader)
 	return ok && rs.ReceiptsEnabled()
 }
-
-// providerName names the sender at index via of s for the log: a failover's provider, or "".
-func providerName(s Sender, via int) string {
-	if f, ok := s.(*Failover); ok && via >= 0 && via < len(f.providers) {
-		return f.providers[via].name
-	}
-	return ""
-}
-
-// Cleanup is done by Caddy for each sender the failover loaded.
 
 // UnmarshalCaddyfile reads the failover sender's block: senders in the order to try them, each
 // written as in its own `sender` line, without the word sender:
@@ -311,7 +284,7 @@ func (f *Failover) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ Sender                = (*Failover)(nil)
 	_ Caller                = (*Failover)(nil)
-	_ Receipts              = (*Failover)(nil)
+	_ ReceiptReader         = (*Failover)(nil)
 	_ caddy.Provisioner     = (*Failover)(nil)
 	_ caddyfile.Unmarshaler = (*Failover)(nil)
 )

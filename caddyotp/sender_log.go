@@ -39,14 +39,14 @@ func (s *LogSender) Provision(ctx caddy.Context) error {
 
 // Send logs the message (the phone masked, the body, which holds the code, not), and writes a
 // line that starts with the code to the terminal, where a developer trying the gate looks.
-func (s *LogSender) Send(_ context.Context, msg Message) (string, error) {
+func (s *LogSender) Send(_ context.Context, msg Message) (Sent, error) {
 	s.logger.Warn("DEVELOPMENT ONLY: SMS not sent, logged instead",
 		zap.String("to", maskPhone(msg.To)),
 		zap.String("body", msg.Body))
 	if msg.Code != "" {
 		fmt.Fprintf(s.out, "%s  is the sign-in code for %s (otp log sender: development only)\n", msg.Code, maskPhone(msg.To))
 	}
-	return "", nil
+	return Sent{Provider: "log"}, nil
 }
 
 // UnmarshalCaddyfile reads the log sender, which takes no options:

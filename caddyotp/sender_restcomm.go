@@ -118,34 +118,33 @@ func (s *Restcomm) Cleanup() error {
 // Send posts one SMS. Restcomm answers 200 when it has queued the message; every other answer
 // becomes a *SendError: 401/403/400 are configuration or input problems that retrying will not
 // fix, 5xx, 429, timeouts and dropped connections are temporary.
-func (s *Restcomm) Send(ctx context.Context, msg Message) (string, error) {
+func (s *Restcomm) Send(ctx context.Context, msg Message) (Sent, error) {
 	form := url.Values{"From": {s.From}, "To": {msg.To}, "Body": {msg.Body}}
 	if !isGSM7(msg.Body) {
 		form.Set("Encoding", "UCS-2") // Restcomm's default, GSM, would mangle the text
 	}
-	if msg.StatusCallback != "" {
-		form.Set("StatusCallback", msg.StatusCallback)
-	}
-	return s.api.post(ctx, s.endpoint, form)
+	return s.api.send(ctx, s.endpoint, form, msg, true)
 }
 
 // ReceiptsEnabled is true: Restcomm posts delivery receipts to a StatusCallback.
 func (s *Restcomm) ReceiptsEnabled() bool { return true }
 
-// VerifyReceipt accepts every receipt: Restcomm does not sign them, so the callback URL's
-// random, single-flow token, which dies with the code, is their only authentication.
-func (s *Restcomm) VerifyReceipt(string, url.Values, string) bool { return true }
+// ReadReceipt reads every receipt: Restcomm does not sign them, so the callback URL's sealed,
+// single-flow token, which dies with the code, is their only authentication.
+func (s *Restcomm) ReadReceipt(r *http.Request, _, _ string) (Receipt, error) {
+	return readFormReceipt(r, func(url.Values) bool { return true })
+}
 
 // VoiceEnabled reports the `voice` option.
 func (s *Restcomm) VoiceEnabled() bool { return s.Voice }
 
 // Call places a voice call (POST {base_url}/Accounts/{sid}/Calls.json) whose script Restcomm
 // fetches from script with POST when the call is answered. It is available with `voice`.
-func (s *Restcomm) Call(ctx context.Context, to, script string) (string, error) {
+func (s *Restcomm) Call(ctx context.Context, to, script string) (Sent, error) {
 	if !s.Voice {
-		return "", &SendError{Provider: "restcomm", Detail: "voice calls are off: add `voice` to the restcomm sender"}
+		return Sent{}, &SendError{Provider: "restcomm", Detail: "voice calls are off: add `voice` to the restcomm sender"}
 	}
-	return s.api.post(ctx, s.calls, callForm(s.From, to, script))
+	return s.api.call(ctx, s.calls, s.From, to, script)
 }
 
 // restcommError reads an error answer: 401/403/400 are configuration or input problems that
@@ -270,7 +269,7 @@ func (s *Restcomm) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ Sender                = (*Restcomm)(nil)
 	_ Caller                = (*Restcomm)(nil)
-	_ Receipts              = (*Restcomm)(nil)
+	_ ReceiptReader         = (*Restcomm)(nil)
 	_ caddy.Provisioner     = (*Restcomm)(nil)
 	_ caddy.Validator       = (*Restcomm)(nil)
 	_ caddy.CleanerUpper    = (*Restcomm)(nil)

@@ -36,7 +36,7 @@ func TestRestcommSendPostsTheFormWithBasicAuth(t *testing.T) {
 		t.Fatal("{env.*} placeholder in auth_token not resolved at Provision")
 	}
 	body := "123456 is your example.com sign-in code.\n\n@example.com #123456"
-	sid, err := s.Send(context.Background(), Message{To: alice, Body: body})
+	sent, err := s.Send(context.Background(), Message{To: alice, Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +44,8 @@ func TestRestcommSendPostsTheFormWithBasicAuth(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].From != fromNum || msgs[0].To != alice || msgs[0].Body != body {
 		t.Fatalf("received %+v", msgs)
 	}
-	if sid != msgs[0].SID {
-		t.Errorf("Send returned id %q, the provider's is %q", sid, msgs[0].SID)
+	if sent.ID != msgs[0].SID || sent.Provider != "restcomm" || sent.Receipts {
+		t.Errorf("Send returned %+v; the provider's id is %q, and no receipts were asked for", sent, msgs[0].SID)
 	}
 }
 

@@ -159,21 +159,18 @@ func (s *Twilio) Cleanup() error {
 
 // Send posts one SMS. The API answers 201 when it has queued the message; every other answer
 // becomes a *SendError, classified by the error code in its JSON body (twilioError).
-func (s *Twilio) Send(ctx context.Context, msg Message) (string, error) {
+func (s *Twilio) Send(ctx context.Context, msg Message) (Sent, error) {
 	form := url.Values{"To": {msg.To}, "Body": {msg.Body}}
 	if s.MessagingServiceSID != "" {
 		form.Set("MessagingServiceSid", s.MessagingServiceSID)
 	} else {
 		form.Set("From", s.From)
 	}
-	if msg.StatusCallback != "" && s.ReceiptsEnabled() {
-		form.Set("StatusCallback", msg.StatusCallback)
-	}
 	if msg.Validity > 0 {
 		secs := int64((msg.Validity + time.Second - 1) / time.Second)
 		form.Set("ValidityPeriod", strconv.FormatInt(min(max(secs, 1), 36000), 10))
 	}
-	return s.api.post(ctx, s.messages, form)
+	return s.api.send(ctx, s.messages, form, msg, s.ReceiptsEnabled())
 }
 
 // VoiceEnabled reports the `voice` option.
@@ -181,19 +178,22 @@ func (s *Twilio) VoiceEnabled() bool { return s.Voice }
 
 // Call places a voice call (POST {base_url}/Accounts/{sid}/Calls.json) whose script the
 // provider fetches from script with POST when the call is answered.
-func (s *Twilio) Call(ctx context.Context, to, script string) (string, error) {
+func (s *Twilio) Call(ctx context.Context, to, script string) (Sent, error) {
 	if !s.Voice {
-		return "", &SendError{Provider: "twilio", Detail: "voice calls are off: add `voice` to the twilio sender"}
+		return Sent{}, &SendError{Provider: "twilio", Detail: "voice calls are off: add `voice` to the twilio sender"}
 	}
-	return s.api.post(ctx, s.calls, callForm(s.From, to, script))
+	return s.api.call(ctx, s.calls, s.From, to, script)
 }
 
 // ReceiptsEnabled says whether receipts can be verified: there is a key to check them with.
 func (s *Twilio) ReceiptsEnabled() bool { return s.SigningKey != "" }
 
-// VerifyReceipt checks the receipt's X-Twilio-Signature with signing_key, in constant time.
-func (s *Twilio) VerifyReceipt(callback string, form url.Values, signature string) bool {
-	return validTwilioSignature(s.SigningKey, callback, form, signature)
+// ReadReceipt reads a receipt once its X-Twilio-Signature verifies with signing_key, in constant
+// time, over callback and the posted fields.
+func (s *Twilio) ReadReceipt(r *http.Request, _, callback string) (Receipt, error) {
+	return readFormReceipt(r, func(form url.Values) bool {
+		return validTwilioSignature(s.SigningKey, callback, form, r.Header.Get("X-Twilio-Signature"))
+	})
 }
 
 // twilioNumberErrors are the API's errors that belong to the destination number, SMS and
@@ -294,7 +294,7 @@ func (s *Twilio) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ Sender                = (*Twilio)(nil)
 	_ Caller                = (*Twilio)(nil)
-	_ Receipts              = (*Twilio)(nil)
+	_ ReceiptReader         = (*Twilio)(nil)
 	_ caddy.Provisioner     = (*Twilio)(nil)
 	_ caddy.Validator       = (*Twilio)(nil)
 	_ caddy.CleanerUpper    = (*Twilio)(nil)

@@ -44,10 +44,6 @@ func lockKey(lock string) string { return "lock:" + lock }
 // voiceKey holds a voice call's sealed script, under a hash of its token (voiceScripts.key).
 func voiceKey(tokenHash []byte) string { return "voice:" + hex.EncodeToString(tokenHash) }
 
-// receiptKey holds what a delivery receipt's token is for (receiptRecord), under a hash of the
-// token (receiptBook.key).
-func receiptKey(tokenHash []byte) string { return "rcpt:" + hex.EncodeToString(tokenHash) }
-
 // keyFingerprintKey holds the fingerprint of the key of the gate's instances (keyCheck).
 func keyFingerprintKey(gate string) string { return "keyfp:" + gate }
 

@@ -24,7 +24,7 @@ import (
 // slowSender answers like a provider: 60 ms plus exponential jitter with a 30 ms mean.
 type slowSender struct{}
 
-func (slowSender) Send(ctx context.Context, _ Message) (string, error) {
+func (slowSender) Send(ctx context.Context, _ Message) (Sent, error) {
 	d := 60*time.Millisecond + time.Duration(mrand.ExpFloat64()*float64(30*time.Millisecond))
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -32,7 +32,7 @@ func (slowSender) Send(ctx context.Context, _ Message) (string, error) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	return "SM1", nil
+	return Sent{ID: "SM1"}, nil
 }
 
 // ksD is the two-sample Kolmogorov–Smirnov statistic: the largest distance between the two

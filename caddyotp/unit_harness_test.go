@@ -22,10 +22,11 @@ func init() {
 // recordingSender keeps messages in memory (module http.handlers.otp.senders.test_record,
 // registered only in tests): for benchmarks and fuzzing of the handler without a network.
 type recordingSender struct {
-	mu   *sync.Mutex
-	sent *sync.Cond // broadcast at every message
-	last Message
-	n    int
+	mu       *sync.Mutex
+	sent     *sync.Cond // broadcast at every message
+	last     Message
+	callback string // the receipt URL the last message was given, if it was given one
+	n        int
 }
 
 func (*recordingSender) CaddyModule() caddy.ModuleInfo {
@@ -35,12 +36,16 @@ func (*recordingSender) CaddyModule() caddy.ModuleInfo {
 	}}
 }
 
-func (s *recordingSender) Send(_ context.Context, m Message) (string, error) {
+func (s *recordingSender) Send(_ context.Context, m Message) (Sent, error) {
+	sent := Sent{Provider: "test_record", Receipts: m.Receipts != nil}
 	s.mu.Lock()
-	s.last, s.n = m, s.n+1
+	s.last, s.n, s.callback = m, s.n+1, ""
+	if sent.Receipts {
+		s.callback = m.Receipts(sent.Provider)
+	}
 	s.mu.Unlock()
 	s.sent.Broadcast()
-	return "", nil
+	return sent, nil
 }
 
 // newUnitHandler provisions a Handler outside a server, with the recording sender, a memory

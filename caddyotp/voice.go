@@ -56,35 +56,35 @@ func (vs *voiceScripts) aead(token string) (cipher.AEAD, error) {
 
 // caller returns the send of a call to phone that reads a code in lang, naming site.
 func (vs *voiceScripts) caller(phone, lang, site string) sendFunc {
-	return func(ctx context.Context, code string, _ *sendHooks) (string, error) {
+	return func(ctx context.Context, code string, _ func(string) string) (Sent, error) {
 		return vs.call(ctx, phone, code, lang, site)
 	}
 }
 
 // call stores the sealed script under a new token, then asks the provider to call. If the
 // provider refuses, the script is removed again.
-func (vs *voiceScripts) call(ctx context.Context, phone, code, lang, site string) (string, error) {
+func (vs *voiceScripts) call(ctx context.Context, phone, code, lang, site string) (Sent, error) {
 	token, err := randomToken()
 	if err != nil {
-		return "", err
+		return Sent{}, err
 	}
 	plain, _ := json.Marshal(voiceScript{Code: code, Lang: lang, Site: site, Expires: vs.now().Add(vs.ttl).UnixNano()})
 	aead, err := vs.aead(token)
 	if err != nil {
-		return "", err
+		return Sent{}, err
 	}
 	nonce := make([]byte, aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
-		return "", err
+		return Sent{}, err
 	}
 	if err := vs.store.Set(ctx, vs.storeKey(token), aead.Seal(nonce, nonce, plain, nil), vs.ttl); err != nil {
-		return "", err
+		return Sent{}, err
 	}
-	ref, err := vs.calls.Call(ctx, phone, vs.url+token)
+	sent, err := vs.calls.Call(ctx, phone, vs.url+token)
 	if err != nil {
 		_ = vs.store.Delete(ctx, vs.storeKey(token))
 	}
-	return ref, err
+	return sent, err
 }
 
 // script returns, once, the RCML of token's call: the code digit by digit, twice. ok is false
