@@ -73,51 +73,49 @@ func (l *limits) address(ctx context.Context, client string) (time.Duration, err
 }
 
 // addressAndRange counts an ask for a new code from client: by the address, then by its range
-// (limitRange), which may make rangeFactor times as many. A request refused by the address's
-// count is not counted for the range. Checks of codes and sign-outs count by the address only,
-// so that the addresses of one range (a carrier's NAT, an office) cannot keep each other from
-// entering a code they have.
+// (limitRange), which may make rangeFactor times as many. A range over its count is refused
+// before anything is counted, so that its many addresses cannot leave a counter each; a request
+// refused by the address's count is not counted for the range. Checks of codes and sign-outs
+// count by the address only, so that the addresses of one range (a carrier's NAT, an office)
+// cannot keep each other from entering a code they have.
 func (l *limits) addressAndRange(ctx context.Context, client string) (time.Duration, error) {
+	rangeLim := Limit{Count: l.ip.Count * l.rangeFactor, Window: l.ip.Window}
+	if wait, err := l.peek(ctx, "ipr", limitRange(client), rangeLim); err != nil || wait > 0 {
+		return wait, err
+	}
 	if wait, err := l.address(ctx, client); err != nil || wait > 0 {
 		return wait, err
 	}
-	return l.hit(ctx, "ipr", limitRange(client), Limit{Count: l.ip.Count * l.rangeFactor, Window: l.ip.Window})
+	return l.hit(ctx, "ipr", limitRange(client), rangeLim)
 }
 
 // budgetShare: one range of addresses may spend at most 1/budgetShare of a gate's hourly budget.
 const budgetShare = 4
 
-// budget spends one of gate's codes of the hour (max_sms_per_hour) for client, whose range
-// may spend at most a share of them, and says how long to wait when either is spent. A try
-// refused reads the counts but adds to neither, so tries past a cap cost nothing more. A
-// number that may not sign in spends it too: were its counts not the same, whoever fills a
-// range's share could tell by the refusal which of the numbers sent was allowed.
-func (l *limits) budget(ctx context.Context, gate, client string) (time.Duration, error) {
+// budgetCount is one count of a gate's hourly budget (max_sms_per_hour).
+type budgetCount struct {
+	subject string
+	lim     Limit
+}
+
+// budget is what a code for client spends of gate's codes of the hour: the gate's count, and
+// its range's, which may spend at most a share of them. A number that may not sign in spends
+// it too: were its counts not the same, whoever fills a range's share could tell by the refusal
+// which of the numbers sent was allowed.
+func (l *limits) budget(gate, client string) []budgetCount {
 	hour := caddy.Duration(time.Hour)
-	counts := []struct {
-		subject string
-		lim     Limit
-	}{
+	return []budgetCount{
 		{"budget\x00" + gate + "\x00" + limitRange(client), Limit{Count: (l.perHour + budgetShare - 1) / budgetShare, Window: hour}},
 		{"budget\x00" + gate, Limit{Count: l.perHour, Window: hour}},
 	}
-	for _, c := range counts {
-		if wait, err := l.peek(ctx, "site", c.subject, c.lim); err != nil || wait > 0 {
-			return wait, err
-		}
-	}
-	for _, c := range counts {
-		if wait, err := l.hit(ctx, "site", c.subject, c.lim); err != nil || wait > 0 {
-			return wait, err
-		}
-	}
-	return 0, nil
 }
 
-// newCode checks, in order, what every new code for phone must pass when client asks for it:
-// the lockouts, resend_after since the last code to that phone (whichever flow asked), the
-// phone's send limit and the gate's hourly budget. It counts as it goes, and says how long to
-// wait and which limit refused.
+// newCode checks what every new code for phone must pass when client asks for it: the
+// lockouts, resend_after since the last code to that phone (whichever flow asked), the gate's
+// hourly budget and the phone's send limit; it says how long to wait and which limit refused.
+// The budget is read before anything counts, and a try refused after the cooldown started ends
+// it again: a try that sends nothing spends neither the phone's cooldown nor its send limit,
+// so that whoever spends a budget cannot spend the phones' limits with it.
 func (l *limits) newCode(ctx context.Context, phone, client, gate string) (time.Duration, string, error) {
 	phoneKey, pairKey := l.lockKeys(phone, client)
 	if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
@@ -126,12 +124,27 @@ func (l *limits) newCode(ctx context.Context, phone, client, gate string) (time.
 	if wait, err := l.cooldown(ctx, phone); err != nil || wait > 0 {
 		return wait, "resend", err
 	}
-	if wait, err := l.hit(ctx, "send", phone, l.send); err != nil || wait > 0 {
-		return wait, "send", err
+	refused := func(wait time.Duration, limit string, err error) (time.Duration, string, error) {
+		if undo := l.endCooldown(ctx, phone); err == nil {
+			err = undo
+		}
+		return wait, limit, err
 	}
+	var counts []budgetCount
 	if l.perHour > 0 {
-		if wait, err := l.budget(ctx, gate, client); err != nil || wait > 0 {
-			return wait, "site", err
+		counts = l.budget(gate, client)
+	}
+	for _, c := range counts {
+		if wait, err := l.peek(ctx, "site", c.subject, c.lim); err != nil || wait > 0 {
+			return refused(wait, "site", err)
+		}
+	}
+	if wait, err := l.hit(ctx, "send", phone, l.send); err != nil || wait > 0 {
+		return refused(wait, "send", err)
+	}
+	for _, c := range counts {
+		if wait, err := l.hit(ctx, "site", c.subject, c.lim); err != nil || wait > 0 {
+			return refused(wait, "site", err)
 		}
 	}
 	return 0, "", nil

@@ -1,14 +1,18 @@
 package caddyotp
 
 import (
+	"context"
 	"fmt"
-	"go.uber.org/zap"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
 // from is a visitor behind the trusted proxy, which saw it at addr.
@@ -196,5 +200,86 @@ func TestFailedTriesPerPhoneStayWithinTheStatedBound(t *testing.T) {
 	}
 	if perWindow < phoneLockFactor*defaultLockout.Count {
 		t.Errorf("only %d failed tries in a window: the attack did not reach the phone's lock", perWindow)
+	}
+}
+
+// TestGatesOfWildcardSitesKeepTheirOwnBudget: the name a gate's budget is kept under tells
+// wildcard sites apart (an SMS is never bound to them), and is the same on every instance of a
+// site, wherever each listens.
+func TestGatesOfWildcardSitesKeepTheirOwnBudget(t *testing.T) {
+	name := func(listen string, hosts ...string) string {
+		h := &Handler{Path: "/.otp"}
+		var routes caddyhttp.RouteList
+		rt := caddyhttp.Route{Handlers: []caddyhttp.MiddlewareHandler{h}}
+		if len(hosts) > 0 {
+			rt.MatcherSets = caddyhttp.MatcherSets{{caddyhttp.MatchHost(hosts)}}
+		}
+		routes = append(routes, rt)
+		srv := &caddyhttp.Server{Listen: []string{listen}, Routes: routes}
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.ServerCtxKey, srv))
+		return new(sites).of(r, h).gate
+	}
+	if a, b := name(":80", "*.a.test"), name(":80", "*.b.test"); a == b {
+		t.Errorf("two wildcard sites share the gate name %s, and with it one hourly budget", a)
+	}
+	if a, b := name(":80", "Example.com", "www.example.com"), name(":8080", "www.example.com", "example.com"); a != b {
+		t.Errorf("one site's gate is named %s on one instance and %s on another", a, b)
+	}
+}
+
+// incrKeys is a Store that remembers every key it counted.
+type incrKeys struct {
+	Store
+	keys map[string]bool
+}
+
+func (s incrKeys) Incr(ctx context.Context, key string, ttl time.Duration) (int64, error) {
+	s.keys[key] = true
+	return s.Store.Incr(ctx, key, ttl)
+}
+
+// TestARangeOverItsCountLeavesNoCounterPerAddress: once a /48 has made its ip_limit ×
+// ip_range_factor asks, asks from its other /64s are refused before anything is counted, so
+// that its 65,536 /64s cannot leave a counter each.
+func TestARangeOverItsCountLeavesNoCounterPerAddress(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	store := incrKeys{provisionStore(t, &MemoryStore{Name: t.Name()}), map[string]bool{}}
+	l := &limits{store: store, subjects: []byte("key"), ip: Limit{Count: 2, Window: caddy.Duration(10 * time.Minute)}, rangeFactor: 5,
+		now: func() time.Time { return now }, obs: &observer{logger: zap.NewNop()}}
+	refused := 0
+	for i := 0; i < 1000; i++ {
+		wait, err := l.addressAndRange(t.Context(), fmt.Sprintf("2001:db8:42:%x::1", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait > 0 {
+			refused++
+		}
+	}
+	if refused < 1000-10 || len(store.keys) > 10+1+1 { // 10 addresses counted, the range's count, and the one refused by it
+		t.Errorf("1000 /64s of one /48 with a range count of 10: %d refused, %d counters left", refused, len(store.keys))
+	}
+}
+
+// TestATryRefusedByTheBudgetSpendsNoPhonesLimits: a code the hourly budget refuses starts no
+// cooldown for the phone and counts nothing against its send limit, so that whoever spends one
+// gate's budget does not keep its visitors from a code on another gate of the same store.
+func TestATryRefusedByTheBudgetSpendsNoPhonesLimits(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	store := provisionStore(t, &MemoryStore{Name: t.Name()})
+	gate := func(perHour int) *limits {
+		return &limits{store: store, subjects: []byte("key"), lockout: defaultLockout, send: Limit{Count: 1, Window: caddy.Duration(10 * time.Minute)},
+			perHour: perHour, resendAfter: 30 * time.Second, now: func() time.Time { return now }, obs: &observer{logger: zap.NewNop()}}
+	}
+	a, b := gate(1), gate(0)
+	if wait, limit, err := a.newCode(t.Context(), "+12015550150", "198.51.100.1", "a"); err != nil || wait > 0 {
+		t.Fatalf("the budget's one code: %s %v %v", limit, wait, err)
+	}
+	if wait, limit, err := a.newCode(t.Context(), alice, "203.0.113.1", "a"); err != nil || limit != "site" {
+		t.Fatalf("with gate a's budget spent: %s %v %v, want the budget's refusal", limit, wait, err)
+	}
+	if wait, limit, err := b.newCode(t.Context(), alice, "203.0.113.1", "b"); err != nil || wait > 0 {
+		t.Errorf("gate b, right after gate a's budget refused the number: %s for %v (%v), want a code", limit, wait, err)
 	}
 }

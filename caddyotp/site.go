@@ -16,7 +16,7 @@ import (
 // budget is kept under.
 type siteInfo struct {
 	hosts map[string]bool // the literal hosts of the host matchers on the way to the gate, lower case
-	gate  string          // the gate's name in store keys: its hosts, path and public origin, hashed
+	gate  string          // the gate's name in store keys: its hosts as written, path and public origin, hashed
 }
 
 // maxBoundHost caps the host an SMS is bound to when public_url does not name it: a longer
@@ -41,17 +41,18 @@ func (ss *sites) of(r *http.Request, h *Handler) *siteInfo {
 		hosts, _ = routeHosts(srv.Routes, h, nil)
 	}
 	s := &siteInfo{hosts: map[string]bool{}}
+	// The gate's name: every host as written, wildcards too, and not where its server listens,
+	// which may differ between the instances that share one store and must share the name.
+	var names []string
 	for _, host := range hosts {
-		if host = strings.ToLower(host); !strings.ContainsAny(host, "*{}") {
+		host = strings.ToLower(host)
+		names = append(names, host)
+		if !strings.ContainsAny(host, "*{}") {
 			s.hosts[host] = true
 		}
 	}
-	names := make([]string, 0, len(s.hosts))
-	for host := range s.hosts {
-		names = append(names, host)
-	}
 	slices.Sort(names)
-	sum := sha256.Sum256([]byte(strings.Join(names, " ") + "\x00" + h.Path + "\x00" + h.origin))
+	sum := sha256.Sum256([]byte(strings.Join(slices.Compact(names), " ") + "\x00" + h.Path + "\x00" + h.origin))
 	s.gate = hex.EncodeToString(sum[:8])
 	actual, _ := ss.m.LoadOrStore(srv, s)
 	return actual.(*siteInfo)
