@@ -382,7 +382,8 @@ func (h *Handler) serveVoice(w http.ResponseWriter, r *http.Request, token strin
 // serveReceipt takes a provider's delivery receipt. The token must be one the gate sealed, not
 // yet past code_ttl, and the sender it names must find the receipt authentic (where the
 // provider signs, over the URL the gate gave, from public_url), before anything is read from the
-// store or changes: else 404 or 403. Neither the body nor the token is logged. Like voice scripts, receipts are not counted by ip_limit.
+// store or changes: else 404 or 403. Neither the body nor the token is logged. Like voice
+// scripts, receipts are not counted by ip_limit.
 func (h *Handler) serveReceipt(w http.ResponseWriter, r *http.Request, token string) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
