@@ -152,7 +152,7 @@ func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 // name for the answer (a masked phone, or the user): a phone, and every user bound to it; or a
 // user's session with the phone the user is bound to.
 func (h *Handler) revokeSubjects(req revokeRequest) ([]string, string, error) {
-	users := h.flows.who.users
+	users := h.flows.allow.users
 	if req.User != "" {
 		if phone := users[req.User]; phone != "" {
 			return []string{userSubject(req.User, phone)}, req.User, nil

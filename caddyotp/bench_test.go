@@ -76,7 +76,7 @@ func BenchmarkSignIn(b *testing.B) {
 			_ = serve(h, w, r)
 			return w
 		}
-		h.flows.who.phones.anyone = true
+		h.flows.allow.phones.anyone = true
 		if w := post("/.otp/send", "csrf="+csrf+"&phone="+phone); w.Code != http.StatusSeeOther {
 			b.Fatalf("send: %d", w.Code)
 		}

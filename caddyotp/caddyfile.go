@@ -28,8 +28,62 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	return &m, err
 }
 
-// UnmarshalCaddyfile fills the handler from an `otp { ... }` block; the syntax is in the package
-// documentation. It only parses: defaults and checks happen in Provision and Validate.
+// UnmarshalCaddyfile fills the handler from an `otp { ... }` block. It only parses: defaults
+// and checks happen in Provision and Validate. Syntax (every subdirective but sender and
+// phones/phones_file/users is optional):
+//
+//	otp {
+//	    sender restcomm {
+//	        account_sid {env.RESTCOMM_ACCOUNT_SID}
+//	        auth_token  {env.RESTCOMM_AUTH_TOKEN}
+//	        from        +12015550100
+//	        base_url    https://cloud.restcomm.com/restcomm/2012-04-24
+//	        timeout     10s
+//	        voice                               # offer "call me instead" (needs public_url)
+//	    }
+//	    sender twilio {                         # or Twilio, or SignalWire with its base_url
+//	        account_sid {env.TWILIO_ACCOUNT_SID}
+//	        auth_token  {env.TWILIO_AUTH_TOKEN}
+//	        from        +12015550100            # or: messaging_service_sid MG...
+//	    }
+//	    sender failover { restcomm {...} twilio {...} }  # in order; the next on failure
+//	    sender log                              # development only: codes go to the log
+//	    public_url https://example.com          # where the provider reaches the gate (voice
+//	                                            # scripts, delivery receipts); the SMS's
+//	                                            # autofill host; never taken from a request
+//	    audience NAME                           # which gates share sessions (default: this one)
+//	    phones +12015550123 +442079460000       # or: phones *  (anyone with a phone)
+//	    phones_file /etc/caddy/otp-phones.txt   # one number a line, # comments
+//	    default_region US                       # for numbers typed without +country
+//	    regions US CA GB                        # destinations allowed
+//	    code_length 6                           # 6..10
+//	    code_ttl 5m                             # at most 10m
+//	    max_attempts 5                          # wrong codes per code
+//	    users {                                 # phones bound to first-factor users (basic_auth,
+//	        alice +12015550123                  # forward_auth before the gate): the phone page
+//	    }                                       # is skipped, the code goes to the user's phone
+//	    users_file /etc/caddy/otp-users.txt     # "USER PHONE" a line
+//	    resend_after 30s                        # per phone, whichever browser asks
+//	    send_limit 5 10m                        # SMS per phone per window
+//	    ip_limit 20 10m                         # sends and checks per client IP (IPv6: /64) per window
+//	    ip_range_factor 5                       # ... and 5 times that per /24 (IPv6: /48)
+//	    lockout 10 15m                          # consecutive failures per phone and address,
+//	                                            # lock duration; 5x that from any address locks the phone
+//	    max_sms_per_hour 200                    # codes per hour for this gate (a /24 or /48: a quarter)
+//	    session_ttl 12h                         # absolute
+//	    session_idle 30m                        # sliding
+//	    trust_device 30d                        # offer "trust this browser" (off by default)
+//	    path /.otp
+//	    cookie_name caddy_otp
+//	    secret {env.OTP_SECRET}                 # else generated once, kept in Caddy storage
+//	    store memory [NAME]                     # or: store redis { address 127.0.0.1:6379 ... }
+//	    templates /etc/caddy/otp-templates      # files that replace the embedded pages
+//	    message "{code} is your {host} sign-in code."
+//	    site_name "Example Docs"                # on the pages and in the SMS
+//	    logo /logo.svg                          # a path on this site
+//	    language en                             # pin en, de, es or fr
+//	    log_phones                              # log full numbers (masked by default)
+//	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {

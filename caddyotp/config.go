@@ -3,6 +3,7 @@ package caddyotp
 import (
 	"cmp"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -66,7 +67,7 @@ func (h *Handler) Validate() error {
 	switch {
 	case h.sender == nil:
 		return errors.New("otp: no sender: add `sender restcomm { ... }` (or, for development only, `sender log`)")
-	case h.flows.who.phones.empty() && len(h.flows.who.users) == 0:
+	case h.flows.allow.phones.empty() && len(h.flows.allow.users) == 0:
 		return errors.New("otp: no one may sign in: add `phones +12015550123 ...`, `phones_file FILE`, `phones *` to let anyone with a phone sign in, or `users { NAME PHONE }` after basic_auth")
 	case h.CodeLength < 6 || h.CodeLength > 10:
 		return fmt.Errorf("otp: code_length %d is outside 6..10", h.CodeLength)
@@ -241,7 +242,7 @@ func (h *Handler) longSMS() string {
 
 func (h *Handler) warnings() []string {
 	var out []string
-	if h.flows.who.phones.anyone && (h.flows.who.regions == nil || h.MaxSMSPerHour == 0) {
+	if h.flows.allow.phones.anyone && (h.flows.allow.regions == nil || h.MaxSMSPerHour == 0) {
 		out = append(out, "phones * lets anyone ask for codes: without regions and max_sms_per_hour, SMS toll fraud (codes sent to premium numbers abroad) can run up the bill; set `regions US ...` and `max_sms_per_hour N`")
 	}
 	if w := h.longSMS(); w != "" {
@@ -251,4 +252,137 @@ func (h *Handler) warnings() []string {
 		out = append(out, "the log sender writes sign-in codes to the log on a site with a public address ("+h.origin+"): anyone who reads the log can sign in; use `sender restcomm { ... }`")
 	}
 	return out
+}
+
+// Defaults and bounds of the configuration.
+const (
+	defaultPath        = "/.otp"
+	defaultCookieName  = "caddy_otp"
+	defaultCodeLength  = 6
+	defaultCodeTTL     = 5 * time.Minute
+	maxCodeTTL         = 10 * time.Minute
+	defaultMaxAttempts = 5
+	defaultResendAfter = 30 * time.Second
+	defaultSessionTTL  = 12 * time.Hour
+	defaultSessionIdle = 30 * time.Minute
+	// defaultIPRangeFactor: how many times ip_limit one /24 or /48 may make.
+	defaultIPRangeFactor = 5
+)
+
+var (
+	defaultSendLimit = Limit{Count: 5, Window: caddy.Duration(10 * time.Minute)}
+	defaultIPLimit   = Limit{Count: 20, Window: caddy.Duration(10 * time.Minute)}
+	defaultLockout   = Limit{Count: 10, Window: caddy.Duration(15 * time.Minute)}
+)
+
+// defaultClock is the clock each new gate gives its parts; tests replace it to move time
+// without sleeping.
+var defaultClock = time.Now
+
+// Handler is the otp gate (module http.handlers.otp). Its JSON fields are the configuration;
+// the Caddyfile form is on UnmarshalCaddyfile.
+type Handler struct {
+	// The sender of SMS, a module in http.handlers.otp.senders (restcomm, twilio, failover, log).
+	// Required.
+	SenderRaw json.RawMessage `json:"sender,omitempty" caddy:"namespace=http.handlers.otp.senders inline_key=module"`
+	// Where pending flows, counters and revocations live, a module in http.handlers.otp.stores.
+	// Default: memory.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.otp.stores inline_key=module"`
+
+	// Phones that may sign in, normalised to E.164; "*" lets anyone with a phone sign in.
+	Phones []string `json:"phones,omitempty"`
+	// A file of phones that may sign in: one a line, blank lines and # comments allowed.
+	PhonesFile string `json:"phones_file,omitempty"`
+	// Phones bound to first-factor users ({http.auth.user.id} from basic_auth or forward_auth,
+	// which must run before the gate): a signed-in user skips the phone page and the code goes
+	// to their phone; the session is bound to the user.
+	Users map[string]string `json:"users,omitempty"`
+	// A file of "USER PHONE" lines, blank lines and # comments allowed.
+	UsersFile string `json:"users_file,omitempty"`
+	// Region (ISO 3166 alpha-2, e.g. US) for numbers written without a +country prefix.
+	DefaultRegion string `json:"default_region,omitempty"`
+	// Regions that codes may be sent to; empty means any.
+	Regions []string `json:"regions,omitempty"`
+
+	// Digits in a code, 6 to 10. Default 6.
+	CodeLength int `json:"code_length,omitempty"`
+	// How long a code lives, at most 10m. Default 5m.
+	CodeTTL caddy.Duration `json:"code_ttl,omitempty"`
+	// Wrong codes allowed per code before the flow is void. Default 5.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// How long before a visitor may ask for a new code. Default 30s.
+	ResendAfter caddy.Duration `json:"resend_after,omitempty"`
+	// SMS per phone per window. Default 5 per 10m.
+	SendLimit *Limit `json:"send_limit,omitempty"`
+	// Sends and code checks per client IP per window. Default 20 per 10m.
+	IPLimit *Limit `json:"ip_limit,omitempty"`
+	// How many times ip_limit the addresses of one range (an IPv4 /24, an IPv6 /48) may ask
+	// for new codes together. Default 5.
+	IPRangeFactor int `json:"ip_range_factor,omitempty"`
+	// Consecutive failures per phone (count) before it is locked for window. Default 10, 15m.
+	Lockout *Limit `json:"lockout,omitempty"`
+	// Codes issued per hour by this gate (counted whether or not the number may sign in, so the
+	// cap reveals nothing); 0 means no cap. Bounds what a bot can cost in SMS. One address range
+	// (an IPv4 /24, an IPv6 /48) may spend a quarter of it; a try past a cap does not count.
+	MaxSMSPerHour int `json:"max_sms_per_hour,omitempty"`
+
+	// Absolute lifetime of a session. Default 12h.
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+	// A session unused this long ends. Default 30m.
+	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
+	// Offers "trust this browser" on the code page: a signed cookie that skips the SMS for the
+	// same phone or user on that browser for this long. Off unless set; at most 400 days.
+	TrustDevice caddy.Duration `json:"trust_device,omitempty"`
+
+	// The site's public origin (scheme, host, optional port), e.g. https://example.com: where the
+	// SMS provider fetches voice scripts, the host that SMS codes are bound to for autofill, the
+	// origin forms must come from, and, when https, the reason cookies are Secure behind a proxy
+	// that ends TLS. Never taken from a request. It must be https (http only on a loopback host).
+	// Required for voice.
+	PublicURL string `json:"public_url,omitempty"`
+	// Which gates honour each other's sessions. Default: a name of this gate's own, made from
+	// path, cookie_name and the store, so a session works only on the gate that issued it.
+	Audience string `json:"audience,omitempty"`
+
+	// Where the gate's pages live. Default /.otp.
+	Path string `json:"path,omitempty"`
+	// Session cookie name; the flow cookie adds "_flow". On HTTPS both get the __Host- prefix.
+	// Default caddy_otp.
+	CookieName string `json:"cookie_name,omitempty"`
+	// Master secret (at least 32 characters) for every signature; placeholders allowed.
+	// Default: a random key generated once and kept in Caddy's storage.
+	Secret string `json:"secret,omitempty"`
+	// A directory whose files replace the embedded pages of the same name.
+	Templates string `json:"templates,omitempty"`
+	// The SMS text; {code}, {site} (site_name or the host) and {host} are filled in. The line
+	// "@host #code" is appended for browser autofill. Default: "{code} is your {site} sign-in
+	// code." in the visitor's language.
+	Message string `json:"message,omitempty"`
+	// The site's name on the pages and in the SMS. Default: the host.
+	SiteName string `json:"site_name,omitempty"`
+	// A logo shown on the pages: a path on this site (the pages load nothing from elsewhere).
+	Logo string `json:"logo,omitempty"`
+	// Log full phone numbers instead of masked ones (+1201*****23). Off by default.
+	LogPhones bool `json:"log_phones,omitempty"`
+	// Pins the pages' and the default SMS's language (en, de, es, fr); default: the visitor's
+	// Accept-Language.
+	Language string `json:"language,omitempty"`
+
+	sender     Sender
+	store      Store
+	health     *health // what recent real deliveries of this gate did
+	healthName string  // its name in healthPool
+	keys       keys
+	public     *url.URL // public_url, parsed; nil if unset
+	origin     string   // public_url's origin, as browsers send it
+	now        func() time.Time
+	obs        *observer // reports metrics, events and log lines for every part
+	cookies    *gateCookies
+	limits     *limits
+	flows      *flows
+	signins    *signins
+	pages      *pageSet
+	sites      *sites    // what the config says of the site of each server the gate serves
+	keyCheck   *keyCheck // whether the gate's other instances share its key
+	webhooks   *webhooks
 }

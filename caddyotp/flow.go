@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"strings"
 	"time"
 )
 
@@ -66,46 +65,11 @@ func validToken(s string) bool {
 	return true
 }
 
-// outcome is what a transition of a flow (or a sign-out) ended in: what the pages show.
-type outcome struct {
-	kind    outcomeKind
-	wait    time.Duration // limited: how long until it may be asked again
-	limit   string        // limited: which limit (ip, send, site, lockout, resend)
-	locking bool          // limited: a wrong code that locked the phone or the address just now
-	left    int           // wrong: tries left for this code
-	flow    *flow         // wrong, expired: the flow, for the code page
-	subject string        // verified: what the session is for
-	key     string        // refused: which refusal; badPhone: which error
-	input   string        // badPhone: what was typed
-	err     error         // failed: the store could not answer
-	begin   func()        // sent: the delivery's beginning, run once the answer is out (deliverAfter)
-}
-
-type outcomeKind int
-
-const (
-	sent      outcomeKind = iota // a code is on its way: the code page
-	limited                      // a limit refused; nothing changed
-	badPhone                     // not a phone number, or not a region codes may go to
-	refused                      // users mode: no first factor, or no phone for the user
-	busy                         // every sender is busy
-	noFlow                       // nothing pending for this visitor: start again
-	toCode                       // nothing to do (a call not offered yet): back to the code page
-	wrong                        // a wrong code; tries remain
-	expired                      // no live code: past code_ttl, used, or replaced
-	exhausted                    // max_attempts reached: the flow is void
-	verified                     // a right code
-	signedOut                    // signed out (or nothing left to sign out)
-	failed                       // the store could not answer: fail closed
-)
-
-func failedWith(err error) outcome { return outcome{kind: failed, err: err} }
-
 // flows are the gate's pending verifications and their transitions.
 type flows struct {
 	store       Store
 	limits      *limits
-	who         *who
+	allow       *allowlist
 	codeKey     []byte
 	codeLength  int
 	codeTTL     time.Duration
@@ -152,7 +116,7 @@ func saveFlow(ctx context.Context, store Store, id string, f *flow, ttl time.Dur
 // from the first factor, and its code on the way to that user's phone.
 func (fl *flows) pending(ctx context.Context, v *visit) (*flow, error) {
 	f, err := fl.load(ctx, v.flowID)
-	if err != nil || f == nil || f.Phone == "" || f.User != "" && (v.user != f.User || fl.who.users[f.User] != f.Phone) {
+	if err != nil || f == nil || f.Phone == "" || f.User != "" && (v.user != f.User || fl.allow.users[f.User] != f.Phone) {
 		return nil, err
 	}
 	return f, nil
@@ -177,19 +141,19 @@ func (fl *flows) start(ctx context.Context, v *visit, input, region string) outc
 		return limitedBy("ip", wait, err)
 	}
 	f := &flow{}
-	if fl.who.bound(v.user) {
-		phone, refusal := fl.who.userPhone(v.user)
+	if fl.allow.bound(v.user) {
+		phone, refusal := fl.allow.userPhone(v.user)
 		if refusal != "" {
 			return outcome{kind: refused, key: refusal}
 		}
-		if !fl.who.region(regionOf(phone)) {
+		if !fl.allow.region(regionOf(phone)) {
 			return outcome{kind: badPhone, key: "err_region"}
 		}
 		f.User, f.Phone = v.user, phone // the code goes to the user's phone, whatever was typed
 	} else {
-		home := fl.who.defaultRegion
+		home := fl.allow.defaultRegion
 		if region != "" {
-			if fl.who.regions == nil || !fl.who.regions[region] {
+			if fl.allow.regions == nil || !fl.allow.regions[region] {
 				return outcome{kind: badPhone, key: "err_bad_region", input: input}
 			}
 			home = region
@@ -198,7 +162,7 @@ func (fl *flows) start(ctx context.Context, v *visit, input, region string) outc
 		if err != nil {
 			return outcome{kind: badPhone, key: "err_not_phone", input: input}
 		}
-		if !fl.who.region(region) {
+		if !fl.allow.region(region) {
 			return outcome{kind: badPhone, key: "err_region", input: input}
 		}
 		f.Phone = phone
@@ -232,7 +196,7 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 	if wait, err := fl.limits.addressAndRange(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
 	}
-	if !fl.who.region(regionOf(f.Phone)) {
+	if !fl.allow.region(regionOf(f.Phone)) {
 		return outcome{kind: badPhone, key: "err_region"}
 	}
 	if channel == "sms" {
@@ -271,7 +235,7 @@ func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) o
 // phone, or one the allowlist in force now lets sign in, and of a type that channel may reach
 // (deliverable). Both are judged for every number, so that the work tells none apart.
 func (fl *flows) mayReceive(f *flow, channel string) bool {
-	reachable, allowed := deliverable(f.Phone, channel), fl.who.phones.allows(f.Phone)
+	reachable, allowed := deliverable(f.Phone, channel), fl.allow.phones.allows(f.Phone)
 	return (f.User != "" || allowed) && reachable
 }
 
@@ -364,38 +328,12 @@ func (fl *flows) end(ctx context.Context, id string) error {
 	return fl.store.Delete(ctx, flowKey(id))
 }
 
-func limitedBy(limit string, wait time.Duration, err error) outcome {
-	if err != nil {
-		return failedWith(err)
-	}
-	return outcome{kind: limited, limit: limit, wait: wait}
-}
-
-// verdict is a code check's result, for metrics, logs and events.
-type verdict int
-
 const (
 	codeAccepted  verdict = iota
 	codeWrong             // wrong code, attempts remain
 	codeExpired           // no live code: never sent, past code_ttl, or already used
 	codeExhausted         // max_attempts reached: the flow is void
 )
-
-func (v verdict) String() string {
-	return [...]string{"accepted", "wrong", "expired", "exhausted"}[v]
-}
-
-func (k outcomeKind) verdict() verdict {
-	switch k {
-	case wrong:
-		return codeWrong
-	case expired:
-		return codeExpired
-	case exhausted:
-		return codeExhausted
-	}
-	return codeAccepted
-}
 
 // site is what an SMS or a call calls the site: site_name, else the host the site is known by.
 func (fl *flows) site(v *visit) string {
@@ -405,68 +343,7 @@ func (fl *flows) site(v *visit) string {
 	return v.host
 }
 
-// smsSender returns the send of an SMS to phone: the message (the operator's, or the default in
-// the visitor's language) with {code}, {site} and {host} ({http.request.host} is how the
-// Caddyfile writes {host}), and the origin-bound line "@host #code" that Safari and Chrome read
-// to offer the code for autofill. Nothing in it comes from the request but the language.
-func (fl *flows) smsSender(v *visit, phone string) sendFunc {
-	site, host := fl.site(v), v.host
-	if host == "" {
-		host = site
-	}
-	text := fl.message
-	if text == "" {
-		text = catalog[v.lang]["sms"]
-		if site == "" {
-			text = catalog[v.lang]["sms_no_site"]
-		}
-	}
-	bound := v.host
-	sender := fl.deliveries.sender
-	ttl := fl.codeTTL
-	return func(ctx context.Context, code string, receipts func(string) string) (Sent, error) {
-		return sender.Send(ctx, Message{To: phone, Body: smsBody(text, code, site, host, bound), Code: code, Validity: ttl, Receipts: receipts})
-	}
-}
-
-// smsBody is an SMS: text with {code}, {site} and {host} filled in, and the origin-bound line
-// "@bound #code" when the host is known.
-func smsBody(text, code, site, host, bound string) string {
-	body := strings.NewReplacer("{code}", code, "{site}", site, "{host}", host, "{http.request.host}", host).Replace(text)
-	if bound != "" {
-		body += "\n\n@" + bound + " #" + code
-	}
-	return body
-}
-
 // smsSiteBudget is how many characters the site's name and host may take together in the
 // default SMS with a 6-digit code, for it to stay one segment in every language: Spanish
 // ("código") is UCS-2, 70 characters a segment; the others are GSM-7, 160.
 const smsSiteBudget = 33
-
-// smsSegments is how many segments an SMS takes: GSM-7 (160 septets, 153 a part when
-// concatenated; the extension table takes two) when every character is in that alphabet, else
-// UCS-2 (70 UTF-16 units, 67 a part).
-func smsSegments(body string) int {
-	n, single, part := 0, 160, 153
-	if isGSM7(body) {
-		for _, r := range body {
-			n++
-			if strings.ContainsRune("\f^{}\\[~]|€", r) {
-				n++
-			}
-		}
-	} else {
-		single, part = 70, 67
-		for _, r := range body {
-			n++
-			if r > 0xFFFF {
-				n++
-			}
-		}
-	}
-	if n <= single {
-		return 1
-	}
-	return (n + part - 1) / part
-}

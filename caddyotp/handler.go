@@ -115,11 +115,11 @@ func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string)
 	default:
 		if token, ok := strings.CutPrefix(rest, "/voice/"); ok {
 			// The telephony provider fetches the call's script: no browser, no form, no CSRF.
-			return h.serveVoice(w, r, token)
+			return h.webhooks.voiceScript(w, r, token)
 		}
 		if token, ok := strings.CutPrefix(rest, "/receipt/"); ok {
 			// The SMS provider posts a delivery receipt: its token (and signature) authenticate it.
-			return h.serveReceipt(w, r, token)
+			return h.webhooks.receipt(w, r, token)
 		}
 		return h.pages.message(w, h.readVisit(r), http.StatusNotFound, "not_found")
 	}
@@ -210,8 +210,8 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request, v *visit) e
 	if query.Has("signed_out") {
 		p.Info = catalog[v.lang]["signed_out"]
 	}
-	if who := h.flows.who; who.bound(v.user) {
-		phone, refusal := who.userPhone(v.user)
+	if allow := h.flows.allow; allow.bound(v.user) {
+		phone, refusal := allow.userPhone(v.user)
 		if refusal != "" {
 			return h.pages.refusal(w, v, refusal)
 		}
@@ -271,17 +271,10 @@ const (
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) error {
 	if r.Method != http.MethodPost {
 		f, state, _, err := h.flows.shown(r.Context(), v)
-		switch {
-		case err != nil:
+		if err != nil {
 			return h.answer(w, v, failedWith(err))
-		case f == nil:
-			return seeOther(w, h.Path+"/login")
-		case state == deliveryFailed || state == deliveryMisconfigured:
-			return h.pages.notSent(w, v, f, state)
-		case f.Hash == nil || h.now().UnixNano() >= f.Expires:
-			return h.pages.expired(w, v, http.StatusOK, f)
 		}
-		return h.pages.codePage(w, v, http.StatusOK, f, "")
+		return h.pages.pending(w, v, f, state)
 	}
 	o := h.flows.check(r.Context(), v, cleanCode(r.PostForm.Get("code"), h.CodeLength))
 	if o.kind == noFlow {
@@ -290,15 +283,8 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) 
 	if o.kind != verified {
 		return h.answer(w, v, o)
 	}
-	s, device, err := h.signins.issue(o.subject, r.PostForm.Get("trust") == "1")
-	if err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, err)
-	}
-	t := h.now()
-	h.cookies.set(w, v.secure, sessionCookie, h.signins.sessions.encode(s), s.Expires.Sub(t))
-	h.cookies.set(w, v.secure, flowCookie, "", -1)
-	if device != nil {
-		h.cookies.set(w, v.secure, deviceCookie, h.signins.devices.encode(*device), device.Expires.Sub(t))
+	if err := h.signins.signIn(w, v, o.subject, r.PostForm.Get("trust") == "1"); err != nil {
+		return err
 	}
 	return seeOther(w, localPath(v.next, h.Path))
 }
@@ -324,9 +310,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, v *visit) 
 	return err
 }
 
-// serveLogout shows the sign-out buttons (GET) or signs out (POST). Once signed out it clears
-// every gate cookie the browser sent (session, trusted browser, flow), whatever the config says
-// today; the signins decide what to revoke.
+// serveLogout shows the sign-out buttons (GET) or signs out (POST, signOutVisitor).
 func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request, v *visit) error {
 	if r.Method != http.MethodPost {
 		s, _, ok, err := h.signins.current(r.Context(), v.session, func() string { return v.device }, v.user)
@@ -342,92 +326,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request, v *visit) 
 		}
 		return h.pages.signOutPage(w, v, h.cookies.csrf(id), s.Subject)
 	}
-	o := h.signins.signOut(r.Context(), v.session, v.device, v.flowID, v.client, r.PostForm.Get("everywhere") == "1")
-	if o.kind == signedOut { // refused (a limit, the store): the cookies stay, so that a retry can sign out
-		for kind, value := range map[string]string{sessionCookie: v.session, deviceCookie: v.device, flowCookie: v.flowID} {
-			if value != "" {
-				h.cookies.set(w, v.secure, kind, "", -1)
-			}
-		}
-	}
-	return h.answer(w, v, o)
-}
-
-// serveVoice answers the provider's fetch of a call's script, once. An unknown, used or expired
-// token is a 404.
-func (h *Handler) serveVoice(w http.ResponseWriter, r *http.Request, token string) error {
-	if r.Method != http.MethodGet && r.Method != http.MethodPost {
-		w.Header().Set("Allow", "GET, POST")
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		return nil
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	if h.flows.voice == nil {
-		w.WriteHeader(http.StatusNotFound)
-		return nil
-	}
-	rcml, ok, err := h.flows.voice.script(r.Context(), token)
-	if err != nil {
-		return h.answer(w, h.readVisit(r), failedWith(err))
-	}
-	if !ok {
-		w.WriteHeader(http.StatusNotFound)
-		return nil
-	}
-	w.Header().Set("Content-Type", "application/xml")
-	_, err = w.Write(rcml)
-	return err
-}
-
-// serveReceipt takes a provider's delivery receipt. The token must be one the gate sealed, not
-// yet past code_ttl, and the sender it names must find the receipt authentic (where the
-// provider signs, over the URL the gate gave, from public_url), before anything is read from the
-// store or changes: else 404 or 403. Neither the body nor the token is logged. Like voice
-// scripts, receipts are not counted by ip_limit.
-func (h *Handler) serveReceipt(w http.ResponseWriter, r *http.Request, token string) error {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		return nil
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	rb := h.flows.deliveries.receipts
-	if rb == nil {
-		w.WriteHeader(http.StatusNotFound)
-		return nil
-	}
-	rec := rb.open(token)
-	if rec == nil {
-		h.obs.receipt("unknown", "", "")
-		w.WriteHeader(http.StatusNotFound)
-		return nil
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
-	receipt, err := h.sender.(ReceiptReader).ReadReceipt(r, rec.Provider, rb.url+token)
-	switch {
-	case errors.Is(err, ErrForgedReceipt):
-		h.obs.receipt("bad_signature", rec.Provider, "")
-		w.WriteHeader(http.StatusForbidden)
-		return nil
-	case err != nil:
-		w.WriteHeader(http.StatusBadRequest)
-		return nil
-	}
-	state, result := receiptState(receipt.Status), "unchanged"
-	if state != "" {
-		moved, err := h.flows.deliveries.receive(r.Context(), rec, state)
-		if err != nil {
-			h.obs.storeFailed(err)
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return nil
-		}
-		if moved {
-			result = "accepted"
-		}
-	}
-	h.obs.receipt(result, rec.Provider, state)
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return h.answer(w, v, h.signins.signOutVisitor(r.Context(), w, v, r.PostForm.Get("everywhere") == "1"))
 }
 
 // answer turns what a part decided into the page, the redirect or the error the visitor gets.

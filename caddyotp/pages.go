@@ -19,9 +19,6 @@ import (
 
 	"github.com/caddy-otp/caddy-otp/templates"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/nyaruka/phonenumbers"
-	"golang.org/x/text/language"
-	"golang.org/x/text/language/display"
 )
 
 // page is what a template sees.
@@ -74,14 +71,6 @@ type action struct {
 	Region     string // a hidden region field (POST /send)
 	Code       bool   // the code field (POST /verify)
 	Everywhere string // a hidden everywhere field (POST /logout)
-}
-
-// regionOption is one country of the phone page's select: its dial code and name, no flag.
-type regionOption struct {
-	Code     string
-	Label    string
-	Example  string
-	Selected bool
 }
 
 // loadPages parses every page once, each with the layout. A file in dir replaces the embedded
@@ -223,213 +212,11 @@ func (ps *pageSet) refusal(w http.ResponseWriter, v *visit, key string) error {
 	return ps.render(w, v, http.StatusForbidden, "message.html", page{Title: t["title_"+key], Text: t["text_"+key]})
 }
 
-// phonePageFor is the phone page: the field, its example and, with regions, the country select.
-// Its example is a mobile number (codes go by SMS): local where national numbers are read, else
-// international, from the visitor's language's country.
-func (ps *pageSet) phonePageFor(v *visit, region string) page {
-	t := words(catalog[v.lang])
-	p := page{Title: t["title_sign_in"]}
-	local := ps.defaultRegion
-	if len(ps.regions) > 0 {
-		if region == "" || !slices.Contains(ps.regions, region) {
-			region = ps.selectRegion()
-		}
-		local = region
-		for _, r := range ps.regionOrder() {
-			p.Regions = append(p.Regions, regionOption{Code: r, Label: regionLabel(r, v.lang), Example: exampleNumber(r, true), Selected: r == region})
-		}
-	}
-	if local != "" {
-		p.Example = exampleNumber(local, true)
-		p.Hint = t.Say("phone_hint_local", "example", p.Example)
-	} else {
-		p.Example = exampleNumber(languageRegion[v.lang], false)
-		p.Hint = t.Say("phone_hint", "example", p.Example)
-	}
-	return p
-}
-
-// selectRegion is the country the select starts on: default_region when codes may go there,
-// else the first of regions.
-func (ps *pageSet) selectRegion() string {
-	if slices.Contains(ps.regions, ps.defaultRegion) {
-		return ps.defaultRegion
-	}
-	return ps.regions[0]
-}
-
-// regionOrder is regions with the one the select starts on first.
-func (ps *pageSet) regionOrder() []string {
-	first := ps.selectRegion()
-	out := []string{first}
-	for _, r := range ps.regions {
-		if r != first {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 // languageRegion is the country whose numbers the phone page shows as examples, by language.
 var languageRegion = map[string]string{"en": "US", "de": "DE", "es": "ES", "fr": "FR"}
 
-// exampleNumber is libphonenumber's example mobile number of region, formatted nationally or
-// internationally, on one line.
-func exampleNumber(region string, national bool) string {
-	num := phonenumbers.GetExampleNumberForType(region, phonenumbers.MOBILE)
-	if num == nil {
-		return ""
-	}
-	format := phonenumbers.INTERNATIONAL
-	if national {
-		format = phonenumbers.NATIONAL
-	}
-	return unbreakable.Replace(phonenumbers.Format(num, format))
-}
-
-// regionLabel is a country as the select shows it: its dial code and its name in lang.
-func regionLabel(region, lang string) string {
-	name := display.Regions(language.Make(lang)).Name(language.MustParseRegion(region))
-	return "+" + strconv.Itoa(phonenumbers.GetCountryCodeForRegion(region)) + "\u00a0" + name
-}
-
-// regionNames are the names of regions in lang, for the error that lists where codes may go.
-func regionNames(regions []string, lang string) string {
-	names := make([]string, len(regions))
-	namer := display.Regions(language.Make(lang))
-	for i, r := range regions {
-		names[i] = namer.Name(language.MustParseRegion(r))
-	}
-	return strings.Join(names, ", ")
-}
-
-// login renders the phone page.
-func (ps *pageSet) login(w http.ResponseWriter, v *visit, p page) error {
-	q := ps.phonePageFor(v, "")
-	q.CSRF, q.Info, q.SendTo = p.CSRF, p.Info, p.SendTo
-	return ps.render(w, v, http.StatusOK, "login.html", q)
-}
-
-// phonePage shows the phone page again with the visitor's input and an error that says what to
-// do: add the country code, check the digits, or pick another country.
-func (ps *pageSet) phonePage(w http.ResponseWriter, v *visit, input, region, errKey string) error {
-	t := words(catalog[v.lang])
-	p := ps.phonePageFor(v, region)
-	p.CSRF, p.Phone = ps.cookies.csrf(v.flowID), clip(input, 40)
-	switch errKey {
-	case "err_not_phone":
-		if ps.defaultRegion == "" && len(ps.regions) == 0 && !strings.Contains(input, "+") && strings.ContainsAny(input, "0123456789") {
-			errKey = "err_no_country"
-		}
-		p.Error = t.Say(errKey, "example", p.Example)
-	case "err_region":
-		p.Error = t.Say(errKey, "regions", regionNames(ps.regions, v.lang))
-	default:
-		p.Error = t[errKey]
-	}
-	return ps.render(w, v, http.StatusBadRequest, "login.html", p)
-}
-
-// codePage shows the code page for flow f, with an error line if errMsg is set. The number is
-// shown whole, as typed, so that a typo shows; in users mode, where nobody typed it, masked.
-func (ps *pageSet) codePage(w http.ResponseWriter, v *visit, status int, f *flow, errMsg string) error {
-	t := words(catalog[v.lang])
-	t0 := ps.now()
-	resendIn := ceilSeconds(time.Unix(0, f.Sent).Add(ps.resendAfter).Sub(t0))
-	return ps.render(w, v, status, "verify.html", page{Title: t["title_code"], CSRF: ps.cookies.csrf(v.flowID), Error: errMsg,
-		Intro:    t.Say("code_intro", "n", strconv.Itoa(ps.codeLength), "phone", shownPhone(f)),
-		Expires:  t.Say("code_expires", "wait", t.duration(ceilSeconds(time.Unix(0, f.Expires).Sub(t0)))),
-		ResendIn: max(0, resendIn), CanCall: ps.canCall && f.Resends > 0, Clock: countdown(max(0, resendIn)),
-		Link: linkIf(f.User == "", ps.path+"/login"), LinkText: t["other_number"],
-		DeliveredTo: shownPhone(f), Voice: ps.canCall})
-}
-
 // unbreakable keeps a number on one line: no-break spaces and hyphens.
 var unbreakable = strings.NewReplacer(" ", "\u00a0", "-", "\u2011")
-
-// shownPhone is flow f's number as its pages show it: whole and grouped when the visitor typed
-// it, masked in users mode.
-func shownPhone(f *flow) string {
-	if f.User != "" {
-		return unbreakable.Replace(maskPhoneDisplay(f.Phone))
-	}
-	return unbreakable.Replace(formatPhone(f.Phone))
-}
-
-// expired shows that the flow's code is dead, and the one thing to do: get a new code.
-func (ps *pageSet) expired(w http.ResponseWriter, v *visit, status int, f *flow) error {
-	t := words(catalog[v.lang])
-	wait := max(0, ceilSeconds(time.Unix(0, f.Sent).Add(ps.resendAfter).Sub(ps.now())))
-	p := page{Title: t["title_expired"], Text: t.Say("text_expired", "wait", t.duration(ceilSeconds(ps.codeTTL))),
-		Action: &action{Label: t["resend"], Path: "/resend", Post: true}, CSRF: ps.cookies.csrf(v.flowID),
-		Link: linkIf(f.User == "", ps.path+"/login"), LinkText: t["other_number"]}
-	ps.waitFor(&p, t, wait)
-	return ps.render(w, v, status, "message.html", p)
-}
-
-// waitFor makes the page's action wait secs, with a live countdown.
-func (ps *pageSet) waitFor(p *page, t words, secs int) {
-	if secs <= 0 {
-		return
-	}
-	p.Wait, p.Clock = secs, countdown(secs)
-	p.WaitBefore, p.WaitAfter, _ = strings.Cut(t["ready_in"], "{clock}")
-}
-
-// countdown is how long to wait as the pages show it: m:ss.
-func countdown(secs int) string {
-	return fmt.Sprintf("%d:%02d", secs/60, secs%60)
-}
-
-func linkIf(ok bool, link string) string {
-	if ok {
-		return link
-	}
-	return ""
-}
-
-// retry is the action that asks again for what the visitor asked for (v.form): the same form
-// posted again, or the code field; on a page that was not a form, the sign-in page.
-func (ps *pageSet) retry(v *visit, t words, label string) *action {
-	switch v.form.route {
-	case "/send":
-		return &action{Label: orWord(label, t["send_code"]), Path: "/send", Post: true, Phone: v.form.phone, Region: v.form.region}
-	case "/resend":
-		return &action{Label: orWord(label, t["resend"]), Path: "/resend", Post: true}
-	case "/call":
-		return &action{Label: orWord(label, t["call_me"]), Path: "/call", Post: true}
-	case "/verify":
-		return &action{Label: t["verify"], Path: "/verify", Post: true, Code: true}
-	case "/logout":
-		return &action{Label: orWord(label, t["sign_out"]), Path: "/logout", Post: true, Everywhere: v.form.everywhere}
-	}
-	return &action{Label: orWord(label, t["start_again"]), Path: "/login"}
-}
-
-func orWord(s, otherwise string) string {
-	if s != "" {
-		return s
-	}
-	return otherwise
-}
-
-// notSent answers the code page of a flow whose code could not be delivered: 502 when the site's
-// provider setup is broken (nothing the visitor can do; the operator's log says why), 503 and a
-// retry when the provider failed or is down.
-func (ps *pageSet) notSent(w http.ResponseWriter, v *visit, f *flow, state string) error {
-	t := words(catalog[v.lang])
-	if state != deliveryFailed {
-		return ps.render(w, v, http.StatusBadGateway, "message.html", page{Title: t["title_not_sent"], Text: t["text_misconfigured"]})
-	}
-	setRetryAfter(w, 30*time.Second)
-	p := page{Title: t["title_not_sent"], Text: t["text_not_sent"], CSRF: ps.cookies.csrf(v.flowID),
-		Action: &action{Label: t["try_again"], Path: "/send", Post: true},
-		Link:   linkIf(f.User == "", ps.path+"/login"), LinkText: t["other_number"]}
-	if f.User == "" {
-		p.Action.Phone = f.Phone // in users mode the code goes to the user's phone anyway
-	}
-	return ps.render(w, v, http.StatusServiceUnavailable, "message.html", p)
-}
 
 // limited answers a request a limit refused: 429 with Retry-After, why, and a live countdown to
 // the moment the action the visitor asked for works again.

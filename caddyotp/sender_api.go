@@ -2,14 +2,10 @@ package caddyotp
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 	"time"
 )
@@ -126,31 +122,4 @@ func (c *apiClient) closeIdle() {
 // the gate under public_url + P/voice/{token}) the provider fetches with POST when answered.
 func callForm(from, to, script string) url.Values {
 	return url.Values{"From": {from}, "To": {to}, "Url": {script}, "Method": {http.MethodPost}}
-}
-
-// twilioSignature is the X-Twilio-Signature of a callback: base64(HMAC-SHA1(key, the URL as
-// given, followed by every POST field's name and value, fields sorted by name)).
-func twilioSignature(key, callback string, form url.Values) string {
-	names := make([]string, 0, len(form))
-	for name := range form {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	m := hmac.New(sha1.New, []byte(key))
-	m.Write([]byte(callback))
-	for _, name := range names {
-		for _, v := range form[name] {
-			m.Write([]byte(name))
-			m.Write([]byte(v))
-		}
-	}
-	return base64.StdEncoding.EncodeToString(m.Sum(nil))
-}
-
-// validTwilioSignature compares signature with the expected one in constant time.
-func validTwilioSignature(key, callback string, form url.Values, signature string) bool {
-	if key == "" || signature == "" {
-		return false
-	}
-	return hmac.Equal([]byte(twilioSignature(key, callback, form)), []byte(signature))
 }

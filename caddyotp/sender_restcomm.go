@@ -147,11 +147,11 @@ func (s *Restcomm) Call(ctx context.Context, to, script string) (Sent, error) {
 	return s.api.call(ctx, s.calls, s.From, to, script)
 }
 
-// restcommError reads an error answer: 401/403/400 are configuration or input problems that
-// retrying will not fix; 5xx and 429 are temporary.
 // namesTo finds the To field named in a Restcomm error ("Invalid To number: ...").
 var namesTo = regexp.MustCompile(`\bTo\b`)
 
+// restcommError reads an error answer: 401/403/400 are configuration or input problems that
+// retrying will not fix; 5xx and 429 are temporary.
 func restcommError(status int, body []byte) *SendError {
 	se := &SendError{Detail: responseDetail(status, body), Temporary: status >= 500 || status == http.StatusTooManyRequests}
 	// A 400 is a bad number or message. Only one that names To (and not From, nor a missing
@@ -162,20 +162,6 @@ func restcommError(status int, body []byte) *SendError {
 		se.Number, se.Reason = true, "invalid"
 	}
 	return se
-}
-
-// gsm7 is the GSM 03.38 alphabet with its extension table: what an SMS carries in its default
-// encoding.
-const gsm7 = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà" +
-	"\f^{}\\[~]|€"
-
-func isGSM7(s string) bool {
-	for _, r := range s {
-		if !strings.ContainsRune(gsm7, r) {
-			return false
-		}
-	}
-	return true
 }
 
 // transportDetail describes a failed round trip without the URL (url.Error would repeat it).

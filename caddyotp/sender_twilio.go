@@ -2,12 +2,16 @@ package caddyotp
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -300,3 +304,30 @@ var (
 	_ caddy.CleanerUpper    = (*Twilio)(nil)
 	_ caddyfile.Unmarshaler = (*Twilio)(nil)
 )
+
+// twilioSignature is the X-Twilio-Signature of a callback: base64(HMAC-SHA1(key, the URL as
+// given, followed by every POST field's name and value, fields sorted by name)).
+func twilioSignature(key, callback string, form url.Values) string {
+	names := make([]string, 0, len(form))
+	for name := range form {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	m := hmac.New(sha1.New, []byte(key))
+	m.Write([]byte(callback))
+	for _, name := range names {
+		for _, v := range form[name] {
+			m.Write([]byte(name))
+			m.Write([]byte(v))
+		}
+	}
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// validTwilioSignature compares signature with the expected one in constant time.
+func validTwilioSignature(key, callback string, form url.Values, signature string) bool {
+	if key == "" || signature == "" {
+		return false
+	}
+	return hmac.Equal([]byte(twilioSignature(key, callback, form)), []byte(signature))
+}

@@ -2,7 +2,10 @@ package caddyotp
 
 import (
 	"context"
+	"net/http"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // signins are the gate's sessions and trusted browsers: which cookie lets a visitor through,
@@ -14,11 +17,12 @@ type signins struct {
 	// that takes any the key signed, so that one issued before is revoked, not forgotten
 	deviceCookies *sessionCodec
 	store         Store
-	who           *who
+	allow         *allowlist
 	limits        *limits
 	flows         *flows
 	now           func() time.Time
 	obs           *observer
+	cookies       *gateCookies
 }
 
 // current returns the visitor's session: the session cookie's, if it is genuine, within the
@@ -46,7 +50,7 @@ func (si *signins) valid(ctx context.Context, codec *sessionCodec, cookie, user 
 		return Session{}, false, nil
 	}
 	s, err := codec.decode(cookie, t)
-	if err != nil || !si.who.allows(s.Subject, user) {
+	if err != nil || !si.allow.allows(s.Subject, user) {
 		return Session{}, false, nil
 	}
 	revoked, err := si.revoked(ctx, s)
@@ -123,4 +127,35 @@ func (si *signins) signOut(ctx context.Context, sessionCookie, deviceCookie, flo
 	}
 	si.obs.revoked(valid[0].Subject, everywhere, client)
 	return outcome{kind: signedOut, subject: valid[0].Subject}
+}
+
+// signIn gives the visitor the session of a verified subject, and a trusted browser when asked
+// for and on, as cookies; the flow that made them ends with its cookie.
+func (si *signins) signIn(w http.ResponseWriter, v *visit, subject string, trust bool) error {
+	s, device, err := si.issue(subject, trust)
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	t := si.now()
+	si.cookies.set(w, v.secure, sessionCookie, si.sessions.encode(s), s.Expires.Sub(t))
+	si.cookies.set(w, v.secure, flowCookie, "", -1)
+	if device != nil {
+		si.cookies.set(w, v.secure, deviceCookie, si.devices.encode(*device), device.Expires.Sub(t))
+	}
+	return nil
+}
+
+// signOutVisitor signs the visitor out (signOut) and, once signed out, clears every gate cookie
+// the browser sent (session, trusted browser, flow), whatever the config says today. Refused (a
+// limit, the store), the cookies stay, so that a retry can sign out.
+func (si *signins) signOutVisitor(ctx context.Context, w http.ResponseWriter, v *visit, everywhere bool) outcome {
+	o := si.signOut(ctx, v.session, v.device, v.flowID, v.client, everywhere)
+	if o.kind == signedOut {
+		for kind, value := range map[string]string{sessionCookie: v.session, deviceCookie: v.device, flowCookie: v.flowID} {
+			if value != "" {
+				si.cookies.set(w, v.secure, kind, "", -1)
+			}
+		}
+	}
+	return o
 }

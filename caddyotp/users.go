@@ -3,6 +3,8 @@ package caddyotp
 import (
 	"fmt"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // userPrefix marks a session subject that is a first-factor user, not a phone (phones always
@@ -62,9 +64,9 @@ func (u userPhones) addFile(path, defaultRegion string) error {
 	})
 }
 
-// who says who may sign in at a gate: phones on the allowlist, first-factor users bound to
+// allowlist says who may sign in at a gate: phones on the allowlist, first-factor users bound to
 // phones, and the regions codes may go to.
-type who struct {
+type allowlist struct {
 	phones        phoneList
 	users         userPhones
 	regions       map[string]bool // nil: any
@@ -74,9 +76,8 @@ type who struct {
 
 // allows says whether a session's subject may pass for a visitor whose first factor (if any) is
 // user: a user session needs that same user, still bound to the phone its code went to; a phone
-// session needs the
-// phone allowed, and no first-factor user whom a user session should have named.
-func (w *who) allows(subject, user string) bool {
+// session needs the phone allowed, and no first-factor user whom a user session should have named.
+func (w *allowlist) allows(subject, user string) bool {
 	if name, phone, ok := subjectUser(subject); ok {
 		return user == name && phone != "" && w.users[name] == phone
 	}
@@ -88,13 +89,13 @@ func (w *who) allows(subject, user string) bool {
 
 // bound says whether the code goes to a first-factor user's phone rather than a typed one: the
 // gate binds users and the visitor has a first factor, or the gate binds users only.
-func (w *who) bound(user string) bool {
+func (w *allowlist) bound(user string) bool {
 	return len(w.users) > 0 && (user != "" || w.phones.empty())
 }
 
 // userPhone is the phone a bound user's code goes to, or the key of the refusal to show: no
 // first factor, or no phone for this user.
-func (w *who) userPhone(user string) (phone, refusal string) {
+func (w *allowlist) userPhone(user string) (phone, refusal string) {
 	if user == "" {
 		return "", "no_account"
 	}
@@ -106,7 +107,7 @@ func (w *who) userPhone(user string) (phone, refusal string) {
 }
 
 // region says whether codes may go to region.
-func (w *who) region(region string) bool {
+func (w *allowlist) region(region string) bool {
 	return w.regions == nil || w.regions[region]
 }
 
@@ -116,4 +117,43 @@ func subjectOf(f *flow) string {
 		return userSubject(f.User, f.Phone)
 	}
 	return f.Phone
+}
+
+// newAllowlist reads who may sign in at h: phones, users and regions.
+func newAllowlist(h *Handler, repl *caddy.Replacer) (*allowlist, error) {
+	if h.DefaultRegion != "" && !knownRegion(h.DefaultRegion) {
+		return nil, fmt.Errorf("default_region %q is not a region code such as US or GB", h.DefaultRegion)
+	}
+	w := &allowlist{phones: phoneList{}, users: userPhones{}, defaultRegion: h.DefaultRegion, obs: h.obs}
+	for _, p := range h.Phones {
+		if err := w.phones.add(repl.ReplaceKnown(p, ""), h.DefaultRegion, "phones"); err != nil {
+			return nil, err
+		}
+	}
+	if h.PhonesFile != "" {
+		if err := w.phones.addFile(repl.ReplaceKnown(h.PhonesFile, ""), h.DefaultRegion); err != nil {
+			return nil, err
+		}
+	}
+	for user, phone := range h.Users {
+		if err := w.users.add(user, repl.ReplaceKnown(phone, ""), h.DefaultRegion, "users"); err != nil {
+			return nil, err
+		}
+	}
+	if h.UsersFile != "" {
+		if err := w.users.addFile(repl.ReplaceKnown(h.UsersFile, ""), h.DefaultRegion); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range h.Regions {
+		r = strings.ToUpper(r)
+		if !knownRegion(r) {
+			return nil, fmt.Errorf("regions: %q is not a region code such as US or GB", r)
+		}
+		if w.regions == nil {
+			w.regions = make(map[string]bool)
+		}
+		w.regions[r] = true
+	}
+	return w, nil
 }
