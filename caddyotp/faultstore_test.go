@@ -86,3 +86,10 @@ func (s *faultStore) RevokedAt(ctx context.Context, id [16]byte) (int64, error) 
 	}
 	return s.MemoryStore.RevokedAt(ctx, id)
 }
+
+func (s *faultStore) Tally(ctx context.Context, t Tally) (Tallied, error) {
+	if storeDown.Load() {
+		return Tallied{}, errStoreDown
+	}
+	return s.MemoryStore.Tally(ctx, t)
+}

@@ -184,26 +184,32 @@ func (l *limits) endCooldown(ctx context.Context, phone string) error {
 	return l.store.Set(ctx, cooldownKey(l.key(phone)), []byte(strconv.FormatInt(l.now().Add(-d).UnixNano()-1, 10)), d)
 }
 
-// lockKeys name phone's own lockout and that of the pair (phone, client address).
+// lockKeys name phone's own lockout and that of the pair (phone, client address). Both carry
+// the phone's hash tag, so that one Tally counts them in one slot of a Redis Cluster.
 func (l *limits) lockKeys(phone, client string) (phoneKey, pairKey string) {
-	p := l.key(phone)
+	p := "{" + l.key(phone) + "}"
 	return p, p + ":" + l.key(limitAddr(client))
 }
 
-// lockedFor returns how long the longest lock of keys (lockKeys) still runs, or 0.
-func (l *limits) lockedFor(ctx context.Context, keys ...string) (time.Duration, error) {
+// lockedFor returns how long the longer lock of the phone and the pair still runs, or 0.
+func (l *limits) lockedFor(ctx context.Context, phoneKey, pairKey string) (time.Duration, error) {
+	got, err := l.store.Tally(ctx, Tally{Locks: []string{lockKey(phoneKey), lockKey(pairKey)}})
+	if err != nil {
+		return 0, err
+	}
+	return l.lockWait(got), nil
+}
+
+// lockWait is how long the longest lock a Tally found still runs, or 0.
+func (l *limits) lockWait(got Tallied) time.Duration {
 	var wait time.Duration
-	for _, key := range keys {
-		v, err := l.store.Get(ctx, lockKey(key))
-		if err != nil {
-			return 0, err
-		}
+	for _, v := range got.Locks {
 		if v != nil {
 			until, _ := strconv.ParseInt(string(v), 10, 64)
 			wait = max(wait, time.Unix(0, until).Sub(l.now()))
 		}
 	}
-	return wait, nil
+	return wait
 }
 
 // tries is a code check counted against the lockout before the code is compared.
@@ -213,31 +219,33 @@ type tries struct{ pair, phone int64 }
 // parallel guesses cannot outrun the lockout. It returns how long to wait when the pair or the
 // phone is locked, or the counts that the check makes. A locked address or phone is refused
 // before anything is counted, and a try over its address's count does not count for the phone,
-// so that one address's tries never add up to a lock of the phone.
+// so that one address's tries never add up to a lock of the phone. One store call (Tally) does
+// it all, atomically.
 func (l *limits) countTry(ctx context.Context, phone, client string) (tries, time.Duration, error) {
 	phoneKey, pairKey := l.lockKeys(phone, client)
-	if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
-		return tries{}, wait, err
-	}
 	lock := time.Duration(l.lockout.Window)
+	count := int64(l.lockout.Count)
+	got, err := l.store.Tally(ctx, Tally{
+		Locks:    []string{lockKey(phoneKey), lockKey(pairKey)},
+		Counters: []string{failKey(pairKey), failKey(phoneKey)},
+		Caps:     []int64{count, phoneLockFactor * count},
+		TTL:      lock,
+	})
+	if err != nil {
+		return tries{}, 0, err
+	}
+	if wait := l.lockWait(got); wait > 0 {
+		return tries{}, wait, nil
+	}
 	var n tries
-	var err error
-	if n.pair, err = l.store.Incr(ctx, failKey(pairKey), lock); err != nil {
-		return n, 0, err
+	if len(got.Counts) > 0 {
+		n.pair = got.Counts[0]
 	}
-	if n.pair > int64(l.lockout.Count) {
-		return n, lock, nil // parallel tries from this address got there first; the phone's count is not theirs to raise
+	if len(got.Counts) > 1 {
+		n.phone = got.Counts[1]
 	}
-	if n.phone, err = l.store.Incr(ctx, failKey(phoneKey), lock); err != nil {
-		return n, 0, err
-	}
-	// Looked at after counting: a lock set since the first look was set after this count, by a
-	// try that counted before it, so of the tries that race one lock at most its count compare.
-	if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
-		return n, wait, err
-	}
-	if n.phone > phoneLockFactor*int64(l.lockout.Count) {
-		return n, lock, nil // parallel tries got there first
+	if n.pair > count || n.phone > phoneLockFactor*count {
+		return n, lock, nil // parallel tries got there first; a pair over its count raised no phone's count
 	}
 	return n, 0, nil
 }

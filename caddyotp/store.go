@@ -38,6 +38,26 @@ type Store interface {
 	// error means that state is too old to trust. A revocation lasts as long as what it revokes
 	// would have, so it may still answer after its ttl: what it revoked has expired too.
 	RevokedAt(ctx context.Context, id [16]byte) (int64, error)
+	// Tally reads t's locks and, if none holds a value, increments its counters as Incr does,
+	// in order, stopping after the first whose count passes its cap: in one atomic step, so
+	// that parallel tries cannot slip between a look at a lock and a count. Every key of one
+	// Tally has the same hash tag ({...}), so that a Redis Cluster keeps them in one slot.
+	Tally(ctx context.Context, t Tally) (Tallied, error)
+}
+
+// Tally is one try counted against runs of consecutive failures (a lockout).
+type Tally struct {
+	Locks    []string // read first: while one holds a value, nothing is counted
+	Counters []string // then each incremented in order; a new one expires after TTL
+	Caps     []int64  // one per counter: the count past which the later counters are not counted
+	TTL      time.Duration
+}
+
+// Tallied is what a Tally found: the locks' values (nil where none), and the counts of the
+// counters it incremented, in order (none if a lock held a value).
+type Tallied struct {
+	Locks  [][]byte
+	Counts []int64
 }
 
 // Revocation says that ID was revoked at At, and is to be remembered for TTL: as long as what

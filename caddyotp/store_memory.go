@@ -169,3 +169,30 @@ var (
 	_ caddy.CleanerUpper    = (*MemoryStore)(nil)
 	_ caddyfile.Unmarshaler = (*MemoryStore)(nil)
 )
+
+func (s *MemoryStore) Tally(_ context.Context, t Tally) (Tallied, error) {
+	s.mem.mu.Lock()
+	defer s.mem.mu.Unlock()
+	var out Tallied
+	locked := false
+	for _, k := range t.Locks {
+		b := s.mem.get(k)
+		out.Locks = append(out.Locks, b)
+		locked = locked || b != nil
+	}
+	if locked {
+		return out, nil
+	}
+	for i, k := range t.Counters {
+		n, err := s.mem.c.IncrementInt64(k, 1)
+		if err != nil { // missing or expired: start a new counter
+			n = 1
+			s.mem.c.Set(k, n, t.TTL)
+		}
+		out.Counts = append(out.Counts, n)
+		if n > t.Caps[i] {
+			break
+		}
+	}
+	return out, nil
+}

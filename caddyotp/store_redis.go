@@ -198,6 +198,61 @@ func (s *RedisStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 	return incrScript.Run(ctx, s.be.client, []string{s.be.prefix + key}, max(1, ttl.Milliseconds())).Int64()
 }
 
+// tallyScript is Tally in one round trip: KEYS are the locks (ARGV[1] of them), then the
+// counters; ARGV[2] is the counters' TTL in milliseconds, then one cap per counter. A missing
+// lock reads as false.
+var tallyScript = redis.NewScript(`
+local locks, nl, any = {}, tonumber(ARGV[1]), false
+for i = 1, nl do
+  locks[i] = redis.call("GET", KEYS[i])
+  if locks[i] then any = true end
+end
+local counts = {}
+if not any then
+  for i = nl + 1, #KEYS do
+    local n = redis.call("INCR", KEYS[i])
+    if n == 1 then redis.call("PEXPIRE", KEYS[i], ARGV[2]) end
+    counts[#counts + 1] = n
+    if n > tonumber(ARGV[2 + i - nl]) then break end
+  end
+end
+return {locks, counts}`)
+
+func (s *RedisStore) Tally(ctx context.Context, t Tally) (Tallied, error) {
+	keys := make([]string, 0, len(t.Locks)+len(t.Counters))
+	for _, k := range append(t.Locks[:len(t.Locks):len(t.Locks)], t.Counters...) {
+		keys = append(keys, s.be.prefix+k)
+	}
+	args := []any{len(t.Locks), max(1, t.TTL.Milliseconds())}
+	for _, c := range t.Caps {
+		args = append(args, c)
+	}
+	v, err := tallyScript.Run(ctx, s.be.client, keys, args...).Slice()
+	if err != nil {
+		return Tallied{}, err
+	}
+	var out Tallied
+	if len(v) != 2 {
+		return out, fmt.Errorf("redis store: tally answered %d values", len(v))
+	}
+	locks, _ := v[0].([]any)
+	for i := range t.Locks {
+		var b []byte
+		if i < len(locks) {
+			if s, ok := locks[i].(string); ok {
+				b = []byte(s)
+			}
+		}
+		out.Locks = append(out.Locks, b)
+	}
+	counts, _ := v[1].([]any)
+	for _, c := range counts {
+		n, _ := c.(int64)
+		out.Counts = append(out.Counts, n)
+	}
+	return out, nil
+}
+
 // UnmarshalCaddyfile reads the Redis store's block:
 //
 //	store redis {

@@ -3,6 +3,7 @@ package caddyotp
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -153,6 +154,62 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 			}
 		}
 		eventually(t, "counter expired", func() bool { n, err := s.Incr(ctx, "window", 150*time.Millisecond); return err == nil && n == 1 })
+	})
+
+	t.Run("a tally counts only while no lock holds, and stops past a cap", func(t *testing.T) {
+		s := newStore(t)
+		try := Tally{Locks: []string{"lock:{p}", "lock:{p}:a"}, Counters: []string{"fail:{p}:a", "fail:{p}"}, Caps: []int64{2, 10}, TTL: time.Minute}
+		for want := int64(1); want <= 3; want++ {
+			got, err := s.Tally(ctx, try)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Locks) != 2 || got.Locks[0] != nil || got.Locks[1] != nil {
+				t.Fatalf("try %d: locks read %q, want two nils", want, got.Locks)
+			}
+			// The pair's count passes its cap of 2 at the third try: the phone's is not counted then.
+			wantCounts := []int64{want, min(want, 2)}
+			if want == 3 {
+				wantCounts = []int64{3}
+			}
+			if !slices.Equal(got.Counts, wantCounts) {
+				t.Fatalf("try %d: counts %v, want %v", want, got.Counts, wantCounts)
+			}
+		}
+		if v, err := s.Get(ctx, "fail:{p}"); err != nil || string(v) != "2" {
+			t.Errorf("the phone's counter reads %q, %v; want 2", v, err)
+		}
+		if err := s.Set(ctx, "lock:{p}:a", []byte("until"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Tally(ctx, try)
+		if err != nil || got.Locks[0] != nil || string(got.Locks[1]) != "until" || len(got.Counts) != 0 {
+			t.Fatalf("with the pair locked: %+v, %v; want its lock read and nothing counted", got, err)
+		}
+		if v, _ := s.Get(ctx, "fail:{p}:a"); string(v) != "3" {
+			t.Errorf("a locked tally counted: the pair's counter reads %q", v)
+		}
+		// Concurrent tallies count each try once: 50 of them leave a fresh counter at 50.
+		var wg sync.WaitGroup
+		free := Tally{Counters: []string{"fail:{q}"}, Caps: []int64{1000}, TTL: time.Minute}
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.Tally(ctx, free); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if v, _ := s.Get(ctx, "fail:{q}"); string(v) != "50" {
+			t.Errorf("50 concurrent tallies left the counter at %q", v)
+		}
+		// A new counter expires after the tally's TTL, as Incr's does.
+		if _, err := s.Tally(ctx, Tally{Counters: []string{"fail:{r}"}, Caps: []int64{9}, TTL: 150 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "tallied counter expired", func() bool { v, err := s.Get(ctx, "fail:{r}"); return err == nil && v == nil })
 	})
 
 	t.Run("revocations", func(t *testing.T) {
