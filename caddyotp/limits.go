@@ -193,20 +193,21 @@ func (l *limits) lockKeys(phone, client string) (phoneKey, pairKey string) {
 
 // lockedFor returns how long the longer lock of the phone and the pair still runs, or 0.
 func (l *limits) lockedFor(ctx context.Context, phoneKey, pairKey string) (time.Duration, error) {
-	got, err := l.store.Tally(ctx, Tally{Locks: []string{lockKey(phoneKey), lockKey(pairKey)}})
+	now := l.now()
+	got, err := l.store.Tally(ctx, Tally{Locks: []string{lockKey(phoneKey), lockKey(pairKey)}, Now: now.UnixNano()})
 	if err != nil {
 		return 0, err
 	}
-	return l.lockWait(got), nil
+	return lockWait(got, now), nil
 }
 
-// lockWait is how long the longest lock a Tally found still runs, or 0.
-func (l *limits) lockWait(got Tallied) time.Duration {
+// lockWait is how long after now the longest lock a Tally found still runs, or 0.
+func lockWait(got Tallied, now time.Time) time.Duration {
 	var wait time.Duration
 	for _, v := range got.Locks {
 		if v != nil {
 			until, _ := strconv.ParseInt(string(v), 10, 64)
-			wait = max(wait, time.Unix(0, until).Sub(l.now()))
+			wait = max(wait, time.Unix(0, until).Sub(now))
 		}
 	}
 	return wait
@@ -225,8 +226,10 @@ func (l *limits) countTry(ctx context.Context, phone, client string) (tries, tim
 	phoneKey, pairKey := l.lockKeys(phone, client)
 	lock := time.Duration(l.lockout.Window)
 	count := int64(l.lockout.Count)
+	now := l.now()
 	got, err := l.store.Tally(ctx, Tally{
 		Locks:    []string{lockKey(phoneKey), lockKey(pairKey)},
+		Now:      now.UnixNano(),
 		Counters: []string{failKey(pairKey), failKey(phoneKey)},
 		Caps:     []int64{count, phoneLockFactor * count},
 		TTL:      lock,
@@ -234,7 +237,7 @@ func (l *limits) countTry(ctx context.Context, phone, client string) (tries, tim
 	if err != nil {
 		return tries{}, 0, err
 	}
-	if wait := l.lockWait(got); wait > 0 {
+	if wait := lockWait(got, now); wait > 0 {
 		return tries{}, wait, nil
 	}
 	var n tries

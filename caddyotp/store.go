@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -38,7 +39,7 @@ type Store interface {
 	// error means that state is too old to trust. A revocation lasts as long as what it revokes
 	// would have, so it may still answer after its ttl: what it revoked has expired too.
 	RevokedAt(ctx context.Context, id [16]byte) (int64, error)
-	// Tally reads t's locks and, if none holds a value, increments its counters as Incr does,
+	// Tally reads t's locks and, if none holds at t.Now, increments its counters as Incr does,
 	// in order, stopping after the first whose count passes its cap: in one atomic step, so
 	// that parallel tries cannot slip between a look at a lock and a count. Every key of one
 	// Tally has the same hash tag ({...}), so that a Redis Cluster keeps them in one slot.
@@ -47,14 +48,18 @@ type Store interface {
 
 // Tally is one try counted against runs of consecutive failures (a lockout).
 type Tally struct {
-	Locks    []string // read first: while one holds a value, nothing is counted
+	// Read first. A lock's value is the Unix time in nanoseconds until which it holds, in
+	// decimal; while one holds at Now, nothing is counted. A lock past its time counts as none,
+	// even while its key has not expired yet.
+	Locks    []string
+	Now      int64
 	Counters []string // then each incremented in order; a new one expires after TTL
 	Caps     []int64  // one per counter: the count past which the later counters are not counted
 	TTL      time.Duration
 }
 
 // Tallied is what a Tally found: the locks' values (nil where none), and the counts of the
-// counters it incremented, in order (none if a lock held a value).
+// counters it incremented, in order (none if a lock held).
 type Tallied struct {
 	Locks  [][]byte
 	Counts []int64
@@ -188,4 +193,10 @@ func (r *revocations) merge(all map[[16]byte]revocation, now int64) {
 		}
 	}
 	r.revs, r.swept = all, len(all)
+}
+
+// holds says whether a lock whose value is v (Tally.Locks) holds at now.
+func holds(v []byte, now int64) bool {
+	until, err := strconv.ParseInt(string(v), 10, 64)
+	return err == nil && until > now
 }

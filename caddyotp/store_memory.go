@@ -178,7 +178,7 @@ func (s *MemoryStore) Tally(_ context.Context, t Tally) (Tallied, error) {
 	for _, k := range t.Locks {
 		b := s.mem.get(k)
 		out.Locks = append(out.Locks, b)
-		locked = locked || b != nil
+		locked = locked || b != nil && holds(b, t.Now)
 	}
 	if locked {
 		return out, nil

@@ -199,21 +199,23 @@ func (s *RedisStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 }
 
 // tallyScript is Tally in one round trip: KEYS are the locks (ARGV[1] of them), then the
-// counters; ARGV[2] is the counters' TTL in milliseconds, then one cap per counter. A missing
-// lock reads as false.
+// counters; ARGV[2] is Now and ARGV[3] the counters' TTL in milliseconds, then one cap per
+// counter. A missing lock reads as false. Lock times are compared as decimal strings of the
+// same length (Lua's numbers would round nanoseconds).
 var tallyScript = redis.NewScript(`
-local locks, nl, any = {}, tonumber(ARGV[1]), false
+local locks, nl, now, held = {}, tonumber(ARGV[1]), ARGV[2], false
 for i = 1, nl do
-  locks[i] = redis.call("GET", KEYS[i])
-  if locks[i] then any = true end
+  local v = redis.call("GET", KEYS[i])
+  locks[i] = v
+  if v and (#v > #now or (#v == #now and v > now)) then held = true end
 end
 local counts = {}
-if not any then
+if not held then
   for i = nl + 1, #KEYS do
     local n = redis.call("INCR", KEYS[i])
-    if n == 1 then redis.call("PEXPIRE", KEYS[i], ARGV[2]) end
+    if n == 1 then redis.call("PEXPIRE", KEYS[i], ARGV[3]) end
     counts[#counts + 1] = n
-    if n > tonumber(ARGV[2 + i - nl]) then break end
+    if n > tonumber(ARGV[3 + i - nl]) then break end
   end
 end
 return {locks, counts}`)
@@ -223,7 +225,7 @@ func (s *RedisStore) Tally(ctx context.Context, t Tally) (Tallied, error) {
 	for _, k := range append(t.Locks[:len(t.Locks):len(t.Locks)], t.Counters...) {
 		keys = append(keys, s.be.prefix+k)
 	}
-	args := []any{len(t.Locks), max(1, t.TTL.Milliseconds())}
+	args := []any{len(t.Locks), strconv.FormatInt(t.Now, 10), max(1, t.TTL.Milliseconds())}
 	for _, c := range t.Caps {
 		args = append(args, c)
 	}
