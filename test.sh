@@ -2,7 +2,8 @@
 # Runs the test suite with everything it needs: installs Chromium (browser tests), redis-server
 # and redis-cli (Redis tests, a Redis Cluster among them) when they are missing, fetches
 # axe-core (the browser tests' accessibility checks) with npm into .cache/axe, then
-# `go test -race -count=1 ./...`.
+# `go test -race -count=1 -tags integration ./...`: every test, those that need Chromium,
+# redis-server or a built Caddy (build tag integration) among them.
 # Arguments go to `go test`, e.g. ./test.sh -run TestSignInEndToEnd ./caddyotp
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -35,4 +36,4 @@ packages=./...
 for arg in "$@"; do
 	case "$arg" in ./* | github.com/*) packages= ;; esac
 done
-exec go test -race -count=1 "$@" $packages
+exec go test -race -count=1 -tags integration "$@" $packages

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -77,21 +76,6 @@ func TestAdminAPIRevokesAUser(t *testing.T) {
 	}
 	wantStatus(t, "alice's first browser", a.get("/docs"), http.StatusSeeOther)
 	wantStatus(t, "alice's second browser", b.get("/docs"), http.StatusSeeOther)
-}
-
-func TestCaddyOtpRevokeCallsTheAdminAPI(t *testing.T) {
-	g := startGate(t, "")
-	v := newVisitor(t)
-	v.signIn(g, alice)
-	out, err := exec.Command(buildCaddy(t), "otp", "revoke", "--address", "localhost:2999", "+12015550123").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "revoked every session and trusted browser of "+maskPhone(alice)) {
-		t.Fatalf("caddy otp revoke: %v\n%s", err, out)
-	}
-	wantStatus(t, "alice after caddy otp revoke", v.get("/"), http.StatusSeeOther)
-	out, err = exec.Command(buildCaddy(t), "otp", "revoke", "--address", "localhost:2999", "not-a-phone").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "not a phone number") {
-		t.Fatalf("caddy otp revoke with a bad number: %v\n%s", err, out)
-	}
 }
 
 // signInAs walks a users-mode sign-in: the button, then the n-th SMS's code.

@@ -1,3 +1,5 @@
+//go:build integration
+
 package caddyotp
 
 import (
@@ -379,4 +381,53 @@ func TestInstancesWithDifferentKeysOnOneStoreAreTold(t *testing.T) {
 			t.Errorf("an instance that shares the key was told it does not:\n%s", in.out.String())
 		}
 	}
+}
+
+// TestRefusedNumberEndsLikeReceiptsTakenByAnotherInstance: the provider posts a real delivery's
+// receipt to whichever instance the load balancer picks; a number that may not sign in, on the
+// instance that sent, must still end as the real ones do.
+func TestRefusedNumberEndsLikeReceiptsTakenByAnotherInstance(t *testing.T) {
+	r := startRedis(t)
+	a, v := deliveredThroughB(t, r)
+	if state := v.settledFinal(); state != deliveryDelivered {
+		t.Fatalf("the allowed number ended %q", state)
+	}
+	s := newBalancedVisitor(t, a)
+	s.startSignIn("/", stranger)
+	if state := s.settledFinal(); state != deliveryDelivered {
+		t.Errorf("the allowed number was delivered; the refused one, on the sending instance, ended %q", state)
+	}
+}
+
+func TestReceiptOnInstanceBIsSeenOnA(t *testing.T) {
+	onEveryRedis(t, func(t *testing.T, r redisDeployment) {
+		a, v := deliveredThroughB(t, r)
+		if _, state := v.at(a).status(); state != deliveryDelivered {
+			t.Errorf("A serves %q after B took the delivered receipt", state)
+		}
+	})
+}
+
+// deliveredThroughB starts two instances on r, sends alice's code from A, and posts its
+// delivered receipt to B, as a load balancer may hand it there; it returns A and alice's browser.
+func deliveredThroughB(t *testing.T, r redisDeployment) (*instance, *visitor) {
+	t.Helper()
+	sms := restcommtest.NewServer()
+	t.Cleanup(sms.Close)
+	in := startInstances(t, 2, r, sms)
+	a, b := in[0], in[1]
+	v := newBalancedVisitor(t, a)
+	v.startSignIn("/", alice)
+	m, _ := smsCode(t, sms, 1)
+	if !strings.HasPrefix(m.StatusCallback, clusterOrigin+"/.otp/receipt/") {
+		t.Fatalf("StatusCallback %q is not on the public origin", m.StatusCallback)
+	}
+	if state := v.settledAt(deliverySent); state != deliverySent {
+		t.Fatalf("state on A %q, want sent", state)
+	}
+	m.StatusCallback = b.base + strings.TrimPrefix(m.StatusCallback, clusterOrigin)
+	if got := sms.PostReceipt(m, "delivered", 0); got != http.StatusNoContent {
+		t.Fatalf("receipt on B: %d", got)
+	}
+	return a, v
 }

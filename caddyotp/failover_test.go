@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -318,5 +319,130 @@ func TestARegionRefusalDoesNotFailOverUnlessAllowed(t *testing.T) {
 				t.Errorf("the second provider sent %d codes after the first's region refusal", n)
 			}
 		})
+	}
+}
+
+type stubSender struct {
+	name      string
+	fail      func(to string) error
+	got       []string
+	callbacks []string // the receipt URLs it was given
+}
+
+func (s *stubSender) Send(_ context.Context, m Message) (Sent, error) {
+	if err := s.fail(m.To); err != nil {
+		return Sent{Provider: s.name}, err
+	}
+	s.got = append(s.got, m.To)
+	sent := Sent{ID: "SM-" + s.name, Provider: s.name, Receipts: m.Receipts != nil}
+	if sent.Receipts {
+		s.callbacks = append(s.callbacks, m.Receipts(s.name))
+	}
+	return sent, nil
+}
+
+// TestNumberRefusalsDoNotMoveOnOrTripTheBreaker: a number the provider will not take is not a
+// provider failure: the next provider would refuse it too, and three of them must not open the
+// first's breaker for everyone.
+func TestNumberRefusalsDoNotMoveOnOrTripTheBreaker(t *testing.T) {
+	for name, refusal := range map[string]func() error{
+		"restcomm 400": func() error { return restcommError(400, []byte(`Invalid To number: +2348012345678`)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			const forbidden = "+2348012345678"
+			a := &stubSender{name: "A", fail: func(to string) error {
+				if to == forbidden {
+					return refusal()
+				}
+				return nil
+			}}
+			b := &stubSender{name: "B", fail: func(string) error { return nil }}
+			f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now}
+			for i := 0; i < 3; i++ {
+				if _, err := f.Send(context.Background(), Message{To: forbidden, Body: "x"}); err == nil {
+					t.Fatalf("send %d to a refused number succeeded", i+1)
+				}
+			}
+			if len(b.got) > 0 {
+				t.Errorf("provider B sent to a number provider A refused")
+			}
+			if sent, err := f.Send(context.Background(), Message{To: alice, Body: "x"}); err != nil || sent.Provider != "A" {
+				t.Errorf("after three refused numbers, a visitor's code went through %q (%v), not A", sent.Provider, err)
+			}
+		})
+	}
+}
+
+// TestEachFailoverProviderIsGivenReceiptsForItsOwnName: a failover gives each sender it tries
+// the receipt URL made for that sender's name in the failover, whatever the sender calls
+// itself, so that a receipt is read with the key of the provider that sent; and Sent names the
+// provider that took the message.
+func TestEachFailoverProviderIsGivenReceiptsForItsOwnName(t *testing.T) {
+	down := &stubSender{name: "twilio", fail: func(string) error { return &SendError{Provider: "twilio", Status: 503, Temporary: true} }}
+	up := &stubSender{name: "twilio", fail: func(string) error { return nil }}
+	f := &Failover{providers: []*provider{{name: "twilio", sender: down}, {name: "twilio#2", sender: up}}, logger: zap.NewNop(), now: time.Now}
+	var asked []string
+	sent, err := f.Send(context.Background(), Message{To: alice, Body: "x", Receipts: func(provider string) string {
+		asked = append(asked, provider)
+		return "https://x/.otp/receipt/" + provider
+	}})
+	if err != nil || sent.Provider != "twilio#2" || sent.ID != "SM-twilio" || !sent.Receipts {
+		t.Fatalf("sent %+v, %v: want the second provider, named twilio#2, with receipts", sent, err)
+	}
+	if !slices.Equal(asked, []string{"twilio#2"}) || !slices.Equal(up.callbacks, []string{"https://x/.otp/receipt/twilio#2"}) {
+		t.Errorf("receipt URLs asked for %v, given %v: want the one of twilio#2 only", asked, up.callbacks)
+	}
+}
+
+// TestRegionRefusalMovesOnWithoutTrippingTheBreaker: with region_failover, a region the first
+// provider may not text (Twilio 21408) goes to the next provider, so an allowed
+// number there is sent like any other; but it does not count against the first provider's
+// breaker, or three such numbers typed by anyone would open it for every visitor.
+func TestRegionRefusalMovesOnWithoutTrippingTheBreaker(t *testing.T) {
+	const foreign = "+2348012345678"
+	a := &stubSender{name: "A", fail: func(to string) error {
+		if to == foreign {
+			return twilioError(400, []byte(`{"code":21408,"message":"Permission to send an SMS has not been enabled for the region indicated by the 'To' number","status":400}`))
+		}
+		return nil
+	}}
+	b := &stubSender{name: "B", fail: func(string) error { return nil }}
+	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: time.Now, RegionFailover: true}
+	for i := 0; i < 3; i++ {
+		if sent, err := f.Send(context.Background(), Message{To: foreign, Body: "x"}); err != nil || sent.Provider != "B" {
+			t.Fatalf("send %d to a region A may not text: via %q, %v", i+1, sent.Provider, err)
+		}
+	}
+	if sent, err := f.Send(context.Background(), Message{To: alice, Body: "x"}); err != nil || sent.Provider != "A" {
+		t.Errorf("after three region refusals, a visitor's code went through %q (%v), not A", sent.Provider, err)
+	}
+}
+
+// TestRegionRefusalOnTheTrialDoesNotWedgeTheBreaker: the breaker's one trial after an outage
+// may be a number of a region the provider may not text; the provider answered, so it is back
+// (with region_failover, the number then goes through the next provider).
+func TestRegionRefusalOnTheTrialDoesNotWedgeTheBreaker(t *testing.T) {
+	const foreign = "+2348012345678"
+	now, down := time.Now(), true
+	a := &stubSender{name: "A", fail: func(to string) error {
+		if to == foreign {
+			return twilioError(400, []byte(`{"code":21408,"message":"Permission to send an SMS has not been enabled for the region indicated by the 'To' number","status":400}`))
+		}
+		if down {
+			return twilioError(503, []byte(`{"code":20500,"message":"down","status":503}`))
+		}
+		return nil
+	}}
+	b := &stubSender{name: "B", fail: func(string) error { return nil }}
+	f := &Failover{providers: []*provider{{name: "A", sender: a}, {name: "B", sender: b}}, logger: zap.NewNop(), now: func() time.Time { return now }, RegionFailover: true}
+	for i := 0; i < 3; i++ { // a short outage of A opens its breaker
+		_, _ = f.Send(context.Background(), Message{To: alice, Body: "x"})
+	}
+	down, now = false, now.Add(2*breakerOpen)
+	if sent, err := f.Send(context.Background(), Message{To: foreign, Body: "x"}); err != nil || sent.Provider != "B" {
+		t.Fatalf("the trial, to a region A may not text: via %q, %v", sent.Provider, err)
+	}
+	if sent, err := f.Send(context.Background(), Message{To: alice, Body: "x"}); err != nil || sent.Provider != "A" {
+		t.Errorf("after A answered its trial, a code went via %q (%v), not A", sent.Provider, err)
 	}
 }

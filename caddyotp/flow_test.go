@@ -2,6 +2,9 @@ package caddyotp
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -180,5 +183,66 @@ func TestFlowRegionFieldIsCheckedAgainstRegions(t *testing.T) {
 	h, _ = newUnitHandler(t, nil)
 	if o := begun(h.flows.start(ctx, unitVisit(t), "201 555 0123", "US")); o.kind != badPhone || o.key != "err_bad_region" {
 		t.Errorf("a region field without regions: %+v", o)
+	}
+}
+
+// TestFlowOfAnotherGateCannotBeResentHere: two site blocks that share a store and a cookie
+// name; a flow started on the loose one (phones *) cannot be carried to the strict one to have
+// it text or call a number the strict one would refuse.
+func TestFlowOfAnotherGateCannotBeResentHere(t *testing.T) {
+	sms := newRestcomm(t)
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
+	otp {
+		%[1]s
+		public_url http://localhost:9080
+		phones %[2]s
+		regions US
+		store memory %[3]s
+	}
+	respond "strict"
+}
+http://127.0.0.1:9080 {
+	otp {
+		%[1]s
+		public_url http://127.0.0.1:9080
+		phones *
+		store memory %[3]s
+		resend_after 1s
+	}
+	respond "loose"
+}
+`, senderBlock(sms, sms.AuthToken), alice, storeName(t)))
+	loose := newVisitorAt(t, "http://127.0.0.1:9080")
+	csrf, r := loose.startSignIn("/", "+442079460000")
+	wantStatus(t, "send on the loose gate", r, http.StatusSeeOther)
+	strict := newVisitor(t)
+	strict.setCookie("caddy_otp_flow", loose.cookie("caddy_otp_flow"))
+	clock.Advance(31 * time.Second)
+	r = strict.post("/.otp/resend", url.Values{"csrf": {csrf}})
+	if r.status != http.StatusForbidden {
+		t.Errorf("the strict gate took the loose gate's flow: %d", r.status)
+	}
+	sms.WaitMessages(1, time.Second) // the loose gate's own SMS
+	for _, m := range sms.Messages() {
+		if strings.Contains(m.Body, "@localhost") {
+			t.Fatalf("the strict gate sent an SMS to %s", m.To)
+		}
+	}
+}
+
+// TestResendToAPhoneRemovedByReloadSendsNothing: the allowlist is the one in force when the
+// code goes out, not the one when the flow began.
+func TestResendToAPhoneRemovedByReloadSendsNothing(t *testing.T) {
+	g := startGate(t, "")
+	v := newVisitor(t)
+	csrf, _ := v.startSignIn("/", bob)
+	g.code(1)
+	g.phones = alice
+	g.reload("", "upstream")
+	clock.Advance(31 * time.Second)
+	wantStatus(t, "resend", v.post("/.otp/resend", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	v.settled()
+	if n := len(g.sms.Messages()); n != 1 {
+		t.Fatalf("%d SMS: a resend went to a phone no longer allowed", n)
 	}
 }

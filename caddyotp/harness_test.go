@@ -7,18 +7,16 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
 	"github.com/caddyserver/caddy/v2/caddytest"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // The in-process Caddy that caddytest starts listens here (its admin on localhost:2999).
@@ -340,24 +338,6 @@ func sortedCopy(s []string) []string {
 	return out
 }
 
-// output collects a child process's output; safe to read while the process writes.
-type output struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
-}
-
 // senderBlock is an otp block's sender for the fake Restcomm. An empty token writes the
 // placeholder {env.TEST_RESTCOMM_TOKEN} instead, as an operator keeps secrets out of the file.
 func senderBlock(sms *restcommtest.Server, token string, extra ...string) string {
@@ -372,39 +352,6 @@ func senderBlock(sms *restcommtest.Server, token string, extra ...string) string
 			timeout 2s
 			%s
 		}`, sms.AccountSID, token, fromNum, sms.BaseURL(), strings.Join(extra, "\n\t\t\t"))
-}
-
-// caddyProcess is this repository's Caddy running as a process of its own.
-type caddyProcess struct {
-	cmd *exec.Cmd
-	out *output
-}
-
-// runCaddy writes the Caddyfile cfg, runs the built Caddy with it (and env), and waits until it
-// listens on port. The process is stopped when the test ends, if not before.
-func runCaddy(t *testing.T, cfg string, port int, env ...string) *caddyProcess {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := &caddyProcess{cmd: exec.Command(buildCaddy(t), "run", "--config", path, "--adapter", "caddyfile"), out: new(output)}
-	p.cmd.Env = append(append(os.Environ(), "HOME="+t.TempDir()), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.stop)
-	waitListening(t, port, p.out)
-	return p
-}
-
-// stop ends the process gracefully; stopping twice is harmless.
-func (p *caddyProcess) stop() {
-	if p.cmd.ProcessState == nil {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		_ = p.cmd.Wait()
-	}
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -425,4 +372,30 @@ func forgetDeliveries() {
 		h.mu.Unlock()
 		return true
 	})
+}
+
+func newRestcomm(t *testing.T) *restcommtest.Server {
+	sms := restcommtest.NewServer()
+	t.Cleanup(sms.Close)
+	return sms
+}
+
+// passwordHash is basic_auth's hash of "correct horse", the test users' password.
+func passwordHash(t *testing.T) string {
+	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(hash)
+}
+
+// logEventsContaining returns the log lines that mention s.
+func logEventsContaining(logs, s string) []string {
+	var out []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return out
 }

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -281,5 +284,261 @@ func TestATryRefusedByTheBudgetSpendsNoPhonesLimits(t *testing.T) {
 	}
 	if wait, limit, err := b.newCode(t.Context(), alice, "203.0.113.1", "b"); err != nil || wait > 0 {
 		t.Errorf("gate b, right after gate a's budget refused the number: %s for %v (%v), want a code", limit, wait, err)
+	}
+}
+
+// TestOneAddressCannotRaiseThePhonesFailureCount: tries refused because the address's count is
+// over do not count towards the phone's own lock.
+func TestOneAddressCannotRaiseThePhonesFailureCount(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"lockout": map[string]any{"count": 3, "window": "15m"}})
+	ctx := context.Background()
+	for i := 0; i < 20; i++ { // parallel tries, all counted before any was compared
+		if _, _, err := h.limits.countTry(ctx, alice, "203.0.113.5"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, wait, err := h.limits.countTry(ctx, alice, "198.51.100.7")
+	if err != nil || wait != 0 {
+		t.Fatalf("the owner's try from elsewhere: %+v, locked for %s, %v", n, wait, err)
+	}
+	if n.phone > 4 {
+		t.Errorf("the phone's count is %d after 3 tries that could be compared and the owner's", n.phone)
+	}
+}
+
+// TestOneClientCannotTakeEveryOutboxSlot: codes in flight are capped per address, so one client
+// cannot keep every other visitor from getting a code.
+func TestOneClientCannotTakeEveryOutboxSlot(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"ip_limit": map[string]any{"count": 100, "window": "10m"},
+		"send_limit": map[string]any{"count": 100, "window": "10m"}, "phones": []string{"*"}})
+	release := make(chan struct{})
+	defer close(release)
+	h.flows.deliveries.sender = blockingSender(release)
+	send := func(phone, ip string) int {
+		w, r := postForm(t, h, "/.otp/send", url.Values{"phone": {phone}})
+		if err := serveAs(h, w, r, ip); err != nil {
+			t.Fatal(err)
+		}
+		return w.Code
+	}
+	for i := 0; i < outboxPerClient; i++ {
+		if code := send(fmt.Sprintf("+1201555017%d", i), "203.0.113.9"); code != http.StatusSeeOther {
+			t.Fatalf("send %d: %d", i, code)
+		}
+	}
+	if code := send("+12015550179", "203.0.113.9"); code != http.StatusServiceUnavailable {
+		t.Fatalf("one more code in flight for the same client: %d, want 503", code)
+	}
+	if code := send(alice, "198.51.100.4"); code != http.StatusSeeOther {
+		t.Fatalf("another client: %d", code)
+	}
+}
+
+// TestBusyOutboxUsesUpNoLimit: a code that could not go out because every sender was busy
+// starts no cooldown and counts against no send limit.
+func TestBusyOutboxUsesUpNoLimit(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"send_limit": map[string]any{"count": 1, "window": "10m"}})
+	release := make(chan struct{})
+	h.flows.deliveries.sender = blockingSender(release)
+	h.flows.deliveries.outbox = newOutbox(1, 1, 1)
+	unitSend(t, h, bob) // holds the only slot
+	w, r := postForm(t, h, "/.otp/send", url.Values{"phone": {alice}})
+	if err := serve(h, w, r); err != nil || w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("send while busy: %d %v", w.Code, err)
+	}
+	close(release)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		w, r := postForm(t, h, "/.otp/send", url.Values{"phone": {alice}})
+		if err := serve(h, w, r); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code == http.StatusSeeOther {
+			return
+		}
+		if w.Code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("send once a sender is free: %d, want 303 (no cooldown, no send limit used)", w.Code)
+		}
+	}
+}
+
+func TestResendAfterCannotBeSkippedThroughSend(t *testing.T) {
+	g := startGate(t, "resend_after 30s")
+	v := newVisitor(t)
+	csrf, r := v.startSignIn("/", alice)
+	wantStatus(t, "first send", r, http.StatusSeeOther)
+	wantResendWait(t, "second send on the same flow", v.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {alice}}))
+	_, r = newVisitor(t).startSignIn("/", alice)
+	wantResendWait(t, "send on another flow to the same phone", r)
+	g.code(1) // the first code goes out in the background
+	if n := len(g.sms.Messages()); n != 1 {
+		t.Fatalf("%d SMS inside resend_after, want 1", n)
+	}
+	clock.Advance(31 * time.Second)
+	_, r = newVisitor(t).startSignIn("/", alice)
+	wantStatus(t, "send after resend_after", r, http.StatusSeeOther)
+}
+
+func TestEachHandlerOwnsItsLimits(t *testing.T) {
+	a, _ := newUnitHandler(t, nil)
+	a.SendLimit.Count, a.IPLimit.Count, a.Lockout.Count = 99, 99, 99
+	b, _ := newUnitHandler(t, nil)
+	if b.SendLimit.Count != 5 || b.IPLimit.Count != 20 || b.Lockout.Count != 10 {
+		t.Fatalf("one handler's limits changed another's: %+v %+v %+v", b.SendLimit, b.IPLimit, b.Lockout)
+	}
+}
+
+// TestOneAddressCannotLockTheOwnerOut: wrong codes from one address lock that address out for
+// the phone, not the owner elsewhere; only 5×N failures from any addresses lock the phone.
+func TestOneAddressCannotLockTheOwnerOut(t *testing.T) {
+	g := newGate(t)
+	g.global = "servers {\n\t\ttrusted_proxies static 127.0.0.0/8\n\t\ttrusted_proxies_strict\n\t}"
+	g.start("lockout 3 15m\n\t\tresend_after 1s\n\t\tsend_limit 50 10m\n\t\tip_limit 100 10m")
+	from := func(ip string) *visitor {
+		v := newVisitor(t)
+		v.client.Transport = headerTransport{"X-Forwarded-For": ip}
+		return v
+	}
+	n := 0
+	attack := func(ip string) {
+		t.Helper()
+		v := from(ip)
+		csrf, r := v.startSignIn("/", alice)
+		wantStatus(t, "attacker's send from "+ip, r, http.StatusSeeOther)
+		n++
+		_, code := g.code(n)
+		clock.Advance(2 * time.Second)
+		for i := 0; i < 2; i++ {
+			wantStatus(t, "wrong code", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}}), http.StatusUnauthorized)
+		}
+		wantRetryAfter(t, "the wrong code that locks", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}}), 15*time.Minute)
+		wantRetryAfter(t, "the attacker's address is locked out", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), 15*time.Minute)
+	}
+	attack("203.0.113.66")
+	owner := from("198.51.100.7")
+	csrf, r := owner.startSignIn("/", alice)
+	wantStatus(t, "owner's send", r, http.StatusSeeOther)
+	n++
+	_, code := g.code(n)
+	clock.Advance(2 * time.Second)
+	wantStatus(t, "owner's right code", owner.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), http.StatusSeeOther)
+
+	for i := 1; i <= 5; i++ {
+		attack("203.0.113." + strconv.Itoa(100+i))
+	}
+	_, r = from("198.51.100.8").startSignIn("/", alice)
+	wantRetryAfter(t, "phone after 5×N failures from many addresses", r, 15*time.Minute)
+}
+
+// wantResendWait checks the answer to a code asked for inside resend_after: 429, Retry-After
+// within 30 seconds, and a page that says when a new code can be sent.
+func wantResendWait(t *testing.T, what string, r response) {
+	t.Helper()
+	wantStatus(t, what, r, http.StatusTooManyRequests)
+	if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || secs < 1 || secs > 30 {
+		t.Errorf("%s: Retry-After %q", what, r.header.Get("Retry-After"))
+	}
+	if !strings.Contains(r.body, "You can try again in") || !strings.Contains(r.body, `id="clock"`) {
+		t.Errorf("%s: the page does not say when a new code can be sent: %.300s", what, r.body)
+	}
+}
+
+func TestSendLimitPerPhoneStopsSMSBombing(t *testing.T) {
+	clock.StartWindow(10 * time.Minute) // the requests below count in one window
+	g := startGate(t, "send_limit 2 10m\n\t\tresend_after 1s")
+	for i := 0; i < 2; i++ {
+		_, r := newVisitor(t).startSignIn("/", alice)
+		wantStatus(t, "send", r, http.StatusSeeOther)
+		clock.Advance(2 * time.Second) // past resend_after, which holds per phone
+	}
+	_, r := newVisitor(t).startSignIn("/", alice)
+	wantRetryAfter(t, "third send to one phone", r, 10*time.Minute)
+	_, r = newVisitor(t).startSignIn("/", bob)
+	wantStatus(t, "another phone", r, http.StatusSeeOther)
+	if _, err := g.sms.WaitMessages(3, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(g.sms.Messages()); n != 3 {
+		t.Errorf("%d SMS, want 3", n)
+	}
+	clock.Advance(10 * time.Minute)
+	_, r = newVisitor(t).startSignIn("/", alice)
+	wantStatus(t, "send in the next window", r, http.StatusSeeOther)
+}
+
+func TestLockoutAfterConsecutiveWrongCodes(t *testing.T) {
+	g := startGate(t, "lockout 3 15m\n\t\tmax_attempts 5")
+	v := newVisitor(t)
+	csrf, _ := v.startSignIn("/", alice)
+	_, code := g.code(1)
+	for i := 0; i < 2; i++ {
+		wantStatus(t, "wrong code", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}}), http.StatusUnauthorized)
+	}
+	// The wrong code that locks says so, and counts no tries.
+	locking := v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {otherCode(code)}})
+	wantRetryAfter(t, "the wrong code that locks", locking, 15*time.Minute)
+	if !strings.Contains(locking.body, "Locked for 15\u00a0minutes") || strings.Contains(locking.body, "tries left") || strings.Contains(locking.body, "try left") {
+		t.Errorf("the locking code's page: %.600s", locking.body)
+	}
+	wantRetryAfter(t, "right code while locked", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), 15*time.Minute)
+	_, r := newVisitor(t).startSignIn("/", alice)
+	wantRetryAfter(t, "new send while locked", r, 15*time.Minute)
+	_, r = newVisitor(t).startSignIn("/", bob)
+	wantStatus(t, "another phone", r, http.StatusSeeOther)
+	g.code(2) // bob's code has gone out, so that the next sign-in waits for its own
+
+	clock.Advance(15 * time.Minute)
+	wantStatus(t, "right code after the lock (but past code_ttl)", v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}}), http.StatusUnauthorized)
+	w := newVisitor(t)
+	w.signIn(g, alice)
+	wantStatus(t, "sign-in after the lock", w.get("/"), http.StatusOK)
+}
+
+func TestRegionAllowlistStopsSMSPumping(t *testing.T) {
+	g := newGate(t)
+	g.phones = "*"
+	g.start("regions US CA")
+	_, r := newVisitor(t).startSignIn("/", "+442079460000")
+	wantStatus(t, "UK number", r, http.StatusBadRequest)
+	if !strings.Contains(r.body, "This site sends codes only to numbers in: United States, Canada.") {
+		t.Errorf("page does not explain: %.300s", r.body)
+	}
+	_, r = newVisitor(t).startSignIn("/", "+12015550177")
+	wantStatus(t, "US number", r, http.StatusSeeOther)
+	if _, err := g.sms.WaitMessages(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(g.sms.Messages()); n != 1 {
+		t.Errorf("%d SMS, want 1", n)
+	}
+}
+
+func TestSiteWideSMSCapStopsABotRunningUpTheBill(t *testing.T) {
+	clock.StartWindow(time.Hour) // the requests below count in one window
+	g := newGate(t)
+	g.phones = "*"
+	g.global = "servers {\n\t\ttrusted_proxies static 127.0.0.0/8\n\t}"
+	g.start("max_sms_per_hour 3")
+	for i := 0; i < 3; i++ { // from three /24s: one may spend only a share of the budget
+		_, r := from(t, site, "198.51."+strconv.Itoa(i)+".1").startSignIn("/", "+1201555017"+strconv.Itoa(i))
+		wantStatus(t, "send", r, http.StatusSeeOther)
+	}
+	_, r := from(t, site, "198.51.9.1").startSignIn("/", "+12015550179")
+	wantRetryAfter(t, "fourth SMS in the hour", r, time.Hour)
+	g.code(3) // the three accepted codes go out in the background
+	if n := len(g.sms.Messages()); n != 3 {
+		t.Errorf("%d SMS, want 3", n)
+	}
+}
+
+// wantRetryAfter checks a 429 with a Retry-After of at least one second and at most max.
+func wantRetryAfter(t *testing.T, what string, r response, max time.Duration) {
+	t.Helper()
+	wantStatus(t, what, r, http.StatusTooManyRequests)
+	secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+	if err != nil || secs < 1 || time.Duration(secs)*time.Second > max {
+		t.Errorf("%s: Retry-After %q, want 1..%d seconds", what, r.header.Get("Retry-After"), int(max.Seconds()))
+	}
+	if !strings.Contains(r.body, "try again in") && !strings.Contains(r.body, "Locked for") {
+		t.Errorf("%s: the page does not say how long to wait: %.300s", what, r.body)
 	}
 }

@@ -2,7 +2,6 @@ package caddyotp
 
 import (
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,11 +24,14 @@ func (c *testClock) StartWindow(d time.Duration) {
 	c.Advance(time.Duration((now/int64(d)+1)*int64(d) - now))
 }
 
+// afterTests run once every test has: what a test helper left for the whole run to share.
+var afterTests []func()
+
 func TestMain(m *testing.M) {
 	defaultClock = clock.Now // set once, before any server starts
 	code := m.Run()
-	if built.bin != "" {
-		os.RemoveAll(filepath.Dir(built.bin))
+	for _, f := range afterTests {
+		f()
 	}
 	os.Exit(code)
 }

@@ -171,36 +171,3 @@ func TestSimulatedCourseFollowsTheReceiptsOfARealDelivery(t *testing.T) {
 		t.Errorf("%d messages sent, want 1 (none to the stranger)", n)
 	}
 }
-
-// deliveredThroughB starts two instances on r, sends alice's code from A, and posts its
-// delivered receipt to B, as a load balancer may hand it there; it returns A and alice's browser.
-func deliveredThroughB(t *testing.T, r redisDeployment) (*instance, *visitor) {
-	t.Helper()
-	sms := restcommtest.NewServer()
-	t.Cleanup(sms.Close)
-	in := startInstances(t, 2, r, sms)
-	a, b := in[0], in[1]
-	v := newBalancedVisitor(t, a)
-	v.startSignIn("/", alice)
-	m, _ := smsCode(t, sms, 1)
-	if !strings.HasPrefix(m.StatusCallback, clusterOrigin+"/.otp/receipt/") {
-		t.Fatalf("StatusCallback %q is not on the public origin", m.StatusCallback)
-	}
-	if state := v.settledAt(deliverySent); state != deliverySent {
-		t.Fatalf("state on A %q, want sent", state)
-	}
-	m.StatusCallback = b.base + strings.TrimPrefix(m.StatusCallback, clusterOrigin)
-	if got := sms.PostReceipt(m, "delivered", 0); got != http.StatusNoContent {
-		t.Fatalf("receipt on B: %d", got)
-	}
-	return a, v
-}
-
-func TestReceiptOnInstanceBIsSeenOnA(t *testing.T) {
-	onEveryRedis(t, func(t *testing.T, r redisDeployment) {
-		a, v := deliveredThroughB(t, r)
-		if _, state := v.at(a).status(); state != deliveryDelivered {
-			t.Errorf("A serves %q after B took the delivered receipt", state)
-		}
-	})
-}

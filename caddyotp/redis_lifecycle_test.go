@@ -1,3 +1,5 @@
+//go:build integration
+
 package caddyotp
 
 import (
@@ -210,4 +212,24 @@ func TestTrimmedPositionReloadsTheWholeSet(t *testing.T) {
 	if at, err := s.RevokedAt(ctx, lost); err != nil || at != 1 {
 		t.Fatalf("the record behind the hole: %d, %v", at, err)
 	}
+}
+
+// TestRejectedReloadKeepsTheRunningConfigsLogger: a config that provisioned the store and was
+// then rejected must not take the running config's background messages with it.
+func TestRejectedReloadKeepsTheRunningConfigsLogger(t *testing.T) {
+	rs := startRedis(t)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	runningCore, running := zapobserver.New(zap.InfoLevel)
+	live := &RedisStore{Address: rs.Addr(), KeyPrefix: "rej:"}
+	must(t, live.provision(ctx, zap.New(runningCore)))
+	defer live.Cleanup()
+	rejectedCore, _ := zapobserver.New(zap.InfoLevel)
+	failed := &RedisStore{Address: rs.Addr(), KeyPrefix: "rej:"}
+	must(t, failed.provision(ctx, zap.New(rejectedCore)))
+	must(t, failed.Cleanup()) // the new config failed; the old one runs on
+	rs.Stop()
+	eventually(t, "the running config hears that revocations cannot be refreshed", func() bool {
+		return running.FilterMessageSnippet("cannot refresh").Len() > 0
+	})
 }

@@ -129,3 +129,26 @@ func TestRestcommValidateExplainsMissingSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestRestcomm400AboutFromIsAConfigurationFault: Restcomm's 400 also refuses the gate's own From
+// (say an alphanumeric sender id it cannot normalise): that is the operator's to fix, and the
+// next provider can send.
+func TestRestcomm400AboutFromIsAConfigurationFault(t *testing.T) {
+	for _, body := range []string{"Invalid From number: ExampleCo", "From can not be null.", "Bad request"} {
+		if se := restcommError(400, []byte(body)); se.Number || se.Temporary {
+			t.Errorf("400 %q read as the number's (%v) or transient (%v)", body, se.Number, se.Temporary)
+		}
+	}
+	if se := restcommError(400, []byte("Invalid To number: +2348012345678")); !se.Number {
+		t.Errorf("400 naming To not read as the number's")
+	}
+}
+
+// TestRestcomm400NamesToAsAWord: "Total" and "Token" do not name the To field.
+func TestRestcomm400NamesToAsAWord(t *testing.T) {
+	for _, body := range []string{"Total message length exceeds the limit", "Token is not valid for this account"} {
+		if se := restcommError(400, []byte(body)); se.Number {
+			t.Errorf("400 %q read as the number's", body)
+		}
+	}
+}

@@ -2,6 +2,9 @@ package caddyotp
 
 import (
 	"bytes"
+	"encoding/base64"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -101,4 +104,168 @@ func TestSessionAbsoluteAndIdleLimits(t *testing.T) {
 	if _, err := c.decode(v, t0.Add(12*time.Hour)); err != errSessionExpired {
 		t.Errorf("at session_ttl: %v", err)
 	}
+}
+
+// TestSessionOfASiteWithAnotherPublicURLIsRefused: two site blocks on one store, path and
+// cookie name, each with its own public_url, are two gates.
+func TestSessionOfASiteWithAnotherPublicURLIsRefused(t *testing.T) {
+	sms := newRestcomm(t)
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
+	otp {
+		%[1]s
+		public_url http://localhost:9080
+		phones *
+		store memory %[2]s
+	}
+	respond "a"
+}
+http://127.0.0.1:9080 {
+	otp {
+		%[1]s
+		public_url http://127.0.0.1:9080
+		phones *
+		store memory %[2]s
+	}
+	respond "b"
+}
+`, senderBlock(sms, sms.AuthToken), storeName(t)))
+	a := newVisitor(t)
+	a.signInWith(sms, alice)
+	b := newVisitorAt(t, "http://127.0.0.1:9080")
+	b.setCookie("caddy_otp", a.cookie("caddy_otp"))
+	wantStatus(t, "the other site's session", b.get("/"), http.StatusSeeOther)
+}
+
+func TestCookiesAreSecureBehindATLSProxy(t *testing.T) {
+	startGate(t, "public_url https://login.example.com")
+	r := newVisitor(t).get("/.otp/login")
+	wantStatus(t, "phone page", r, http.StatusOK)
+	cookies := r.header.Values("Set-Cookie")
+	if len(cookies) == 0 {
+		t.Fatal("no flow cookie")
+	}
+	for _, c := range cookies {
+		if !strings.HasPrefix(c, "__Host-caddy_otp") || !strings.Contains(c, "; Secure") {
+			t.Errorf("cookie %q behind a TLS-ending proxy lacks __Host- or Secure", c)
+		}
+	}
+}
+
+// TestSessionFromAnotherGateIsRefused: two site blocks with their own stores; a session of one
+// is no session on the other, unless both name the same audience.
+func TestSessionFromAnotherGateIsRefused(t *testing.T) {
+	sms := newRestcomm(t)
+	config := func(audienceA, audienceB string) string {
+		return fmt.Sprintf(`http://localhost:9080 {
+	otp {
+		%[1]s
+		public_url http://localhost:9080
+		phones %[2]s
+		store memory %[3]s-a
+		%[4]s
+	}
+	respond "a"
+}
+http://127.0.0.1:9080 {
+	otp {
+		%[1]s
+		public_url http://127.0.0.1:9080
+		phones %[2]s
+		store memory %[3]s-b
+		session_ttl 1h
+		%[5]s
+	}
+	respond "b"
+}
+`, senderBlock(sms, sms.AuthToken), alice, storeName(t), audienceA, audienceB)
+	}
+	tester := loadCaddyfile(t, nil, "", config("", ""))
+	a := newVisitor(t)
+	a.signInWith(sms, alice)
+	wantStatus(t, "own gate", a.get("/"), http.StatusOK)
+	b := newVisitorAt(t, "http://127.0.0.1:9080")
+	b.setCookie("caddy_otp", a.cookie("caddy_otp"))
+	wantStatus(t, "session of another gate", b.get("/"), http.StatusSeeOther)
+
+	loadCaddyfile(t, tester, "", config("audience shared", "audience shared"))
+	clock.Advance(31 * time.Second)
+	a.signInWith(sms, alice)
+	b.setCookie("caddy_otp", a.cookie("caddy_otp"))
+	wantStatus(t, "session of a gate with the same audience", b.get("/"), http.StatusOK)
+}
+
+func TestSessionIsJudgedByTheGatesCurrentTTL(t *testing.T) {
+	g := startGate(t, "session_ttl 12h\n\t\tsession_idle 1h")
+	v := newVisitor(t)
+	v.signIn(g, alice)
+	g.reload("session_ttl 1h\n\t\tsession_idle 1h", "upstream")
+	for i := 0; i < 2; i++ {
+		clock.Advance(20 * time.Minute)
+		wantStatus(t, "within the new session_ttl", v.get("/"), http.StatusOK)
+	}
+	clock.Advance(21 * time.Minute)
+	wantStatus(t, "past the new session_ttl", v.get("/"), http.StatusSeeOther)
+}
+
+func TestSessionIdleLimitSlidesWithUseAndAbsoluteLimitHolds(t *testing.T) {
+	g := startGate(t, "session_ttl 1h\n\t\tsession_idle 10m")
+	v := newVisitor(t)
+	v.signIn(g, alice)
+	start := clock.Now()
+	for clock.Now().Sub(start) < 54*time.Minute {
+		clock.Advance(6 * time.Minute)
+		r := v.get("/")
+		wantStatus(t, "active visitor", r, http.StatusOK)
+		if len(r.header.Values("Set-Cookie")) == 0 {
+			t.Fatalf("cookie not re-issued after 6 minutes: the idle limit does not slide")
+		}
+	}
+	clock.Advance(6 * time.Minute)
+	wantStatus(t, "past session_ttl", v.get("/"), http.StatusSeeOther)
+
+	idle := newVisitor(t)
+	idle.signIn(g, bob)
+	clock.Advance(11 * time.Minute)
+	wantStatus(t, "after 11 idle minutes", idle.get("/"), http.StatusSeeOther)
+}
+
+func TestSessionSignedWithAnotherKeyIsRefused(t *testing.T) {
+	g := startGate(t, "secret aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+	v := newVisitor(t)
+	v.signIn(g, alice)
+	wantStatus(t, "same key", v.get("/"), http.StatusOK)
+	g.reload("secret bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "upstream")
+	wantStatus(t, "after the secret changed", v.get("/"), http.StatusSeeOther)
+}
+
+func TestEverySignInGetsAFreshSessionID(t *testing.T) {
+	g := startGate(t, "")
+	v := newVisitor(t)
+	v.signIn(g, alice)
+	first := sessionID(t, v.cookie("caddy_otp"))
+	clock.Advance(31 * time.Second)
+	v.signIn(g, alice)
+	if second := sessionID(t, v.cookie("caddy_otp")); bytes.Equal(first, second) {
+		t.Errorf("a second sign-in kept session id %x", first)
+	}
+}
+
+func sessionID(t *testing.T, cookie string) []byte {
+	t.Helper()
+	payload, _, _ := strings.Cut(cookie, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil || len(raw) < 17 {
+		t.Fatalf("session cookie %q unreadable", cookie)
+	}
+	return raw[1:17]
+}
+
+func TestRemovedPhoneLosesItsSessions(t *testing.T) {
+	g := startGate(t, "")
+	v := newVisitor(t)
+	v.signIn(g, bob)
+	wantStatus(t, "bob signed in", v.get("/"), http.StatusOK)
+	g.phones = alice
+	g.reload("", "upstream")
+	wantStatus(t, "bob after removal from phones", v.get("/"), http.StatusSeeOther)
 }

@@ -1,13 +1,17 @@
 package caddyotp
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
+	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -122,5 +126,119 @@ func TestUsersFileAndItsErrors(t *testing.T) {
 	}
 	if u["alice"] != alice || u["bob"] != bob {
 		t.Errorf("read %v", u)
+	}
+}
+
+// TestUserSessionHoldsOnlyWhereTheUserHasThatPhone: a session of user admin, whose code went to
+// one phone, is no session on a gate that binds admin to another phone (another site with the
+// same user name, or this one after the operator rebound the user).
+func TestUserSessionHoldsOnlyWhereTheUserHasThatPhone(t *testing.T) {
+	a, _ := newUnitHandler(t, map[string]any{"users": map[string]string{"admin": alice}, "phones": nil})
+	b, _ := newUnitHandler(t, map[string]any{"users": map[string]string{"admin": bob}, "phones": nil})
+	s, _, err := a.signins.issue(userSubject("admin", alice), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(h *Handler) int {
+		r := withCaddyContext(httptest.NewRequest(http.MethodGet, "/", nil))
+		r.Header.Set("Accept", "text/html")
+		r.AddCookie(&http.Cookie{Name: "caddy_otp", Value: h.signins.sessions.encode(s)})
+		r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Set("http.auth.user.id", "admin")
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, upstream); err != nil {
+			t.Fatal(err)
+		}
+		return w.Code
+	}
+	if code := get(a); code != http.StatusOK {
+		t.Fatalf("admin's session where admin has that phone: %d", code)
+	}
+	if code := get(b); code != http.StatusSeeOther {
+		t.Fatalf("admin's session where admin is bound to another phone: %d, want the phone page", code)
+	}
+}
+
+// TestRegionsApplyToAUsersPhone: in users mode the code goes to the user's phone, which must be
+// in a region codes may go to, as a typed one must.
+func TestRegionsApplyToAUsersPhone(t *testing.T) {
+	h, _ := newUnitHandler(t, map[string]any{"users": map[string]string{"alice": alice}, "phones": nil, "regions": []string{"GB"}})
+	v := unitVisit(t)
+	v.user = "alice"
+	if o := h.flows.start(context.Background(), v, "", ""); o.kind != badPhone || o.key != "err_region" {
+		t.Fatalf("a user's US phone with regions GB: %+v", o)
+	}
+}
+
+// TestPasswordAloneCannotClaimACodeSentToAnotherPhone: where the first factor is optional and
+// phones and users are combined, a flow started with alice's password cannot be finished with
+// a code sent to another phone.
+func TestPasswordAloneCannotClaimACodeSentToAnotherPhone(t *testing.T) {
+	sms := startOptionalFirstFactorSite(t)
+	v := newVisitor(t).as("alice")
+	login := v.get("/.otp/login")
+	wantStatus(t, "phone page with a password", login, http.StatusOK)
+	csrf := login.csrf()
+	wantStatus(t, "send to alice's phone", v.post("/.otp/send", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	smsCode(t, sms, 1)
+
+	// The same browser, without the password: a code to the attacker's phone, on the list.
+	v.client.Transport = nil
+	clock.Advance(31 * time.Second)
+	wantStatus(t, "send to the attacker's phone", v.post("/.otp/send", url.Values{"csrf": {csrf}, "phone": {bob}}), http.StatusSeeOther)
+	m, code := smsCode(t, sms, 2)
+	if m.To != bob {
+		t.Fatalf("second code went to %s", m.To)
+	}
+	v.as("alice")
+	v.post("/.otp/verify", url.Values{"csrf": {csrf}, "code": {code}})
+	if r := v.get("/docs"); r.status == http.StatusOK && strings.Contains(r.body, "user=alice") {
+		t.Fatalf("alice's password and a code sent to another phone made alice's session")
+	}
+}
+
+// startOptionalFirstFactorSite is a site where basic_auth runs only for requests that carry
+// credentials; the gate binds alice to her phone and lets bob's phone sign in on its own.
+func startOptionalFirstFactorSite(t *testing.T) *restcommtest.Server {
+	t.Helper()
+	sms := newRestcomm(t)
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
+	@creds header Authorization *
+	basic_auth @creds {
+		alice %[1]s
+	}
+	otp {
+		%[2]s
+		public_url http://localhost:9080
+		users {
+			alice %[3]s
+		}
+		phones %[4]s
+		store memory %[5]s
+	}
+	respond "user={http.auth.user.id}"
+}
+`, passwordHash(t), senderBlock(sms, sms.AuthToken), alice, bob, storeName(t)))
+	return sms
+}
+
+// TestLoginPageGETSendsNothingInUsersMode: a prefetcher or a cross-site link that opens the
+// phone page sends no SMS; the signed-in user presses a button to send the code.
+func TestLoginPageGETSendsNothingInUsersMode(t *testing.T) {
+	sms := startTwoFactorSite(t)
+	v := newVisitor(t).as("alice")
+	r := v.get("/.otp/login")
+	wantStatus(t, "phone page", r, http.StatusOK)
+	if !strings.Contains(r.body, `action="/.otp/send"`) || !strings.Contains(r.body, "Send the code to &#43;1\u00a0201\u2011***\u2011**23") {
+		t.Errorf("the page does not offer to send the code to alice's masked phone: %.600s", r.body)
+	}
+	req, _ := http.NewRequest(http.MethodHead, site+"/.otp/login", nil)
+	req.Header.Set("Accept", "text/html")
+	wantStatus(t, "HEAD", v.do(req), http.StatusOK)
+	if n := len(sms.Messages()); n != 0 {
+		t.Fatalf("GET and HEAD sent %d SMS", n)
+	}
+	wantStatus(t, "send", v.post("/.otp/send", url.Values{"csrf": {r.csrf()}}), http.StatusSeeOther)
+	if m, _ := smsCode(t, sms, 1); m.To != alice {
+		t.Fatalf("code went to %s", m.To)
 	}
 }

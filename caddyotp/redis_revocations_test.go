@@ -1,21 +1,19 @@
-package caddyotp
+//go:build integration
 
-// Regression tests for what an outside review of the Redis revocation view found.
+package caddyotp
 
 import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
-	zapobserver "go.uber.org/zap/zaptest/observer"
 )
 
 func announcement(id [16]byte, at, until int64) string {
@@ -125,6 +123,7 @@ type afterFirst struct {
 }
 
 func (h *afterFirst) DialHook(next redis.DialHook) redis.DialHook { return next }
+
 func (h *afterFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
@@ -134,21 +133,9 @@ func (h *afterFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return err
 	}
 }
+
 func (h *afterFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
-}
-
-// TestClusterRefusesAKeyPrefixWithHashTags: the store sets its own hash tags; a prefix with
-// braces (an empty "{}" cancels them) would split a script's keys across slots.
-func TestClusterRefusesAKeyPrefixWithHashTags(t *testing.T) {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	for _, prefix := range []string{"site{}:", "{site}:", "site}"} {
-		err := (&RedisStore{Addresses: []string{"127.0.0.1:7000"}, KeyPrefix: prefix}).Provision(ctx)
-		if err == nil || !strings.Contains(err.Error(), "key_prefix") {
-			t.Errorf("key_prefix %q on a cluster was accepted: %v", prefix, err)
-		}
-	}
 }
 
 // TestASubjectsRecordsLeaveWithTheLastOfThem: what a revocation leaves in Redis lives as long as
@@ -170,22 +157,29 @@ func TestASubjectsRecordsLeaveWithTheLastOfThem(t *testing.T) {
 	}
 }
 
-// TestRejectedReloadKeepsTheRunningConfigsLogger: a config that provisioned the store and was
-// then rejected must not take the running config's background messages with it.
-func TestRejectedReloadKeepsTheRunningConfigsLogger(t *testing.T) {
+// TestRepeatedSignOutsWithOneCookieLeaveOneRecord: a signed-in visitor posting sign-out again
+// and again with the same cookie cannot grow the revocations, which every instance reads.
+func TestRepeatedSignOutsWithOneCookieLeaveOneRecord(t *testing.T) {
 	rs := startRedis(t)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	runningCore, running := zapobserver.New(zap.InfoLevel)
-	live := &RedisStore{Address: rs.Addr(), KeyPrefix: "rej:"}
-	must(t, live.provision(ctx, zap.New(runningCore)))
-	defer live.Cleanup()
-	rejectedCore, _ := zapobserver.New(zap.InfoLevel)
-	failed := &RedisStore{Address: rs.Addr(), KeyPrefix: "rej:"}
-	must(t, failed.provision(ctx, zap.New(rejectedCore)))
-	must(t, failed.Cleanup()) // the new config failed; the old one runs on
-	rs.Stop()
-	eventually(t, "the running config hears that revocations cannot be refreshed", func() bool {
-		return running.FilterMessageSnippet("cannot refresh").Len() > 0
-	})
+	g := newGate(t)
+	g.redis = rs.Addr()
+	g.start("")
+	v := newVisitor(t)
+	v.signIn(g, alice)
+	session := v.cookie("caddy_otp")
+	for i := 0; i < 50; i++ {
+		v.setCookie("caddy_otp", session)
+		wantStatus(t, "sign out everywhere", v.signOut(true), http.StatusSeeOther)
+	}
+	c := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer c.Close()
+	n, err := c.ZCard(context.Background(), storeName(t)+":"+revocationsTag).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("50 sign-outs with one cookie left %d revocation records, want 2 (the session and its subject)", n)
+	}
+	v.setCookie("caddy_otp", session)
+	wantStatus(t, "the revoked cookie", v.get("/"), http.StatusSeeOther)
 }

@@ -1,17 +1,102 @@
+//go:build integration
+
 package caddyotp
 
 import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// built is ./cmd/caddy, built once for every test that runs it as a process.
+var built struct {
+	sync.Once
+	bin string
+	err error
+	out []byte
+}
+
+// buildCaddy builds ./cmd/caddy once per test run.
+func buildCaddy(t *testing.T) string {
+	t.Helper()
+	built.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-otp-bin")
+		if err != nil {
+			built.err = err
+			return
+		}
+		afterTests = append(afterTests, func() { os.RemoveAll(dir) })
+		built.bin = filepath.Join(dir, "caddy")
+		args := []string{"build", "-o", built.bin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		built.out, built.err = exec.Command("go", append(args, "../cmd/caddy")...).CombinedOutput()
+	})
+	if built.err != nil {
+		t.Fatalf("go build ./cmd/caddy: %v\n%s", built.err, built.out)
+	}
+	return built.bin
+}
+
+func waitListening(t *testing.T, port int, out fmt.Stringer) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("caddy did not listen on %d:\n%s", port, out)
+}
+
+// caddyProcess is this repository's Caddy running as a process of its own.
+type caddyProcess struct {
+	cmd *exec.Cmd
+	out *output
+}
+
+// runCaddy writes the Caddyfile cfg, runs the built Caddy with it (and env), and waits until it
+// listens on port. The process is stopped when the test ends, if not before.
+func runCaddy(t *testing.T, cfg string, port int, env ...string) *caddyProcess {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &caddyProcess{cmd: exec.Command(buildCaddy(t), "run", "--config", path, "--adapter", "caddyfile"), out: new(output)}
+	p.cmd.Env = append(append(os.Environ(), "HOME="+t.TempDir()), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.stop)
+	waitListening(t, port, p.out)
+	return p
+}
+
+// stop ends the process gracefully; stopping twice is harmless.
+func (p *caddyProcess) stop() {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Wait()
+	}
+}
 
 // redisDeployment is a real Redis the tests run against: one redis-server, or a Redis Cluster
 // of three masters. Both are started by the tests themselves and stopped when the test ends.
@@ -205,3 +290,35 @@ func (c *redisCluster) waitState(except *redisServer, state string) {
 		cl.Close()
 	}
 }
+
+// redisKeys lists every key in the Redis at rs.
+func redisKeys(t *testing.T, rs *redisServer) []string {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer c.Close()
+	keys, err := c.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// output collects a child process's output; safe to read while the process writes.
+type output struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
+
+func newJar() (http.CookieJar, error) { return cookiejar.New(nil) }
