@@ -31,6 +31,15 @@ var catalog, plurals, languages = mustLoadCatalog(localeFiles)
 
 var languageMatcher = language.NewMatcher(languages)
 
+// languageNames are the catalog's languages' tags, English first.
+func languageNames() []string {
+	names := make([]string, len(languages))
+	for i, tag := range languages {
+		names[i] = tag.String()
+	}
+	return names
+}
+
 // langKey is the key under which a language's words keep the language's tag: no file can give a
 // sentence that key.
 const langKey = ""

@@ -362,3 +362,16 @@ func TestCatalogANewLanguageIsOneFile(t *testing.T) {
 		t.Errorf("it-IT picks %v", langs[i])
 	}
 }
+
+// TestLanguageNamesAreTheFilesEnglishFirst: the languages the configuration accepts and the
+// SMS is measured in are the files', English first.
+func TestLanguageNamesAreTheFilesEnglishFirst(t *testing.T) {
+	if got := languageNames(); !slices.Equal(got, []string{"en", "de", "es", "fr"}) {
+		t.Errorf("languageNames() = %v", got)
+	}
+	h, _ := newUnitHandler(t, nil)
+	h.Language = "it"
+	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), `language "it" is not one of en, de, es, fr`) {
+		t.Errorf("Validate: %v", err)
+	}
+}
