@@ -100,7 +100,7 @@ func (h *Handler) Validate() error {
 	case h.Logo != "" && (!strings.HasPrefix(h.Logo, "/") || strings.HasPrefix(h.Logo, "//") || strings.ContainsAny(h.Logo, "\\ \"'<>")):
 		return fmt.Errorf("otp: logo %q must be a path on this site, e.g. /logo.svg", h.Logo)
 	case h.Language != "" && catalog[h.Language] == nil:
-		return fmt.Errorf("otp: language %q is not one of en, de, es, fr", h.Language)
+		return fmt.Errorf("otp: language %q is not one of %s", h.Language, strings.Join(languageNames(), ", "))
 	}
 	if h.MaxSMSPerHour < 0 {
 		return errors.New("otp: max_sms_per_hour must not be negative")
@@ -223,7 +223,7 @@ func (h *Handler) longSMS() string {
 	if site == "" {
 		return "" // the host is known only per request: nothing to measure at load
 	}
-	langs := []string{"en", "de", "es", "fr"}
+	langs := languageNames()
 	if h.Language != "" {
 		langs = []string{h.Language}
 	}

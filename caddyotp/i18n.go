@@ -1,381 +1,53 @@
 package caddyotp
 
 import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"maps"
+	"path"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/BurntSushi/toml"
+	"github.com/nicksnyder/go-i18n/v2/i18n"
+	msgtemplate "github.com/nicksnyder/go-i18n/v2/i18n/template"
 	"golang.org/x/text/language"
 )
 
-// catalog holds every sentence of the pages and the default SMS, by language and key. Every
-// language has every key (a test checks it); {name} marks a value filled in at render time.
-// Numbers and their units never break across lines: U+00A0 (and U+202F before French
-// punctuation and inside guillemets) keeps them together. Spanish is Peninsular (tú, "móvil").
-var catalog = map[string]map[string]string{
-	"en": {
-		"voice":               "Your {site} sign-in code is {digits}.",
-		"call_me":             "Get the code by phone call",
-		"trust_device_one":    "Trust this browser for 1\u00a0day",
-		"trust_device_many":   "Trust this browser for {n}\u00a0days",
-		"sign_out_everywhere": "Sign out everywhere",
-		"everywhere_hint":     "“Sign out everywhere” ends every session of your account, on every browser.",
-		"everywhere_devices":  "“Sign out everywhere” ends every session of your account and forgets every trusted browser.",
-		"title_no_phone":      "No phone number for this account",
-		"text_no_phone":       "Your account has no phone number for sign-in codes. Please ask the site’s administrator to add one.",
-		"title_no_account":    "Sign in with your account first",
-		"text_no_account":     "This site sends codes only to the phone of a signed-in account. Please sign in with your account first.",
-		"sms":                 "{code} is your {site} sign-in code.",
-		"sms_no_site":         "{code} is your sign-in code.",
-		"send_code_to":        "Send the code to {phone}",
-		"title_sign_in":       "Sign in",
-		"sign_in_to":          "Sign in to {site}",
-		"phone_intro":         "We will text a sign-in code to your phone.",
-		"phone_label":         "Phone number",
-		"country_label":       "Country",
-		"phone_hint":          "Include your country code, e.g.\u00a0{example}",
-		"phone_hint_local":    "For example {example}",
-		"send_code":           "Send code",
-		"signed_out":          "You are signed out.",
-		"title_code":          "Enter your code",
-		"code_intro":          "We sent a {n}-digit code to {phone}.",
-		"code_label":          "Sign-in code",
-		"code_expires":        "The code expires in {wait}.",
-		"verify":              "Verify",
-		"didnt_get":           "Didn’t get it?",
-		"resend":              "Send a new code",
-		"resend_in":           "Send a new code in {clock}",
-		"reload_when_ready":   "Reload this page when the wait is over.",
-		"other_number":        "Use another number",
-		"err_no_country":      "Add your country code, e.g. +1 for the US.",
-		"err_not_phone":       "This is not a valid phone number. Check the digits, e.g.\u00a0{example}.",
-		"err_region":          "This site sends codes only to numbers in: {regions}.",
-		"err_bad_region":      "Choose a country from the list.",
-		"err_wrong_one":       "That code is not right. 1\u00a0try left.",
-		"err_wrong_many":      "That code is not right. {n}\u00a0tries left.",
-		"title_expired":       "This code has expired",
-		"text_expired":        "A code lasts {wait}. Get a new one to sign in.",
-		"title_exhausted":     "Too many wrong codes",
-		"text_exhausted":      "This code can no longer be used. Start again to get a new one.",
-		"title_locked":        "Locked for {wait}",
-		"text_locked":         "Too many wrong codes. To protect your account, sign-in with this number is paused.",
-		"title_flow_expired":  "Sign-in expired",
-		"text_flow_expired":   "This sign-in has expired. Please start again.",
-		"title_wait":          "Please wait",
-		"text_wait_ip":        "Too many attempts from your network.",
-		"text_wait_send":      "Too many codes were sent to this number.",
-		"text_wait_site":      "This site has sent too many codes in the last hour.",
-		"text_wait_resend":    "A code was sent a moment ago. A new one can follow shortly.",
-		"ready_in":            "You can try again in {clock}.",
-		"ready_now":           "You can try again now.",
-		"seconds_one":         "1\u00a0second",
-		"seconds_many":        "{n}\u00a0seconds",
-		"minutes_one":         "1\u00a0minute",
-		"minutes_many":        "{n}\u00a0minutes",
-		"back_to_code":        "Back to the code",
-		"title_not_sent":      "Code not sent",
-		"text_not_sent":       "We could not send your code. The text message service may be down for a moment.",
-		"text_misconfigured":  "This site cannot send codes right now; its operator has been told.",
-		"text_busy":           "Too many codes are on their way right now.",
-		"try_again":           "Try again",
-		"title_unavailable":   "Sign-in unavailable",
-		"text_unavailable":    "Sign-in is not working right now.",
-		"title_not_found":     "Page not found",
-		"text_not_found":      "There is no such page.",
-		"title_method":        "Not allowed",
-		"text_method":         "This page cannot be used that way.",
-		"title_too_large":     "Too much data",
-		"text_too_large":      "The form sent more than this page accepts.",
-		"title_bad_request":   "Bad request",
-		"text_bad_request":    "The form could not be read.",
-		"title_form_expired":  "Form expired",
-		"text_form_expired":   "This form is out of date or came from another site. Please start again.",
-		"start_again":         "Start again",
-		"title_sign_out":      "Sign out",
-		"signed_in_as":        "You are signed in to {site} as {who}.",
-		"sign_out":            "Sign out",
-		"title_not_signed_in": "You are not signed in",
-		"text_not_signed_in":  "This browser has no session on {site}.",
-		"delivered_to":        "Delivered to {phone}",
-		"not_reached":         "We could not reach this number.",
-		"no_texts":            "This number cannot receive texts.",
-		"texts_blocked":       "This number has blocked texts from this site.",
-	},
-	"de": {
-		"voice":               "Ihr Anmeldecode für {site} lautet {digits}.",
-		"call_me":             "Code per Anruf erhalten",
-		"trust_device_one":    "Diesem Browser 1\u00a0Tag lang vertrauen",
-		"trust_device_many":   "Diesem Browser {n}\u00a0Tage lang vertrauen",
-		"sign_out_everywhere": "Überall abmelden",
-		"everywhere_hint":     "„Überall abmelden“ beendet alle Sitzungen Ihres Kontos in allen Browsern.",
-		"everywhere_devices":  "„Überall abmelden“ beendet alle Sitzungen Ihres Kontos und vergisst alle vertrauenswürdigen Browser.",
-		"title_no_phone":      "Keine Telefonnummer für dieses Konto",
-		"text_no_phone":       "Für Ihr Konto ist keine Telefonnummer für Anmeldecodes hinterlegt. Bitte wenden Sie sich an die Betreiber der Website.",
-		"title_no_account":    "Bitte zuerst mit Ihrem Konto anmelden",
-		"text_no_account":     "Diese Website sendet Codes nur an die Telefonnummer eines angemeldeten Kontos. Bitte melden Sie sich zuerst mit Ihrem Konto an.",
-		"sms":                 "{code} ist Ihr Anmeldecode für {site}.",
-		"sms_no_site":         "{code} ist Ihr Anmeldecode.",
-		"send_code_to":        "Code an {phone} senden",
-		"title_sign_in":       "Anmelden",
-		"sign_in_to":          "Bei {site} anmelden",
-		"phone_intro":         "Wir senden Ihnen einen Anmeldecode per SMS.",
-		"phone_label":         "Telefonnummer",
-		"country_label":       "Land",
-		"phone_hint":          "Mit Ländervorwahl, z.\u00a0B. {example}",
-		"phone_hint_local":    "Zum Beispiel {example}",
-		"send_code":           "Code senden",
-		"signed_out":          "Sie sind abgemeldet.",
-		"title_code":          "Code eingeben",
-		"code_intro":          "Wir haben einen {n}-stelligen Code an {phone} gesendet.",
-		"code_label":          "Anmeldecode",
-		"code_expires":        "Der Code ist {wait} lang gültig.",
-		"verify":              "Bestätigen",
-		"didnt_get":           "Keinen Code erhalten?",
-		"resend":              "Neuen Code senden",
-		"resend_in":           "Neuer Code in {clock}",
-		"reload_when_ready":   "Laden Sie die Seite neu, wenn die Wartezeit vorbei ist.",
-		"other_number":        "Andere Nummer verwenden",
-		"err_no_country":      "Bitte geben Sie die Ländervorwahl an, z.\u00a0B. +49 für Deutschland.",
-		"err_not_phone":       "Das ist keine gültige Telefonnummer. Bitte prüfen Sie die Ziffern, z.\u00a0B. {example}.",
-		"err_region":          "Diese Website sendet Codes nur an Nummern in: {regions}.",
-		"err_bad_region":      "Bitte wählen Sie ein Land aus der Liste.",
-		"err_wrong_one":       "Der Code stimmt nicht. Noch 1\u00a0Versuch.",
-		"err_wrong_many":      "Der Code stimmt nicht. Noch {n}\u00a0Versuche.",
-		"title_expired":       "Dieser Code ist abgelaufen",
-		"text_expired":        "Ein Code ist {wait} lang gültig. Fordern Sie einen neuen an, um sich anzumelden.",
-		"title_exhausted":     "Zu viele falsche Codes",
-		"text_exhausted":      "Dieser Code kann nicht mehr verwendet werden. Beginnen Sie von vorn, um einen neuen zu erhalten.",
-		"title_locked":        "Für {wait} gesperrt",
-		"text_locked":         "Zu viele falsche Codes. Zum Schutz Ihres Kontos ist die Anmeldung mit dieser Nummer vorübergehend gesperrt.",
-		"title_flow_expired":  "Anmeldung abgelaufen",
-		"text_flow_expired":   "Diese Anmeldung ist abgelaufen. Bitte beginnen Sie von vorn.",
-		"title_wait":          "Bitte warten",
-		"text_wait_ip":        "Zu viele Versuche aus Ihrem Netzwerk.",
-		"text_wait_send":      "An diese Nummer wurden zu viele Codes gesendet.",
-		"text_wait_site":      "Diese Website hat in der letzten Stunde zu viele Codes gesendet.",
-		"text_wait_resend":    "Gerade wurde ein Code gesendet. Ein neuer kann in Kürze folgen.",
-		"ready_in":            "Sie können es in {clock} erneut versuchen.",
-		"ready_now":           "Sie können es jetzt erneut versuchen.",
-		"seconds_one":         "1\u00a0Sekunde",
-		"seconds_many":        "{n}\u00a0Sekunden",
-		"minutes_one":         "1\u00a0Minute",
-		"minutes_many":        "{n}\u00a0Minuten",
-		"back_to_code":        "Zurück zum Code",
-		"title_not_sent":      "Code nicht gesendet",
-		"text_not_sent":       "Wir konnten Ihren Code nicht senden. Der SMS-Dienst ist möglicherweise kurz gestört.",
-		"text_misconfigured":  "Diese Website kann gerade keine Codes senden; ihre Betreiber wurden benachrichtigt.",
-		"text_busy":           "Gerade sind zu viele Codes unterwegs.",
-		"try_again":           "Erneut versuchen",
-		"title_unavailable":   "Anmeldung nicht verfügbar",
-		"text_unavailable":    "Die Anmeldung funktioniert gerade nicht.",
-		"title_not_found":     "Seite nicht gefunden",
-		"text_not_found":      "Diese Seite gibt es nicht.",
-		"title_method":        "Nicht erlaubt",
-		"text_method":         "Diese Seite kann so nicht verwendet werden.",
-		"title_too_large":     "Zu viele Daten",
-		"text_too_large":      "Das Formular hat mehr gesendet, als diese Seite annimmt.",
-		"title_bad_request":   "Ungültige Anfrage",
-		"text_bad_request":    "Das Formular konnte nicht gelesen werden.",
-		"title_form_expired":  "Formular abgelaufen",
-		"text_form_expired":   "Dieses Formular ist veraltet oder stammt von einer anderen Website. Bitte beginnen Sie von vorn.",
-		"start_again":         "Von vorn beginnen",
-		"title_sign_out":      "Abmelden",
-		"signed_in_as":        "Sie sind bei {site} als {who} angemeldet.",
-		"sign_out":            "Abmelden",
-		"title_not_signed_in": "Sie sind nicht angemeldet",
-		"text_not_signed_in":  "Dieser Browser hat keine Sitzung bei {site}.",
-		"delivered_to":        "Zugestellt an {phone}",
-		"not_reached":         "Diese Nummer konnten wir nicht erreichen.",
-		"no_texts":            "Diese Nummer kann keine SMS empfangen.",
-		"texts_blocked":       "Diese Nummer hat SMS von dieser Website blockiert.",
-	},
-	"es": {
-		"voice":               "Tu código de acceso a {site} es {digits}.",
-		"call_me":             "Recibir el código por llamada",
-		"trust_device_one":    "Confiar en este navegador durante 1\u00a0día",
-		"trust_device_many":   "Confiar en este navegador durante {n}\u00a0días",
-		"sign_out_everywhere": "Cerrar sesión en todas partes",
-		"everywhere_hint":     "«Cerrar sesión en todas partes» cierra todas las sesiones de tu cuenta en todos los navegadores.",
-		"everywhere_devices":  "«Cerrar sesión en todas partes» cierra todas las sesiones de tu cuenta y olvida todos los navegadores de confianza.",
-		"title_no_phone":      "Esta cuenta no tiene número de teléfono",
-		"text_no_phone":       "Tu cuenta no tiene un número de teléfono para los códigos de acceso. Pide al administrador del sitio que añada uno.",
-		"title_no_account":    "Inicia sesión con tu cuenta primero",
-		"text_no_account":     "Este sitio solo envía códigos al teléfono de una cuenta con la sesión iniciada. Inicia sesión con tu cuenta primero.",
-		"sms":                 "{code} es tu código para {site}.",
-		"sms_no_site":         "{code} es tu código de acceso.",
-		"send_code_to":        "Enviar el código al {phone}",
-		"title_sign_in":       "Iniciar sesión",
-		"sign_in_to":          "Iniciar sesión en {site}",
-		"phone_intro":         "Te enviaremos un código de acceso por SMS.",
-		"phone_label":         "Número de teléfono",
-		"country_label":       "País",
-		"phone_hint":          "Con el prefijo del país, p.\u00a0ej. {example}",
-		"phone_hint_local":    "Por ejemplo, {example}",
-		"send_code":           "Enviar código",
-		"signed_out":          "Has cerrado la sesión.",
-		"title_code":          "Introduce tu código",
-		"code_intro":          "Hemos enviado un código de {n}\u00a0dígitos al {phone}.",
-		"code_label":          "Código de acceso",
-		"code_expires":        "El código caduca en {wait}.",
-		"verify":              "Verificar",
-		"didnt_get":           "¿No te ha llegado?",
-		"resend":              "Enviar un código nuevo",
-		"resend_in":           "Código nuevo en {clock}",
-		"reload_when_ready":   "Vuelve a cargar la página cuando termine la espera.",
-		"other_number":        "Usar otro número",
-		"err_no_country":      "Añade el prefijo del país, p.\u00a0ej. +34 para España.",
-		"err_not_phone":       "Este número de teléfono no es válido. Revisa las cifras, p.\u00a0ej. {example}.",
-		"err_region":          "Este sitio solo envía códigos a números de: {regions}.",
-		"err_bad_region":      "Elige un país de la lista.",
-		"err_wrong_one":       "El código no es correcto. Te queda 1\u00a0intento.",
-		"err_wrong_many":      "El código no es correcto. Te quedan {n}\u00a0intentos.",
-		"title_expired":       "Este código ha caducado",
-		"text_expired":        "Un código dura {wait}. Pide uno nuevo para iniciar sesión.",
-		"title_exhausted":     "Demasiados códigos incorrectos",
-		"text_exhausted":      "Este código ya no se puede usar. Vuelve a empezar para recibir uno nuevo.",
-		"title_locked":        "Bloqueado durante {wait}",
-		"text_locked":         "Demasiados códigos incorrectos. Para proteger tu cuenta, el acceso con este número está en pausa.",
-		"title_flow_expired":  "Inicio de sesión caducado",
-		"text_flow_expired":   "Este inicio de sesión ha caducado. Vuelve a empezar.",
-		"title_wait":          "Espera un momento",
-		"text_wait_ip":        "Demasiados intentos desde tu red.",
-		"text_wait_send":      "Se han enviado demasiados códigos a este número.",
-		"text_wait_site":      "Este sitio ha enviado demasiados códigos en la última hora.",
-		"text_wait_resend":    "Acabamos de enviarte un código. Podrás pedir otro en breve.",
-		"ready_in":            "Podrás volver a intentarlo dentro de {clock}.",
-		"ready_now":           "Ya puedes volver a intentarlo.",
-		"seconds_one":         "1\u00a0segundo",
-		"seconds_many":        "{n}\u00a0segundos",
-		"minutes_one":         "1\u00a0minuto",
-		"minutes_many":        "{n}\u00a0minutos",
-		"back_to_code":        "Volver al código",
-		"title_not_sent":      "Código no enviado",
-		"text_not_sent":       "No hemos podido enviar tu código. Puede que el servicio de SMS esté caído un momento.",
-		"text_misconfigured":  "Este sitio no puede enviar códigos ahora mismo; ya se ha avisado a su responsable.",
-		"text_busy":           "Ahora mismo hay demasiados códigos en camino.",
-		"try_again":           "Volver a intentarlo",
-		"title_unavailable":   "Inicio de sesión no disponible",
-		"text_unavailable":    "El inicio de sesión no funciona ahora mismo.",
-		"title_not_found":     "Página no encontrada",
-		"text_not_found":      "Esta página no existe.",
-		"title_method":        "No permitido",
-		"text_method":         "Esta página no se puede usar así.",
-		"title_too_large":     "Demasiados datos",
-		"text_too_large":      "El formulario ha enviado más de lo que acepta esta página.",
-		"title_bad_request":   "Solicitud incorrecta",
-		"text_bad_request":    "No se ha podido leer el formulario.",
-		"title_form_expired":  "Formulario caducado",
-		"text_form_expired":   "Este formulario está caducado o viene de otro sitio. Vuelve a empezar.",
-		"start_again":         "Volver a empezar",
-		"title_sign_out":      "Cerrar sesión",
-		"signed_in_as":        "Has iniciado sesión en {site} como {who}.",
-		"sign_out":            "Cerrar sesión",
-		"title_not_signed_in": "No has iniciado sesión",
-		"text_not_signed_in":  "Este navegador no tiene ninguna sesión en {site}.",
-		"delivered_to":        "Entregado al {phone}",
-		"not_reached":         "No hemos podido contactar con este número.",
-		"no_texts":            "Este número no puede recibir SMS.",
-		"texts_blocked":       "Este número ha bloqueado los SMS de este sitio.",
-	},
-	"fr": {
-		"voice":               "Votre code de connexion à {site} est {digits}.",
-		"call_me":             "Recevoir le code par appel",
-		"trust_device_one":    "Faire confiance à ce navigateur pendant 1\u00a0jour",
-		"trust_device_many":   "Faire confiance à ce navigateur pendant {n}\u00a0jours",
-		"sign_out_everywhere": "Se déconnecter partout",
-		"everywhere_hint":     "«\u202fSe déconnecter partout\u202f» met fin à toutes les sessions de votre compte, sur tous les navigateurs.",
-		"everywhere_devices":  "«\u202fSe déconnecter partout\u202f» met fin à toutes les sessions de votre compte et oublie tous les navigateurs de confiance.",
-		"title_no_phone":      "Aucun numéro de téléphone pour ce compte",
-		"text_no_phone":       "Votre compte n’a pas de numéro de téléphone pour les codes de connexion. Demandez à l’administrateur du site d’en ajouter un.",
-		"title_no_account":    "Connectez-vous d’abord avec votre compte",
-		"text_no_account":     "Ce site n’envoie de codes qu’au téléphone d’un compte connecté. Connectez-vous d’abord avec votre compte.",
-		"sms":                 "{code} est votre code de connexion à {site}.",
-		"sms_no_site":         "{code} est votre code de connexion.",
-		"send_code_to":        "Envoyer le code au {phone}",
-		"title_sign_in":       "Connexion",
-		"sign_in_to":          "Connexion à {site}",
-		"phone_intro":         "Nous allons vous envoyer un code de connexion par SMS.",
-		"phone_label":         "Numéro de téléphone",
-		"country_label":       "Pays",
-		"phone_hint":          "Avec l’indicatif du pays, p.\u00a0ex. {example}",
-		"phone_hint_local":    "Par exemple {example}",
-		"send_code":           "Envoyer le code",
-		"signed_out":          "Vous êtes déconnecté.",
-		"title_code":          "Saisissez votre code",
-		"code_intro":          "Nous avons envoyé un code à {n}\u00a0chiffres au {phone}.",
-		"code_label":          "Code de connexion",
-		"code_expires":        "Le code expire dans {wait}.",
-		"verify":              "Valider",
-		"didnt_get":           "Vous n’avez pas reçu le code\u202f?",
-		"resend":              "Envoyer un nouveau code",
-		"resend_in":           "Nouveau code dans {clock}",
-		"reload_when_ready":   "Rechargez la page une fois l’attente terminée.",
-		"other_number":        "Utiliser un autre numéro",
-		"err_no_country":      "Ajoutez l’indicatif du pays, p.\u00a0ex. +33 pour la France.",
-		"err_not_phone":       "Ce numéro de téléphone n’est pas valide. Vérifiez les chiffres, p.\u00a0ex. {example}.",
-		"err_region":          "Ce site n’envoie de codes qu’aux numéros des pays suivants\u202f: {regions}.",
-		"err_bad_region":      "Choisissez un pays dans la liste.",
-		"err_wrong_one":       "Ce code est incorrect. Il vous reste 1\u00a0essai.",
-		"err_wrong_many":      "Ce code est incorrect. Il vous reste {n}\u00a0essais.",
-		"title_expired":       "Ce code a expiré",
-		"text_expired":        "Un code est valable {wait}. Demandez-en un nouveau pour vous connecter.",
-		"title_exhausted":     "Trop de codes incorrects",
-		"text_exhausted":      "Ce code ne peut plus être utilisé. Recommencez pour en recevoir un nouveau.",
-		"title_locked":        "Bloqué pendant {wait}",
-		"text_locked":         "Trop de codes incorrects. Pour protéger votre compte, la connexion avec ce numéro est suspendue.",
-		"title_flow_expired":  "Connexion expirée",
-		"text_flow_expired":   "Cette connexion a expiré. Veuillez recommencer.",
-		"title_wait":          "Veuillez patienter",
-		"text_wait_ip":        "Trop de tentatives depuis votre réseau.",
-		"text_wait_send":      "Trop de codes ont été envoyés à ce numéro.",
-		"text_wait_site":      "Ce site a envoyé trop de codes au cours de la dernière heure.",
-		"text_wait_resend":    "Un code vient d’être envoyé. Un nouveau pourra suivre sous peu.",
-		"ready_in":            "Vous pourrez réessayer dans {clock}.",
-		"ready_now":           "Vous pouvez réessayer maintenant.",
-		"seconds_one":         "1\u00a0seconde",
-		"seconds_many":        "{n}\u00a0secondes",
-		"minutes_one":         "1\u00a0minute",
-		"minutes_many":        "{n}\u00a0minutes",
-		"back_to_code":        "Retour au code",
-		"title_not_sent":      "Code non envoyé",
-		"text_not_sent":       "Nous n’avons pas pu envoyer votre code. Le service SMS est peut-être momentanément indisponible.",
-		"text_misconfigured":  "Ce site ne peut pas envoyer de codes pour le moment\u202f; son exploitant a été prévenu.",
-		"text_busy":           "Trop de codes sont en cours d’envoi en ce moment.",
-		"try_again":           "Réessayer",
-		"title_unavailable":   "Connexion indisponible",
-		"text_unavailable":    "La connexion ne fonctionne pas pour le moment.",
-		"title_not_found":     "Page introuvable",
-		"text_not_found":      "Cette page n’existe pas.",
-		"title_method":        "Non autorisé",
-		"text_method":         "Cette page ne peut pas être utilisée ainsi.",
-		"title_too_large":     "Trop de données",
-		"text_too_large":      "Le formulaire a envoyé plus de données que cette page n’en accepte.",
-		"title_bad_request":   "Requête invalide",
-		"text_bad_request":    "Le formulaire n’a pas pu être lu.",
-		"title_form_expired":  "Formulaire expiré",
-		"text_form_expired":   "Ce formulaire a expiré ou vient d’un autre site. Veuillez recommencer.",
-		"start_again":         "Recommencer",
-		"title_sign_out":      "Déconnexion",
-		"signed_in_as":        "Vous êtes connecté à {site} en tant que {who}.",
-		"sign_out":            "Se déconnecter",
-		"title_not_signed_in": "Vous n’êtes pas connecté",
-		"text_not_signed_in":  "Ce navigateur n’a aucune session sur {site}.",
-		"delivered_to":        "Code remis au {phone}",
-		"not_reached":         "Nous n’avons pas pu joindre ce numéro.",
-		"no_texts":            "Ce numéro ne peut pas recevoir de SMS.",
-		"texts_blocked":       "Ce numéro a bloqué les SMS de ce site.",
-	},
-}
+// localeFiles are the sentences of the pages, the default SMS and the voice call, one TOML file
+// per language for translators to edit: locales/<language tag>.toml. en.toml is the source;
+// every other file has exactly its keys.
+//
+//go:embed locales/*.toml
+var localeFiles embed.FS
 
-// languages are the catalog's languages, English first: the fallback.
-var languages = []language.Tag{language.English, language.German, language.Spanish, language.French}
+// catalog holds every plain sentence by language and key, and, under langKey, the language
+// itself; plurals says each language's counted sentences (see words.count); languages are the
+// catalog's languages, English first: the fallback. A broken file stops the program here.
+var catalog, plurals, languages = mustLoadCatalog(localeFiles)
 
 var languageMatcher = language.NewMatcher(languages)
+
+// languageNames are the catalog's languages' tags, English first.
+func languageNames() []string {
+	names := make([]string, len(languages))
+	for i, tag := range languages {
+		names[i] = tag.String()
+	}
+	return names
+}
+
+// langKey is the key under which a language's words keep the language's tag: no file can give a
+// sentence that key.
+const langKey = ""
 
 // pickLanguage returns the catalog language for an Accept-Language header.
 func pickLanguage(acceptLanguage string) string {
 	_, i := language.MatchStrings(languageMatcher, acceptLanguage)
-	base, _ := languages[i].Base()
-	return base.String()
+	return languages[i].String()
 }
 
 // words are one language's sentences.
@@ -383,19 +55,27 @@ type words map[string]string
 
 // Say fills {name} placeholders of key's sentence from pairs of name, value.
 func (w words) Say(key string, pairs ...string) string {
-	s := w[key]
+	return fill(w[key], pairs...)
+}
+
+func fill(s string, pairs ...string) string {
 	for i := 0; i+1 < len(pairs); i += 2 {
 		s = strings.ReplaceAll(s, "{"+pairs[i]+"}", pairs[i+1])
 	}
 	return s
 }
 
-// count picks the singular or plural form of key (key_one, key_many) for n.
+// count says key's counted sentence for n, in the CLDR plural form that n takes in w's language
+// (French's "one" is 0 and 1, English's only 1), with {n} filled in.
 func (w words) count(key string, n int) string {
-	if n == 1 {
-		return w[key+"_one"]
+	l := plurals[w[langKey]]
+	if l == nil {
+		return ""
 	}
-	return w.Say(key+"_many", "n", strconv.Itoa(n))
+	// The load checked that every counted sentence has every form its language takes; an
+	// unknown key says "". Templates are off: {n} is the files' only placeholder syntax.
+	s, _ := l.Localize(&i18n.LocalizeConfig{MessageID: key, PluralCount: n, TemplateParser: msgtemplate.IdentityParser{}})
+	return fill(s, "n", strconv.Itoa(n))
 }
 
 // duration says d in whole seconds under a minute, else whole minutes, rounded up.
@@ -404,4 +84,188 @@ func (w words) duration(secs int) string {
 		return w.count("seconds", secs)
 	}
 	return w.count("minutes", (secs+59)/60)
+}
+
+func mustLoadCatalog(fsys fs.FS) (map[string]map[string]string, map[string]*i18n.Localizer, []language.Tag) {
+	c, p, l, err := loadCatalog(fsys)
+	if err != nil {
+		panic("caddyotp: the embedded sentences do not load: " + err.Error())
+	}
+	return c, p, l
+}
+
+// loadCatalog reads locales/*.toml of fsys and checks each file against en.toml: the same keys,
+// the same placeholders, and for a counted sentence every CLDR plural form of the file's
+// language and no other. An error names the file and the key.
+func loadCatalog(fsys fs.FS) (map[string]map[string]string, map[string]*i18n.Localizer, []language.Tag, error) {
+	names, err := fs.Glob(fsys, "locales/*.toml")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	bundle := i18n.NewBundle(language.English)
+	bundle.RegisterUnmarshalFunc("toml", toml.Unmarshal)
+	files := map[string]*i18n.MessageFile{}
+	for _, name := range names {
+		buf, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		f, err := bundle.ParseMessageFileBytes(buf, name)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %v", name, err)
+		}
+		if stem := strings.TrimSuffix(path.Base(name), ".toml"); f.Tag == language.Und {
+			return nil, nil, nil, fmt.Errorf("%s: %q is not a language tag", name, stem)
+		} else if f.Tag.String() != stem {
+			return nil, nil, nil, fmt.Errorf("%s: name the file %s.toml, its language's canonical tag", name, f.Tag)
+		}
+		files[f.Tag.String()] = f
+	}
+	source := files["en"]
+	if source == nil {
+		return nil, nil, nil, fmt.Errorf("locales/en.toml is missing: it is the source of every language")
+	}
+	want := messagesByID(source)
+	catalog := map[string]map[string]string{}
+	plurals := map[string]*i18n.Localizer{}
+	languages := []language.Tag{language.English}
+	probes := i18n.NewBundle(language.English)
+	for _, lang := range slices.Sorted(maps.Keys(files)) {
+		f := files[lang]
+		forms, err := cldrForms(probes, f.Tag)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %v", f.Path, err)
+		}
+		got := messagesByID(f)
+		for _, id := range slices.Sorted(maps.Keys(want)) {
+			m := got[id]
+			if m == nil {
+				return nil, nil, nil, fmt.Errorf("%s: %s is missing (en.toml has it)", f.Path, id)
+			}
+			if err := checkMessage(m, want[id], forms); err != nil {
+				return nil, nil, nil, fmt.Errorf("%s: %s %v", f.Path, id, err)
+			}
+		}
+		for _, id := range slices.Sorted(maps.Keys(got)) {
+			if want[id] == nil {
+				return nil, nil, nil, fmt.Errorf("%s: %q is not a key of en.toml", f.Path, id)
+			}
+		}
+		w := words{langKey: lang}
+		for id, m := range got {
+			if !counted(want[id]) {
+				w[id] = m.Other
+			}
+		}
+		catalog[lang], plurals[lang] = w, i18n.NewLocalizer(bundle, lang)
+		if lang != "en" {
+			languages = append(languages, f.Tag)
+		}
+	}
+	return catalog, plurals, languages, nil
+}
+
+func messagesByID(f *i18n.MessageFile) map[string]*i18n.Message {
+	ms := make(map[string]*i18n.Message, len(f.Messages))
+	for _, m := range f.Messages {
+		ms[m.ID] = m
+	}
+	return ms
+}
+
+// pluralTexts are a message's texts by CLDR plural form, the empty ones left out.
+func pluralTexts(m *i18n.Message) map[string]string {
+	t := map[string]string{}
+	for form, s := range map[string]string{"zero": m.Zero, "one": m.One, "two": m.Two, "few": m.Few, "many": m.Many, "other": m.Other} {
+		if s != "" {
+			t[form] = s
+		}
+	}
+	return t
+}
+
+// counted says whether the source message is a counted sentence rather than a plain one.
+func counted(source *i18n.Message) bool { return len(pluralTexts(source)) > 1 || source.Other == "" }
+
+// checkMessage checks a translation m of the source message: a plain sentence for a plain one,
+// every plural form in forms for a counted one, and the source's placeholders in every text.
+func checkMessage(m, source *i18n.Message, forms map[string]int) error {
+	texts := pluralTexts(m)
+	if m.ID == langKey {
+		return fmt.Errorf("has no key")
+	}
+	if !counted(source) {
+		if len(texts) > 1 || len(texts) == 1 && m.Other == "" {
+			return fmt.Errorf("is a plain sentence in en.toml, not a counted one: give it as %s = \"...\"", m.ID)
+		}
+		if strings.TrimSpace(m.Other) == "" {
+			return fmt.Errorf("is empty")
+		}
+	} else {
+		for _, form := range slices.Sorted(maps.Keys(forms)) {
+			if _, ok := texts[form]; !ok {
+				return fmt.Errorf("lacks its %q form, which CLDR gives %s", form, forNumber(forms[form]))
+			}
+		}
+		for _, form := range slices.Sorted(maps.Keys(texts)) {
+			if _, ok := forms[form]; !ok {
+				return fmt.Errorf("has a %q form, which CLDR does not give whole numbers in this language", form)
+			}
+		}
+	}
+	wantNames := placeholders(source.Other)
+	for _, form := range slices.Sorted(maps.Keys(texts)) {
+		if got := placeholders(texts[form]); !slices.Equal(got, wantNames) {
+			if counted(source) {
+				return fmt.Errorf("(form %q) has placeholders %v, en.toml has %v", form, got, wantNames)
+			}
+			return fmt.Errorf("has placeholders %v, en.toml has %v", got, wantNames)
+		}
+	}
+	return nil
+}
+
+func forNumber(n int) string {
+	if n < 0 {
+		return "fractions"
+	}
+	return "the number " + strconv.Itoa(n)
+}
+
+var placeholderRE = regexp.MustCompile(`\{[a-z_]+\}`)
+
+// placeholders are the distinct {name}s of s, sorted.
+func placeholders(s string) []string {
+	names := placeholderRE.FindAllString(s, -1)
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// cldrForms are the CLDR plural forms a whole number takes in tag's language, as go-i18n says
+// them, each with the smallest such number that this checks; "other" is always among them.
+// probes is a bundle of cldrForms's own, for a message that says its form.
+func cldrForms(probes *i18n.Bundle, tag language.Tag) (map[string]int, error) {
+	probe := &i18n.Message{ID: "form", Zero: "zero", One: "one", Two: "two", Few: "few", Many: "many", Other: "other"}
+	if err := probes.AddMessages(tag, probe); err != nil {
+		return nil, err
+	}
+	l := i18n.NewLocalizer(probes, tag.String())
+	forms := map[string]int{}
+	var samples []int
+	for n := range 201 {
+		samples = append(samples, n)
+	}
+	for _, n := range append(samples, 1e3, 1e4, 1e5, 1e6, 2e6, 1e7, 1e9) {
+		form, err := l.Localize(&i18n.LocalizeConfig{MessageID: probe.ID, PluralCount: n, TemplateParser: msgtemplate.IdentityParser{}})
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := forms[form]; !ok {
+			forms[form] = n
+		}
+	}
+	if _, ok := forms["other"]; !ok {
+		forms["other"] = -1 // only fractions take it here; go-i18n falls back to it
+	}
+	return forms, nil
 }
