@@ -63,7 +63,7 @@ func TestAdminAPIRevokesEverySessionOfAPhone(t *testing.T) {
 }
 
 func TestAdminAPIRevokesAUser(t *testing.T) {
-	sms := startTwoFactorSite(t)
+	sms := startGate(t, "", withFirstFactor).sms
 	a, b := newVisitor(t).as("alice"), newVisitor(t).as("alice")
 	signInAs(t, a, sms, 1)
 	clockPastResend()

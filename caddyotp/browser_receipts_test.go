@@ -15,7 +15,7 @@ import (
 // reach this number" with a call and another number.
 func TestBrowserCodePageShowsDeliveryByItself(t *testing.T) {
 	tw := restcommtest.NewTwilio()
-	startTwilioGate(t, tw, "", "voice")
+	startGate(t, "", viaTwilio(tw, "voice"))
 	b := newBrowser(t, "phone", 390, 844, "en-US")
 	b.open("/")
 	b.do("type the number", chromedp.SendKeys(chromedp.ID("phone"), "+12015550123"))

@@ -41,10 +41,6 @@ func TestDeliveryHealthIsTheGatesOwn(t *testing.T) {
 	}
 }
 
-// settledFinal waits for a final state (a receipt's, or a failure), or gives the last seen
-// after 10 s: settledAt stops at delivered, and at any other final state.
-func (v *visitor) settledFinal() string { v.t.Helper(); return v.settledAt(deliveryDelivered) }
-
 // TestReceiptBeforeTheAPIAnswerStillShapesSimulatedCourses: a provider may post the receipt
 // before it answers the send.
 func TestReceiptBeforeTheAPIAnswerStillShapesSimulatedCourses(t *testing.T) {
@@ -91,7 +87,7 @@ func TestDefaultCourseEndsLikeARealOne(t *testing.T) {
 // for again at once; so must a simulated one that ends failed.
 func TestSimulatedFailureEndsTheCooldownToo(t *testing.T) {
 	tw := restcommtest.NewTwilio()
-	startTwilioGate(t, tw, "send_limit 20 10m")
+	startGate(t, "send_limit 20 10m", viaTwilio(tw))
 	a := newVisitor(t)
 	csrfA, _ := a.startSignIn("/", alice)
 	m, _ := twilioCode(t, tw, 1)
@@ -132,7 +128,7 @@ func TestRefusedNumberDoesNotShowARealDeliveryInFlight(t *testing.T) {
 // where every real code that went out was delivered.
 func TestFailoverAndRefusedSendsDoNotSkewSimulatedEndings(t *testing.T) {
 	tw := restcommtest.NewTwilio()
-	g := startFailoverGate(t, tw, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	g := startGate(t, "send_limit 50 10m\n\t\tip_limit 100 10m", viaFailover(tw))
 	g.sms.Fail(restcommtest.InternalError)
 	tw.AutoReceipts(restcommtest.ReceiptStep{Status: "sent"}, restcommtest.ReceiptStep{Status: "delivered", After: 300 * time.Millisecond})
 	for _, p := range []string{alice, bob} {

@@ -2,7 +2,6 @@ package caddyotp
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,33 +12,6 @@ import (
 
 	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
 )
-
-// status asks for the delivery state of the visitor's code, as the code page's script does.
-func (v *visitor) status() (int, string) {
-	v.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, v.base+"/.otp/status", nil)
-	req.Header.Set("Accept", "application/json")
-	r := v.do(req)
-	var body struct{ Delivery string }
-	_ = json.Unmarshal([]byte(r.body), &body)
-	return r.status, body.Delivery
-}
-
-// settled waits until the visitor's code has left "sending", and returns its state.
-func (v *visitor) settled() string {
-	v.t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		status, state := v.status()
-		if status != http.StatusOK {
-			v.t.Fatalf("status: %d", status)
-		}
-		if state != deliverySending {
-			return state
-		}
-	}
-	v.t.Fatal("the delivery did not settle within 10s")
-	return ""
-}
 
 // TestSendAnswersBeforeTheProvider: /send hands the SMS to the background and answers at once,
 // so its answer cannot tell a number that may sign in from one that may not.

@@ -83,7 +83,7 @@ func TestTrustedBrowserCookieMustBeGenuine(t *testing.T) {
 }
 
 func TestTrustedBrowserIsBoundToItsUser(t *testing.T) {
-	sms := startTwoFactorSite(t, "trust_device 30d")
+	sms := startGate(t, "trust_device 30d", withFirstFactor).sms
 	v := newVisitor(t).as("alice")
 	r := v.get("/.otp/login")
 	wantStatus(t, "login", r, http.StatusOK)

@@ -13,15 +13,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// startFailoverGate runs a gate whose sender tries the fake Restcomm first, then tw.
-func startFailoverGate(t *testing.T, tw *restcommtest.Twilio, extra string) *gate {
-	t.Helper()
-	t.Cleanup(tw.Close)
-	g := newGate(t)
-	g.sender = "sender failover {\n\t\t\t" + strings.TrimPrefix(senderBlock(g.sms, g.sms.AuthToken), "sender ") + "\n\t\t\t" + twilioBlock(tw) + "\n\t\t}"
-	return g.start(extra)
-}
-
 // countLines counts the log lines with msg whose field key is value.
 func countLines(logs, msg, key, value string) int {
 	n := 0
@@ -35,7 +26,7 @@ func countLines(logs, msg, key, value string) int {
 
 func TestFailoverMovesOnWhenRestcommIsDownAndComesBackAfterTheBreakersMinute(t *testing.T) {
 	tw := restcommtest.NewTwilio()
-	g := startFailoverGate(t, tw, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	g := startGate(t, "send_limit 50 10m\n\t\tip_limit 100 10m", viaFailover(tw))
 	token := g.sms.AuthToken
 	down := []struct {
 		name   string
@@ -150,7 +141,7 @@ func TestFailoverToASenderWithoutReceiptsExpectsNone(t *testing.T) {
 // being refused unsent for the breaker's minute; once a provider answers, sign-in works at once.
 func TestFailoverWithEveryBreakerOpenStillTriesTheFirst(t *testing.T) {
 	tw := restcommtest.NewTwilio()
-	g := startFailoverGate(t, tw, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	g := startGate(t, "send_limit 50 10m\n\t\tip_limit 100 10m", viaFailover(tw))
 	g.sms.Fail(restcommtest.InternalError)
 	tw.Fail(restcommtest.TwilioInternalError)
 	for i := 0; i < 3; i++ {
@@ -172,16 +163,6 @@ func TestFailoverWithEveryBreakerOpenStillTriesTheFirst(t *testing.T) {
 	if m, _ := smsCode(t, g.sms, 1); m.To != alice {
 		t.Errorf("restcomm sent to %s", m.To)
 	}
-}
-
-// startTwilioPairGate runs a gate whose failover sender tries first, then second: two
-// Twilio-style providers.
-func startTwilioPairGate(t *testing.T, g *gate, first, second *restcommtest.Twilio, extra string) *gate {
-	t.Helper()
-	t.Cleanup(first.Close)
-	t.Cleanup(second.Close)
-	g.sender = "sender failover {\n\t\t\t" + twilioBlock(first) + "\n\t\t\t" + twilioBlock(second) + "\n\t\t}"
-	return g.start(extra)
 }
 
 // openFirstBreaker fails three sends through the first provider, which is down: each of them
@@ -206,9 +187,7 @@ func openFirstBreaker(t *testing.T, first, second *restcommtest.Twilio) {
 // second's breaker and so fail every visitor's code.
 func TestNumbersAProviderRefusesDoNotOpenItsBreaker(t *testing.T) {
 	first, second := restcommtest.NewTwilio(), restcommtest.NewTwilio()
-	g := newGate(t)
-	g.phones = "*"
-	startTwilioPairGate(t, g, first, second, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	startGate(t, "send_limit 50 10m\n\t\tip_limit 100 10m", viaTwilioPair(first, second), func(g *gate) { g.phones = "*" })
 	openFirstBreaker(t, first, second)
 	typed := map[string]int{"+12015550171": 21612, "+12015550172": 21265, "+12015550173": 21217, "+12015550174": 21266}
 	for number, code := range typed {
@@ -236,7 +215,7 @@ func TestNumbersAProviderRefusesDoNotOpenItsBreaker(t *testing.T) {
 // be the one still down.
 func TestWithEveryBreakerOpenTheLastResortTriesEverySender(t *testing.T) {
 	first, second := restcommtest.NewTwilio(), restcommtest.NewTwilio()
-	startTwilioPairGate(t, newGate(t), first, second, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	startGate(t, "send_limit 50 10m\n\t\tip_limit 100 10m", viaTwilioPair(first, second))
 	first.Fail(restcommtest.TwilioInternalError)
 	second.Fail(restcommtest.TwilioInternalError)
 	for i := 0; i < breakerFailures; i++ {

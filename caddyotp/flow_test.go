@@ -2,7 +2,6 @@ package caddyotp
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -191,28 +190,10 @@ func TestFlowRegionFieldIsCheckedAgainstRegions(t *testing.T) {
 // it text or call a number the strict one would refuse.
 func TestFlowOfAnotherGateCannotBeResentHere(t *testing.T) {
 	sms := newRestcomm(t)
-	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
-	otp {
-		%[1]s
-		public_url http://localhost:9080
-		phones %[2]s
-		regions US
-		store memory %[3]s
-	}
-	respond "strict"
-}
-http://127.0.0.1:9080 {
-	otp {
-		%[1]s
-		public_url http://127.0.0.1:9080
-		phones *
-		store memory %[3]s
-		resend_after 1s
-	}
-	respond "loose"
-}
-`, senderBlock(sms, sms.AuthToken), alice, storeName(t)))
-	loose := newVisitorAt(t, "http://127.0.0.1:9080")
+	twoGates(t, nil, sms,
+		"phones "+alice+"\nregions US\nstore memory "+storeName(t),
+		"phones *\nstore memory "+storeName(t)+"\nresend_after 1s")
+	loose := newVisitorAt(t, siteB)
 	csrf, r := loose.startSignIn("/", "+442079460000")
 	wantStatus(t, "send on the loose gate", r, http.StatusSeeOther)
 	strict := newVisitor(t)

@@ -1,6 +1,7 @@
 package caddyotp
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -73,17 +74,89 @@ type gate struct {
 	address    string   // the site block's address: http://localhost:9080 unless set
 	siteExtra  string   // more directives for the site block
 	senderOpts []string // more lines for the restcomm sender's block
+	users      string   // if set, the users block's lines after "alice ": users bound to phones
+	page       string   // if set, what the protected page says instead of the user and the cookies
 	sender     string   // if set, the otp block's whole sender line instead of the restcomm sender
 	tester     *caddytest.Tester
 	sms        *restcommtest.Server
 	logFile    string
 }
 
-// startGate loads a Caddyfile whose otp block holds the restcomm sender, alice and bob, a store of
-// the test's own, and extra subdirectives. The protected page echoes the user and the cookies it got.
-func startGate(t *testing.T, extra string) *gate {
+// twoGates loads two sites into one Caddy (tester, or a new one if nil), http://localhost:9080
+// ("a") and http://127.0.0.1:9080 ("b"), each with a gate whose sender is sms and whose
+// public_url is its own address; a and b are more lines of each otp block (phones, store...).
+// Each site's page says its name. It returns the tester, for a reload.
+func twoGates(t *testing.T, tester *caddytest.Tester, sms *restcommtest.Server, a, b string) *caddytest.Tester {
 	t.Helper()
-	return newGate(t).start(extra)
+	block := func(address, name, lines string) string {
+		return fmt.Sprintf("%[1]s {\n\totp {\n\t\t%[3]s\n\t\tpublic_url %[1]s\n\t\t%[4]s\n\t}\n\trespond %[2]q\n}\n",
+			address, name, senderBlock(sms, sms.AuthToken), strings.ReplaceAll(strings.TrimSpace(lines), "\n", "\n\t\t"))
+	}
+	return loadCaddyfile(t, tester, "", block(site, "a", a)+block(siteB, "b", b))
+}
+
+// siteB is the second site of twoGates.
+const siteB = "http://127.0.0.1:9080"
+
+// startGate loads a Caddyfile whose otp block holds the restcomm sender, alice and bob, a store of
+// the test's own, and extra subdirectives; opts change the gate first (its sender, its first
+// factor). The protected page echoes the user and the cookies it got.
+func startGate(t *testing.T, extra string, opts ...gateOption) *gate {
+	t.Helper()
+	g := newGate(t)
+	for _, o := range opts {
+		o(g)
+	}
+	return g.start(extra)
+}
+
+// A gateOption changes a gate before it starts.
+type gateOption func(*gate)
+
+// viaTwilio makes the gate send through the Twilio fake tw (its twilio block with senderExtra).
+func viaTwilio(tw *restcommtest.Twilio, senderExtra ...string) gateOption {
+	return func(g *gate) {
+		g.t.Cleanup(tw.Close)
+		g.sender = "sender " + twilioBlock(tw, senderExtra...)
+	}
+}
+
+// viaFailover makes the gate's sender a failover: the fake Restcomm first, then tw.
+func viaFailover(tw *restcommtest.Twilio) gateOption {
+	return func(g *gate) {
+		g.t.Cleanup(tw.Close)
+		g.sender = "sender failover {\n\t\t\t" + strings.TrimPrefix(senderBlock(g.sms, g.sms.AuthToken), "sender ") + "\n\t\t\t" + twilioBlock(tw) + "\n\t\t}"
+	}
+}
+
+// viaTwilioPair makes the gate's sender a failover of two Twilio-style providers: first, then
+// second.
+func viaTwilioPair(first, second *restcommtest.Twilio) gateOption {
+	return func(g *gate) {
+		g.t.Cleanup(first.Close)
+		g.t.Cleanup(second.Close)
+		g.sender = "sender failover {\n\t\t\t" + twilioBlock(first) + "\n\t\t\t" + twilioBlock(second) + "\n\t\t}"
+	}
+}
+
+// withVoice lets the gate's Restcomm sender place calls.
+func withVoice(g *gate) { g.senderOpts = append(g.senderOpts, "voice") }
+
+// withFirstFactor puts Caddy's basic_auth (alice, bob and carol, password "correct horse") in
+// front of the gate, which binds alice and bob to their phones; carol has none. The page says
+// the user.
+func withFirstFactor(g *gate) {
+	g.siteExtra = "basic_auth {\n\t\talice " + passwordHash(g.t) + "\n\t\tbob " + passwordHash(g.t) + "\n\t\tcarol " + passwordHash(g.t) + "\n\t}"
+	g.phones, g.users = "", alice+"\n\t\t\tbob "+bob
+	g.page = "user={http.auth.user.id}"
+}
+
+// withOptionalFirstFactor runs basic_auth (alice) only for requests that carry credentials; the
+// gate binds alice to her phone and lets bob's phone sign in on its own.
+func withOptionalFirstFactor(g *gate) {
+	g.siteExtra = "@creds header Authorization *\n\tbasic_auth @creds {\n\t\talice " + passwordHash(g.t) + "\n\t}"
+	g.phones, g.users = bob, alice
+	g.page = "user={http.auth.user.id}"
 }
 
 func newGate(t *testing.T) *gate {
@@ -117,6 +190,10 @@ func (g *gate) start(extra string) *gate {
 }
 
 func (g *gate) config(extra, body string) string {
+	page := body + " user={http.auth.user.id} cookies={http.request.header.Cookie}"
+	if g.page != "" {
+		page = g.page
+	}
 	address := g.address
 	if address == "" {
 		address = site
@@ -136,14 +213,26 @@ func (g *gate) config(extra, body string) string {
 %s {
 	otp {
 		%s
-		phones %s
+		%s
 		store %s
 		%s
 	}
 	%s
-	respond "%s user={http.auth.user.id} cookies={http.request.header.Cookie}"
+	respond %q
 }
-`, testGlobals, g.logFile, g.global, address, g.senderLine(), g.phones, g.store(), extra, g.siteExtra, body)
+`, testGlobals, g.logFile, g.global, address, g.senderLine(), g.who(), g.store(), extra, g.siteExtra, page)
+}
+
+// who is the otp block's lines of who may sign in: phones, users bound to phones, or both.
+func (g *gate) who() string {
+	var lines []string
+	if g.phones != "" {
+		lines = append(lines, "phones "+g.phones)
+	}
+	if g.users != "" {
+		lines = append(lines, "users {\n\t\t\talice "+g.users+"\n\t\t}")
+	}
+	return strings.Join(lines, "\n\t\t")
 }
 
 // senderLine is the otp block's sender: the test's own, else the fake Restcomm's.
@@ -398,4 +487,84 @@ func logEventsContaining(logs, s string) []string {
 		}
 	}
 	return out
+}
+
+// status asks for the delivery state of the visitor's code, as the code page's script does.
+func (v *visitor) status() (int, string) {
+	v.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, v.base+"/.otp/status", nil)
+	req.Header.Set("Accept", "application/json")
+	r := v.do(req)
+	var body struct{ Delivery string }
+	_ = json.Unmarshal([]byte(r.body), &body)
+	return r.status, body.Delivery
+}
+
+// settled waits until the visitor's code has left "sending", and returns its state.
+func (v *visitor) settled() string {
+	v.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		status, state := v.status()
+		if status != http.StatusOK {
+			v.t.Fatalf("status: %d", status)
+		}
+		if state != deliverySending {
+			return state
+		}
+	}
+	v.t.Fatal("the delivery did not settle within 10s")
+	return ""
+}
+
+// twilioCode waits for the n-th message the fake accepted and returns it with its code.
+func twilioCode(t *testing.T, tw *restcommtest.Twilio, n int) (restcommtest.TwilioMessage, string) {
+	t.Helper()
+	msgs, err := tw.WaitMessages(n, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs[n-1], autofillCode(t, msgs[n-1].Body)
+}
+
+// settledAt waits until the visitor's code has reached want (or any final state) and returns
+// the state it reached. Receipts are posted synchronously by the tests, so the state it waits
+// for is there already, or the background send is still finishing.
+func (v *visitor) settledAt(want string) string {
+	v.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		status, state := v.status()
+		if status != http.StatusOK {
+			v.t.Fatalf("status: %d", status)
+		}
+		if state == want || terminal(state) {
+			return state
+		}
+	}
+	_, state := v.status()
+	return state
+}
+
+// statusReason is the reason GET /.otp/status gives for a failure of the visitor's number.
+func (v *visitor) statusReason() string {
+	v.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, v.base+"/.otp/status", nil)
+	req.Header.Set("Accept", "application/json")
+	var body struct{ Reason string }
+	_ = json.Unmarshal([]byte(v.do(req).body), &body)
+	return body.Reason
+}
+
+// settledFinal waits for a final state (a receipt's, or a failure), or gives the last seen
+// after 10 s: settledAt stops at delivered, and at any other final state.
+func (v *visitor) settledFinal() string { v.t.Helper(); return v.settledAt(deliveryDelivered) }
+
+// eventually polls cond for up to 5 seconds: for TTLs, which run on the store's own clock.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("%s: not within 5s", what)
 }

@@ -13,7 +13,7 @@ import (
 
 func TestReceiptsDeliveredAndUndeliveredShowInTheStatus(t *testing.T) {
 	tw := restcommtest.NewTwilio()
-	g := startTwilioGate(t, tw, "")
+	g := startGate(t, "", viaTwilio(tw))
 
 	v := newVisitor(t)
 	v.startSignIn("/", alice)
@@ -54,7 +54,7 @@ func TestReceiptsDeliveredAndUndeliveredShowInTheStatus(t *testing.T) {
 
 func TestForgedReplayedAndLateReceiptsChangeNothing(t *testing.T) {
 	tw := restcommtest.NewTwilio()
-	g := startTwilioGate(t, tw, "code_ttl 2m")
+	g := startGate(t, "code_ttl 2m", viaTwilio(tw))
 	v := newVisitor(t)
 	csrf, _ := v.startSignIn("/", alice)
 	m, _ := twilioCode(t, tw, 1)
@@ -155,7 +155,7 @@ func TestRestcommReceiptsAreAuthenticatedByTheTokenNotLoggedAndExemptFromIPLimit
 
 func TestSimulatedCourseFollowsTheReceiptsOfARealDelivery(t *testing.T) {
 	tw := restcommtest.NewTwilio()
-	startTwilioGate(t, tw, "send_limit 20 10m")
+	startGate(t, "send_limit 20 10m", viaTwilio(tw))
 	known := newVisitor(t)
 	known.startSignIn("/", alice)
 	m, _ := twilioCode(t, tw, 1)

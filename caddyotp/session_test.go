@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 func testCodec() *sessionCodec {
@@ -110,28 +112,10 @@ func TestSessionAbsoluteAndIdleLimits(t *testing.T) {
 // cookie name, each with its own public_url, are two gates.
 func TestSessionOfASiteWithAnotherPublicURLIsRefused(t *testing.T) {
 	sms := newRestcomm(t)
-	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
-	otp {
-		%[1]s
-		public_url http://localhost:9080
-		phones *
-		store memory %[2]s
-	}
-	respond "a"
-}
-http://127.0.0.1:9080 {
-	otp {
-		%[1]s
-		public_url http://127.0.0.1:9080
-		phones *
-		store memory %[2]s
-	}
-	respond "b"
-}
-`, senderBlock(sms, sms.AuthToken), storeName(t)))
+	twoGates(t, nil, sms, "phones *\nstore memory "+storeName(t), "phones *\nstore memory "+storeName(t))
 	a := newVisitor(t)
 	a.signInWith(sms, alice)
-	b := newVisitorAt(t, "http://127.0.0.1:9080")
+	b := newVisitorAt(t, siteB)
 	b.setCookie("caddy_otp", a.cookie("caddy_otp"))
 	wantStatus(t, "the other site's session", b.get("/"), http.StatusSeeOther)
 }
@@ -155,39 +139,20 @@ func TestCookiesAreSecureBehindATLSProxy(t *testing.T) {
 // is no session on the other, unless both name the same audience.
 func TestSessionFromAnotherGateIsRefused(t *testing.T) {
 	sms := newRestcomm(t)
-	config := func(audienceA, audienceB string) string {
-		return fmt.Sprintf(`http://localhost:9080 {
-	otp {
-		%[1]s
-		public_url http://localhost:9080
-		phones %[2]s
-		store memory %[3]s-a
-		%[4]s
+	config := func(tester *caddytest.Tester, audience string) *caddytest.Tester {
+		return twoGates(t, tester, sms,
+			fmt.Sprintf("phones %s\nstore memory %s-a\n%s", alice, storeName(t), audience),
+			fmt.Sprintf("phones %s\nstore memory %s-b\nsession_ttl 1h\n%s", alice, storeName(t), audience))
 	}
-	respond "a"
-}
-http://127.0.0.1:9080 {
-	otp {
-		%[1]s
-		public_url http://127.0.0.1:9080
-		phones %[2]s
-		store memory %[3]s-b
-		session_ttl 1h
-		%[5]s
-	}
-	respond "b"
-}
-`, senderBlock(sms, sms.AuthToken), alice, storeName(t), audienceA, audienceB)
-	}
-	tester := loadCaddyfile(t, nil, "", config("", ""))
+	tester := config(nil, "")
 	a := newVisitor(t)
 	a.signInWith(sms, alice)
 	wantStatus(t, "own gate", a.get("/"), http.StatusOK)
-	b := newVisitorAt(t, "http://127.0.0.1:9080")
+	b := newVisitorAt(t, siteB)
 	b.setCookie("caddy_otp", a.cookie("caddy_otp"))
 	wantStatus(t, "session of another gate", b.get("/"), http.StatusSeeOther)
 
-	loadCaddyfile(t, tester, "", config("audience shared", "audience shared"))
+	config(tester, "audience shared")
 	clock.Advance(31 * time.Second)
 	a.signInWith(sms, alice)
 	b.setCookie("caddy_otp", a.cookie("caddy_otp"))

@@ -285,17 +285,6 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 	})
 }
 
-// eventually polls cond for up to 5 seconds: for TTLs, which run on the store's own clock.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("%s: not within 5s", what)
-}
-
 func TestMemoryStoreStateOutlivesReloadButNotTheLastUser(t *testing.T) {
 	ctx := context.Background()
 	old := &MemoryStore{Name: t.Name()}

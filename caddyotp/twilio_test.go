@@ -1,7 +1,6 @@
 package caddyotp
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -23,53 +22,6 @@ func twilioBlock(tw *restcommtest.Twilio, extra ...string) string {
 				timeout 2s
 				%s
 			}`, tw.AccountSID, tw.AuthToken, fromNum, tw.BaseURL(), strings.Join(extra, "\n\t\t\t\t"))
-}
-
-// startTwilioGate runs a gate whose sender is the twilio sender of a fresh Twilio fake.
-func startTwilioGate(t *testing.T, tw *restcommtest.Twilio, extra string, senderExtra ...string) *gate {
-	t.Helper()
-	t.Cleanup(tw.Close)
-	g := newGate(t)
-	g.sender = "sender " + twilioBlock(tw, senderExtra...)
-	return g.start(extra)
-}
-
-// twilioCode waits for the n-th message the fake accepted and returns it with its code.
-func twilioCode(t *testing.T, tw *restcommtest.Twilio, n int) (restcommtest.TwilioMessage, string) {
-	t.Helper()
-	msgs, err := tw.WaitMessages(n, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return msgs[n-1], autofillCode(t, msgs[n-1].Body)
-}
-
-// settledAt waits until the visitor's code has reached want (or any final state) and returns
-// the state it reached. Receipts are posted synchronously by the tests, so the state it waits
-// for is there already, or the background send is still finishing.
-func (v *visitor) settledAt(want string) string {
-	v.t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		status, state := v.status()
-		if status != http.StatusOK {
-			v.t.Fatalf("status: %d", status)
-		}
-		if state == want || terminal(state) {
-			return state
-		}
-	}
-	_, state := v.status()
-	return state
-}
-
-// statusReason is the reason GET /.otp/status gives for a failure of the visitor's number.
-func (v *visitor) statusReason() string {
-	v.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, v.base+"/.otp/status", nil)
-	req.Header.Set("Accept", "application/json")
-	var body struct{ Reason string }
-	_ = json.Unmarshal([]byte(v.do(req).body), &body)
-	return body.Reason
 }
 
 var receiptURL = regexp.MustCompile(`^http://localhost:9080/\.otp/receipt/[A-Za-z0-9_-]{100,220}$`)
@@ -130,7 +82,7 @@ func TestTwilioAPIKeyAndMessagingService(t *testing.T) {
 
 func TestSignalWireSignInAndReceiptsSignedWithItsSigningKey(t *testing.T) {
 	sw := restcommtest.NewSignalWire()
-	g := startTwilioGate(t, sw, "", "signing_key "+sw.SigningKey)
+	g := startGate(t, "", viaTwilio(sw, "signing_key "+sw.SigningKey))
 	if !strings.Contains(sw.BaseURL(), "/api/laml/2010-04-01") {
 		t.Fatalf("not a SignalWire-style base URL: %s", sw.BaseURL())
 	}
@@ -159,7 +111,7 @@ func TestSignalWireSignInAndReceiptsSignedWithItsSigningKey(t *testing.T) {
 
 func TestTwilioErrorClassesEachWithItsPageAndLogLine(t *testing.T) {
 	tw := restcommtest.NewTwilio()
-	g := startTwilioGate(t, tw, "send_limit 50 10m\n\t\tip_limit 100 10m")
+	g := startGate(t, "send_limit 50 10m\n\t\tip_limit 100 10m", viaTwilio(tw))
 	cases := []struct {
 		failure restcommtest.TwilioFailure
 		token   string // the configured token, when it is not the account's

@@ -2,7 +2,6 @@ package caddyotp
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -10,42 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
 	"github.com/caddyserver/caddy/v2"
-	"golang.org/x/crypto/bcrypt"
 )
-
-// startTwoFactorSite is a site with Caddy's basic_auth (alice, bob, carol) and the gate binding
-// alice and bob to their phones; carol has no phone.
-func startTwoFactorSite(t *testing.T, extra ...string) *restcommtest.Server {
-	t.Helper()
-	sms := restcommtest.NewServer()
-	t.Cleanup(sms.Close)
-	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
-	basic_auth {
-		alice %[1]s
-		bob %[1]s
-		carol %[1]s
-	}
-	otp {
-		%[2]s
-		public_url http://localhost:9080
-		users {
-			alice %[3]s
-			bob %[4]s
-		}
-		store memory %[5]s
-		%[6]s
-	}
-	respond "user={http.auth.user.id}"
-}
-`, hash, senderBlock(sms, sms.AuthToken), alice, bob, storeName(t), strings.Join(extra, "\n\t\t")))
-	return sms
-}
 
 // as makes the visitor's browser send the user's basic_auth credentials.
 func (v *visitor) as(user string) *visitor {
@@ -60,7 +25,7 @@ func basicAuth(user, pass string) string {
 }
 
 func TestPasswordThenSMSCodeIsTwoFactors(t *testing.T) {
-	sms := startTwoFactorSite(t)
+	sms := startGate(t, "", withFirstFactor).sms
 	v := newVisitor(t)
 	wantStatus(t, "no password", v.get("/"), http.StatusUnauthorized)
 
@@ -104,7 +69,7 @@ func TestPasswordThenSMSCodeIsTwoFactors(t *testing.T) {
 }
 
 func TestUserWithoutPhoneIsToldClearly(t *testing.T) {
-	sms := startTwoFactorSite(t)
+	sms := startGate(t, "", withFirstFactor).sms
 	v := newVisitor(t).as("carol")
 	r := v.get("/.otp/login")
 	wantStatus(t, "carol", r, http.StatusForbidden)
@@ -173,7 +138,7 @@ func TestRegionsApplyToAUsersPhone(t *testing.T) {
 // phones and users are combined, a flow started with alice's password cannot be finished with
 // a code sent to another phone.
 func TestPasswordAloneCannotClaimACodeSentToAnotherPhone(t *testing.T) {
-	sms := startOptionalFirstFactorSite(t)
+	sms := startGate(t, "", withOptionalFirstFactor).sms
 	v := newVisitor(t).as("alice")
 	login := v.get("/.otp/login")
 	wantStatus(t, "phone page with a password", login, http.StatusOK)
@@ -196,35 +161,10 @@ func TestPasswordAloneCannotClaimACodeSentToAnotherPhone(t *testing.T) {
 	}
 }
 
-// startOptionalFirstFactorSite is a site where basic_auth runs only for requests that carry
-// credentials; the gate binds alice to her phone and lets bob's phone sign in on its own.
-func startOptionalFirstFactorSite(t *testing.T) *restcommtest.Server {
-	t.Helper()
-	sms := newRestcomm(t)
-	loadCaddyfile(t, nil, "", fmt.Sprintf(`http://localhost:9080 {
-	@creds header Authorization *
-	basic_auth @creds {
-		alice %[1]s
-	}
-	otp {
-		%[2]s
-		public_url http://localhost:9080
-		users {
-			alice %[3]s
-		}
-		phones %[4]s
-		store memory %[5]s
-	}
-	respond "user={http.auth.user.id}"
-}
-`, passwordHash(t), senderBlock(sms, sms.AuthToken), alice, bob, storeName(t)))
-	return sms
-}
-
 // TestLoginPageGETSendsNothingInUsersMode: a prefetcher or a cross-site link that opens the
 // phone page sends no SMS; the signed-in user presses a button to send the code.
 func TestLoginPageGETSendsNothingInUsersMode(t *testing.T) {
-	sms := startTwoFactorSite(t)
+	sms := startGate(t, "", withFirstFactor).sms
 	v := newVisitor(t).as("alice")
 	r := v.get("/.otp/login")
 	wantStatus(t, "phone page", r, http.StatusOK)

@@ -11,13 +11,6 @@ import (
 
 var spokenCode = regexp.MustCompile(`<Say voice="woman" language="(\w+)" loop="2">[^<]*?((?:[0-9] )+[0-9])\.</Say>`)
 
-// startVoiceGate is a gate whose Restcomm sender may place calls.
-func startVoiceGate(t *testing.T) *gate {
-	g := newGate(t)
-	g.senderOpts = []string{"voice"}
-	return g.start("")
-}
-
 // shownUnlessFailed is a code page without the actions it reveals only once the delivery
 // failed (the block #delivery-failed, hidden until then).
 func shownUnlessFailed(body string) string {
@@ -47,7 +40,7 @@ func askForCall(t *testing.T, g *gate, v *visitor) (csrf string) {
 }
 
 func TestVoiceCallReadsTheCodeTwiceAndAnswersOnce(t *testing.T) {
-	g := startVoiceGate(t)
+	g := startGate(t, "", withVoice)
 	v := newVisitor(t)
 	csrf := askForCall(t, g, v)
 	_, smsCode := g.code(2)
@@ -88,7 +81,7 @@ func TestVoiceCallReadsTheCodeTwiceAndAnswersOnce(t *testing.T) {
 }
 
 func TestVoiceScriptDiesWithTheCode(t *testing.T) {
-	g := startVoiceGate(t)
+	g := startGate(t, "", withVoice)
 	g.sms.HoldCalls(true)
 	askForCall(t, g, newVisitor(t))
 	calls, err := g.sms.WaitCalls(1, 5*time.Second)
