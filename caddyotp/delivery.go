@@ -7,16 +7,12 @@ import (
 	"time"
 )
 
-// A code is handed to the provider in the background, after the visitor got the answer: so the
-// answer takes as long for a number that may sign in as for one that may not, whatever the
-// provider does. What became of it is the flow's delivery state, which the code page and
-// GET P/status show. A number that may not sign in follows a simulated course, drawn from what
-// recent real deliveries did, so that the state tells the numbers apart no better than timing.
-
 // deliveryTimeout bounds a background delivery, the provider's own timeout included.
 const deliveryTimeout = time.Minute
 
-// deliveries hand codes to the sender in the background and keep their states.
+// deliveries hand codes to the sender in the background, after the answer, and keep their
+// states (docs/ARCHITECTURE.md): a number that may not sign in follows a simulated course, so
+// that neither the answer's time nor the state tells it from one that may.
 type deliveries struct {
 	store      Store
 	limits     *limits // to end a phone's cooldown when its code could not be sent

@@ -11,14 +11,8 @@ import (
 
 // flow is one pending verification, kept in the store under flowKey from the moment a code is
 // asked for. Its id is a random 256-bit value in a signed HttpOnly cookie (which also carries
-// where to go after sign-in), so a code is bound to the browser that asked for it.
-//
-// A flow is a small state machine. POST /send starts it (a fresh flow, its subject fixed: a
-// typed phone, or a first-factor user's phone); a code is then on its way; resend and call
-// replace the code; a check ends it verified, or exhausted after max_attempts; its code expires
-// after code_ttl. Each transition is a method of flows that checks its preconditions (limits,
-// cooldown, subject, live code) in one place and returns an outcome, which the handler turns
-// into a page.
+// where to go after sign-in), so a code is bound to the browser that asked for it. Its states
+// and transitions are drawn in docs/ARCHITECTURE.md.
 type flow struct {
 	User    string `json:"user,omitempty"`    // the first-factor user the phone is bound to, if any
 	Phone   string `json:"phone,omitempty"`   // E.164

@@ -10,15 +10,8 @@ import (
 	"time"
 )
 
-// A provider reports what became of an SMS by posting receipts to the URL the message named:
-// public_url + P/receipt/{token}, never a URL built from a request. The token is sealed (AES-GCM
-// under the receipt key) over what it is for: one code of one flow, the provider handed the
-// message, and when. Nothing is stored before a send, a token the gate did not seal is refused
-// before the store is read, and the provider never learns the flow's id. A token lives for
-// code_ttl, and a receipt counts only while its code is the flow's live one. Where the provider
-// signs its receipts, the sender that was handed the message checks the signature over the URL
-// as the gate gave it (ReceiptReader). A receipt only ever moves the delivery state forward:
-// sending < sent < delivered or failed.
+// Receipts are posted to public_url + P/receipt/{token}, a token sealed over one code of one
+// flow and the provider handed it: nothing is stored before a send (docs/ARCHITECTURE.md).
 
 // receiptBook seals receipt tokens and opens the ones receipts are posted to.
 type receiptBook struct {
