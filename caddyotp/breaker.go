@@ -76,5 +76,5 @@ func providerTrouble(err error) bool {
 	if !errors.As(err, &se) {
 		return true
 	}
-	return !se.Number && !se.Destination && (se.Temporary || se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden)
+	return se.Fault == TemporaryFault || se.Fault == ConfigFault && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden)
 }

@@ -18,10 +18,10 @@ func TestSimulatedCourseFollowsItsOwnChannel(t *testing.T) {
 	var hl health
 	for i := 0; i < 16; i++ {
 		hl.record("call", result{took: time.Second, state: deliveryMisconfigured})
-		hl.record("sms", result{took: 80 * time.Millisecond, state: deliveryUnknown})
+		hl.record("sms", result{took: 80 * time.Millisecond, state: deliveryAccepted})
 	}
 	for i := 0; i < 50; i++ {
-		if o := hl.sample("sms"); o.state != deliveryUnknown || o.took != 80*time.Millisecond {
+		if o := hl.sample("sms"); o.state != deliveryAccepted || o.took != 80*time.Millisecond {
 			t.Fatalf("a simulated SMS drawn %+v, from calls", o)
 		}
 	}

@@ -55,7 +55,7 @@ func (ds *deliveries) stateWhy(ctx context.Context, flowID string, f *flow) (sta
 	}
 	v, err := ds.store.Get(ctx, deliveryKey(flowID, f.Hash))
 	if err != nil || v == nil {
-		return deliveryUnknown, "", err // outlived by its flow: whatever became of it is past
+		return deliveryAccepted, "", err // outlived by its flow: whatever became of it is past
 	}
 	state, reason = stateWhy(v)
 	return state, reason, nil
@@ -81,17 +81,17 @@ func (ds *deliveries) run(d delivery) {
 		sent, err = ds.send(ctx, d, receipts)
 		took = time.Since(started)
 		state, reason = stateOf(err), reasonOf(err)
-		if state == deliveryUnknown && asks && sent.Receipts {
+		if state == deliveryAccepted && asks && sent.Receipts {
 			state = deliverySent
 		}
 		ds.health.record(d.channel, result{took: took, state: state, reason: reason})
 	} else {
-		o := ds.health.sample(d.channel)
-		if o.state == deliveryUnknown && asks && ds.health.seen(d.channel) == 0 { // no real delivery seen yet
-			o.state = deliverySent
+		res := ds.health.sample(d.channel)
+		if res.state == deliveryAccepted && asks && ds.health.seen(d.channel) == 0 { // no real delivery seen yet
+			res.state = deliverySent
 		}
-		ds.wait(ctx, o.took)
-		state, reason = o.state, o.reason
+		ds.wait(ctx, res.took)
+		state, reason = res.state, res.reason
 	}
 	// Reported, and the cooldown ended, before the state shows: whoever sees it may act on it.
 	ds.obs.delivered(d, sent, state, took, err)
@@ -114,7 +114,7 @@ func (ds *deliveries) send(ctx context.Context, d delivery, receipts func(string
 	defer func() {
 		if r := recover(); r != nil {
 			ds.obs.panicked(r)
-			err = &SendError{Provider: "sender", Temporary: true, Detail: fmt.Sprintf("the sender panicked: %v", r)}
+			err = &SendError{Provider: "sender", Fault: TemporaryFault, Detail: fmt.Sprintf("the sender panicked: %v", r)}
 		}
 	}()
 	return d.send(ctx, d.code, receipts)
@@ -160,13 +160,13 @@ func (ds *deliveries) settle(ctx context.Context, key, phone, state, reason stri
 	return ds.store.Raise(ctx, key, rankedWhy(state, reason), ds.codeTTL)
 }
 
-// start gives flow f a new code, which kills the previous one, saves the flow with its
+// queue gives flow f a new code, which kills the previous one, saves the flow with its
 // delivery "sending", and hands the delivery to the outbox on the slot reserved for the client address slotOf:
 // send when the phone may sign in, else the simulated course. For a phone that may not sign in
 // the flow gets a code nobody knows, so every answer matches. It returns the delivery's
 // beginning, for the caller to run once the answer is out (outcome.deliverAfter): whatever the send
 // does then cannot slow the answer. On an error the slot is given back and nothing is sent.
-func (ds *deliveries) start(ctx context.Context, id string, f *flow, channel, client, slotOf string, send sendFunc) (func(), error) {
+func (ds *deliveries) queue(ctx context.Context, id string, f *flow, channel, client, slotOf string, send sendFunc) (func(), error) {
 	code, err := newCode(ds.codeLength)
 	if err != nil {
 		ds.outbox.release(slotOf)

@@ -12,14 +12,14 @@ const (
 	deliveryDelivered     = "delivered"     // the provider's receipt says so
 	deliveryFailed        = "failed"        // not sent, or undelivered: retry, or another way
 	deliveryMisconfigured = "misconfigured" // the site's provider setup is broken: the operator must act
-	deliveryUnknown       = "unknown"       // accepted; no receipt expected
+	deliveryAccepted      = "unknown"       // accepted; no receipt expected, so what became of it stays unknown
 )
 
 // The rank of each state: a state is only ever replaced by one of a higher rank (Store.Raise),
 // so that late, repeated or reordered answers and receipts never move it back.
 var deliveryRank = map[string]byte{
 	deliverySending: '0',
-	deliverySent:    '1', deliveryUnknown: '1',
+	deliverySent:    '1', deliveryAccepted: '1',
 	deliveryDelivered: '2', deliveryFailed: '2', deliveryMisconfigured: '2',
 }
 
@@ -49,7 +49,7 @@ func stateWhy(v []byte) (state, reason string) {
 // reasonOf is why a send failed, when the refusal belongs to the visitor's number.
 func reasonOf(err error) string {
 	var se *SendError
-	if errors.As(err, &se) && se.Number {
+	if errors.As(err, &se) && se.Fault == NumberFault {
 		return se.Reason
 	}
 	return ""
@@ -63,10 +63,10 @@ func stateOf(err error) string {
 	var se *SendError
 	switch {
 	case err == nil:
-		return deliveryUnknown
-	case errors.As(err, &se) && se.Number: // the visitor's number: another number, or a call
+		return deliveryAccepted
+	case errors.As(err, &se) && se.Fault == NumberFault: // the visitor's number: another number, or a call
 		return deliveryFailed
-	case errors.As(err, &se) && !se.Temporary:
+	case errors.As(err, &se) && se.Fault != TemporaryFault:
 		return deliveryMisconfigured
 	default: // a sender that says nothing more: assume it may pass later
 		return deliveryFailed

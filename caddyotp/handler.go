@@ -226,7 +226,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request, v *visit) e
 func (h *Handler) serveSend(w http.ResponseWriter, r *http.Request, v *visit) error {
 	o := h.flows.start(r.Context(), v, r.PostForm.Get("phone"), v.form.region)
 	if o.kind == sent { // a counted request that stores a flow: the gate writes to its store anyway
-		h.keyCheck.start(v.gate)
+		h.keyCheck.begin(v.gate)
 	}
 	return o.deliverAfter(w, r, h.answer(w, v, o))
 }

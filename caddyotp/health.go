@@ -35,38 +35,38 @@ type recent struct {
 }
 
 // defaultResult is the simulated course before any real delivery was seen.
-var defaultResult = result{took: 400 * time.Millisecond, state: deliveryUnknown}
+var defaultResult = result{took: 400 * time.Millisecond, state: deliveryAccepted}
 
-func (h *health) record(channel string, o result) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.channels == nil {
-		h.channels = make(map[string]*recent)
+func (hl *health) record(channel string, res result) {
+	hl.mu.Lock()
+	defer hl.mu.Unlock()
+	if hl.channels == nil {
+		hl.channels = make(map[string]*recent)
 	}
-	c := h.channels[channel]
+	c := hl.channels[channel]
 	if c == nil {
 		c = new(recent)
-		h.channels[channel] = c
+		hl.channels[channel] = c
 	}
-	c.ring[c.n%len(c.ring)] = o
+	c.ring[c.n%len(c.ring)] = res
 	c.n++
 }
 
 // seen is how many real deliveries of channel were recorded.
-func (h *health) seen(channel string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if c := h.channels[channel]; c != nil {
+func (hl *health) seen(channel string) int {
+	hl.mu.Lock()
+	defer hl.mu.Unlock()
+	if c := hl.channels[channel]; c != nil {
 		return c.n
 	}
 	return 0
 }
 
 // sample draws a simulated outcome of channel: one of its last real deliveries.
-func (h *health) sample(channel string) result {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	c := h.channels[channel]
+func (hl *health) sample(channel string) result {
+	hl.mu.Lock()
+	defer hl.mu.Unlock()
+	c := hl.channels[channel]
 	if c == nil || c.n == 0 {
 		d := defaultResult
 		d.took = d.took/2 + time.Duration(mrand.Int64N(int64(d.took)))

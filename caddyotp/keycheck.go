@@ -41,8 +41,8 @@ func newKeyCheck(store Store, subjectKey []byte, obs *observer) *keyCheck {
 	return &keyCheck{store: store, fingerprint: append([]byte{'1'}, fp...), obs: obs}
 }
 
-// start checks the fingerprint of gate in the background, unless that is done or under way.
-func (k *keyCheck) start(gate string) {
+// begin checks the fingerprint of gate in the background, unless that is done or under way.
+func (k *keyCheck) begin(gate string) {
 	if k.state.Load() == keyChecked || !k.state.CompareAndSwap(keyUnchecked, keyChecking) {
 		return
 	}

@@ -67,23 +67,23 @@ func (l *limits) peek(ctx context.Context, kind, subject string, lim Limit) (tim
 	return time.Unix(0, (slot+1)*int64(win)).Sub(t), nil
 }
 
-// address counts a request from client against ip_limit, by the address (IPv6: its /64).
-func (l *limits) address(ctx context.Context, client string) (time.Duration, error) {
+// countAddress counts a request from client against ip_limit, by the address (IPv6: its /64).
+func (l *limits) countAddress(ctx context.Context, client string) (time.Duration, error) {
 	return l.hit(ctx, "ip", limitAddr(client), l.ip)
 }
 
-// addressAndRange counts an ask for a new code from client: by the address, then by its range
+// countAddressAndRange counts an ask for a new code from client: by the address, then by its range
 // (limitRange), which may make rangeFactor times as many. A range over its count is refused
 // before anything is counted, so that its many addresses cannot leave a counter each; a request
 // refused by the address's count is not counted for the range. Checks of codes and sign-outs
 // count by the address only, so that the addresses of one range (a carrier's NAT, an office)
 // cannot keep each other from entering a code they have.
-func (l *limits) addressAndRange(ctx context.Context, client string) (time.Duration, error) {
+func (l *limits) countAddressAndRange(ctx context.Context, client string) (time.Duration, error) {
 	rangeLim := Limit{Count: l.ip.Count * l.rangeFactor, Window: l.ip.Window}
 	if wait, err := l.peek(ctx, "ipr", limitRange(client), rangeLim); err != nil || wait > 0 {
 		return wait, err
 	}
-	if wait, err := l.address(ctx, client); err != nil || wait > 0 {
+	if wait, err := l.countAddress(ctx, client); err != nil || wait > 0 {
 		return wait, err
 	}
 	return l.hit(ctx, "ipr", limitRange(client), rangeLim)
@@ -110,13 +110,13 @@ func (l *limits) budget(gate, client string) []budgetCount {
 	}
 }
 
-// newCode checks what every new code for phone must pass when client asks for it: the
+// admitCode checks what every new code for phone must pass when client asks for it: the
 // lockouts, resend_after since the last code to that phone (whichever flow asked), the gate's
 // hourly budget and the phone's send limit; it says how long to wait and which limit refused.
 // The budget is read before anything counts, and a try refused after the cooldown started ends
 // it again: a try that sends nothing spends neither the phone's cooldown nor its send limit,
 // so that whoever spends a budget cannot spend the phones' limits with it.
-func (l *limits) newCode(ctx context.Context, phone, client, gate string) (time.Duration, string, error) {
+func (l *limits) admitCode(ctx context.Context, phone, client, gate string) (time.Duration, string, error) {
 	phoneKey, pairKey := l.lockKeys(phone, client)
 	if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait > 0 {
 		return wait, "lockout", err

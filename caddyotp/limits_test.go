@@ -252,7 +252,7 @@ func TestARangeOverItsCountLeavesNoCounterPerAddress(t *testing.T) {
 		now: func() time.Time { return now }, obs: &observer{logger: zap.NewNop()}}
 	refused := 0
 	for i := 0; i < 1000; i++ {
-		wait, err := l.addressAndRange(t.Context(), fmt.Sprintf("2001:db8:42:%x::1", i))
+		wait, err := l.countAddressAndRange(t.Context(), fmt.Sprintf("2001:db8:42:%x::1", i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,13 +276,13 @@ func TestATryRefusedByTheBudgetSpendsNoPhonesLimits(t *testing.T) {
 			perHour: perHour, resendAfter: 30 * time.Second, now: func() time.Time { return now }, obs: &observer{logger: zap.NewNop()}}
 	}
 	a, b := gate(1), gate(0)
-	if wait, limit, err := a.newCode(t.Context(), "+12015550150", "198.51.100.1", "a"); err != nil || wait > 0 {
+	if wait, limit, err := a.admitCode(t.Context(), "+12015550150", "198.51.100.1", "a"); err != nil || wait > 0 {
 		t.Fatalf("the budget's one code: %s %v %v", limit, wait, err)
 	}
-	if wait, limit, err := a.newCode(t.Context(), alice, "203.0.113.1", "a"); err != nil || limit != "site" {
+	if wait, limit, err := a.admitCode(t.Context(), alice, "203.0.113.1", "a"); err != nil || limit != "site" {
 		t.Fatalf("with gate a's budget spent: %s %v %v, want the budget's refusal", limit, wait, err)
 	}
-	if wait, limit, err := b.newCode(t.Context(), alice, "203.0.113.1", "b"); err != nil || wait > 0 {
+	if wait, limit, err := b.admitCode(t.Context(), alice, "203.0.113.1", "b"); err != nil || wait > 0 {
 		t.Errorf("gate b, right after gate a's budget refused the number: %s for %v (%v), want a code", limit, wait, err)
 	}
 }

@@ -93,18 +93,18 @@ func (o *observer) delivered(d delivery, sent Sent, state string, took time.Dura
 		metrics.senderDuration.Observe(took.Seconds())
 		var se *SendError
 		if !errors.As(err, &se) {
-			se = &SendError{Provider: "sender", Temporary: true, Detail: err.Error()}
+			se = &SendError{Provider: "sender", Fault: TemporaryFault, Detail: err.Error()}
 		}
-		label, class := "failed_permanent", "configuration"
-		switch {
-		case se.Temporary:
-			label, class = "failed_temporary", "temporary"
-		case se.Number:
-			class = "number"
+		label, class := "failed_permanent", se.Fault
+		if class == DestinationFault { // the operator's to fix, as any fault of the configuration
+			class = ConfigFault
+		}
+		if se.Fault == TemporaryFault {
+			label = "failed_temporary"
 		}
 		results.WithLabelValues(label).Inc()
 		msg, level := "sender error", o.logger.Error
-		if se.Number { // not the site's fault: the visitor is told, the operator need not act
+		if se.Fault == NumberFault { // not the site's fault: the visitor is told, the operator need not act
 			msg, level = "number refused by the provider", o.logger.Info
 		}
 		provider := sent.Provider
@@ -112,7 +112,7 @@ func (o *observer) delivered(d delivery, sent Sent, state string, took time.Dura
 			provider = se.Provider
 		}
 		level(msg, zap.String("phone", phone), zap.String("channel", d.channel), zap.String("provider", provider),
-			zap.Int("status", se.Status), zap.String("class", class), zap.Bool("temporary", se.Temporary),
+			zap.Int("status", se.Status), zap.Stringer("class", class), zap.Bool("temporary", se.Fault == TemporaryFault),
 			zap.String("reason", se.Reason), zap.String("detail", se.Detail), zap.String("delivery", state))
 	}
 	o.emit(eventCodeSent, "phone", phone, "channel", d.channel, "delivery", state, "client_ip", d.client)

@@ -28,35 +28,35 @@ func newOutbox(size, perClient, perRange int) *outbox {
 }
 
 // reserve takes a slot for the client address, or says there is none.
-func (o *outbox) reserve(client string) bool {
+func (ob *outbox) reserve(client string) bool {
 	addr, rng := limitAddr(client), limitRange(client)
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.inFlight >= o.size || o.byClient[addr] >= o.perClient || o.byClient[rng] >= o.perRange {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.inFlight >= ob.size || ob.byClient[addr] >= ob.perClient || ob.byClient[rng] >= ob.perRange {
 		return false
 	}
-	o.inFlight++
-	o.byClient[addr]++
-	o.byClient[rng]++
+	ob.inFlight++
+	ob.byClient[addr]++
+	ob.byClient[rng]++
 	return true
 }
 
 // release gives back the client address's slot.
-func (o *outbox) release(client string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.inFlight--
+func (ob *outbox) release(client string) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	ob.inFlight--
 	for _, k := range []string{limitAddr(client), limitRange(client)} {
-		if o.byClient[k]--; o.byClient[k] <= 0 {
-			delete(o.byClient, k)
+		if ob.byClient[k]--; ob.byClient[k] <= 0 {
+			delete(ob.byClient, k)
 		}
 	}
 }
 
 // run runs job in the background on client's reserved slot, which it gives back when done.
-func (o *outbox) run(client string, job func()) {
+func (ob *outbox) run(client string, job func()) {
 	go func() {
-		defer o.release(client)
+		defer ob.release(client)
 		job()
 	}()
 }

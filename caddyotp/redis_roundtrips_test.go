@@ -98,7 +98,7 @@ func TestSignInRedisRoundTrips(t *testing.T) {
 			t.Fatalf("verify: %+v", o)
 		}
 		steps["verify"] = counter.take()
-		s, _, err := h.signins.issue(phone, false)
+		s, _, err := h.signins.newSessions(phone, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -79,22 +79,45 @@ const (
 // ErrForgedReceipt is a receipt whose signature does not verify.
 var ErrForgedReceipt = errors.New("the receipt's signature does not verify")
 
-// SendError is a provider's refusal or failure.
+// SendError is a provider's refusal or failure; its Fault says whose it is.
 type SendError struct {
-	Provider  string
-	Status    int  // the provider's HTTP status, 0 if there was no answer
-	Temporary bool // true when the same message may go through later (5xx, 429, timeout, dropped connection)
-	// Number is true when the refusal belongs to the visitor's number (not a valid number, not
-	// a mobile, the recipient opted out): another provider would refuse it too. Neither
-	// Temporary nor Number: a configuration fault (credentials, permissions) the operator must fix.
-	Number bool
-	// Destination is true for a configuration fault that only some numbers meet (a region the
-	// account may not text): failover moves on, as for any configuration fault, but it does not
-	// count against the provider's breaker, since whoever types such numbers could otherwise
-	// open it for everyone.
-	Destination bool
-	Reason      string // Number: which refusal, "invalid", "landline" or "blocked"; else ""
-	Detail      string // a bounded, secret-free description for the log
+	Provider string
+	Status   int // the provider's HTTP status, 0 if there was no answer
+	Fault    Fault
+	Reason   string // NumberFault: which refusal, "invalid", "landline" or "blocked"; else ""
+	Detail   string // a bounded, secret-free description for the log
+}
+
+// Fault is whose fault a failed send is, which says what may fix it.
+type Fault int
+
+const (
+	// ConfigFault: the sender's configuration (credentials, permissions, from), which the
+	// operator must fix. A SendError that says nothing more is one.
+	ConfigFault Fault = iota
+	// TemporaryFault: the same message may go through later (5xx, 429, a timeout, a dropped
+	// connection).
+	TemporaryFault
+	// NumberFault: the visitor's number (not a valid number, not a mobile, the recipient opted
+	// out): another provider would refuse it too.
+	NumberFault
+	// DestinationFault: a configuration fault that only some numbers meet (a region the account
+	// may not text): failover moves on, as for any configuration fault, but it does not count
+	// against the provider's breaker, since whoever types such numbers could otherwise open it
+	// for everyone.
+	DestinationFault
+)
+
+func (f Fault) String() string {
+	switch f {
+	case TemporaryFault:
+		return "temporary"
+	case NumberFault:
+		return "number"
+	case DestinationFault:
+		return "destination"
+	}
+	return "configuration"
 }
 
 func (e *SendError) Error() string {

@@ -49,7 +49,7 @@ func (c *apiClient) post(ctx context.Context, endpoint string, form url.Values) 
 
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return "", &SendError{Provider: c.provider, Temporary: true, Detail: transportDetail(ctx, err)}
+		return "", &SendError{Provider: c.provider, Fault: TemporaryFault, Detail: transportDetail(ctx, err)}
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

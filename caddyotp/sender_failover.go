@@ -123,14 +123,14 @@ func (f *Failover) try(ctx context.Context, channel string, do func(*provider) (
 		}
 		var se *SendError
 		if !errors.As(err, &se) {
-			se = &SendError{Provider: p.name, Temporary: true, Detail: err.Error()}
+			se = &SendError{Provider: p.name, Fault: TemporaryFault, Detail: err.Error()}
 		}
 		switch {
-		case se.Number:
+		case se.Fault == NumberFault:
 			b.settle(f.now(), answered, trial) // it answered: it works, whatever it thinks of this number
 			metrics.providerSends.WithLabelValues(p.name, "refused_number").Inc()
 			return sent, true, err
-		case se.Destination && !f.RegionFailover:
+		case se.Fault == DestinationFault && !f.RegionFailover:
 			b.settle(f.now(), answered, trial)
 			metrics.providerSends.WithLabelValues(p.name, "refused_region").Inc()
 			return sent, true, err
@@ -141,15 +141,15 @@ func (f *Failover) try(ctx context.Context, channel string, do func(*provider) (
 		} else {
 			b.settle(f.now(), answered, trial) // it answered; the fault is the request's, the next provider may not share it
 		}
-		if se.Destination {
+		if se.Fault == DestinationFault {
 			result = "refused_region"
 		}
-		if se.Temporary {
+		if se.Fault == TemporaryFault {
 			result, temporary = "failed_temporary", true
 		}
 		metrics.providerSends.WithLabelValues(p.name, result).Inc()
 		f.logger.Warn("provider failed, trying the next", zap.String("provider", p.name), zap.String("channel", channel),
-			zap.Int("status", se.Status), zap.Bool("temporary", se.Temporary), zap.String("detail", se.Detail))
+			zap.Int("status", se.Status), zap.Bool("temporary", se.Fault == TemporaryFault), zap.String("detail", se.Detail))
 		failures = append(failures, p.name+": "+se.Error())
 		return sent, false, nil
 	}
@@ -176,7 +176,11 @@ func (f *Failover) try(ctx context.Context, channel string, do func(*provider) (
 	if !any {
 		return Sent{}, &SendError{Provider: "failover", Detail: "no sender of the failover can " + channel}
 	}
-	return Sent{}, &SendError{Provider: "failover", Temporary: temporary, Detail: "every provider failed: " + strings.Join(failures, "; ")}
+	fault := ConfigFault
+	if temporary {
+		fault = TemporaryFault
+	}
+	return Sent{}, &SendError{Provider: "failover", Fault: fault, Detail: "every provider failed: " + strings.Join(failures, "; ")}
 }
 
 // hand runs do on p. A panic of the sender ends the try as the provider's trouble, so that a

@@ -153,13 +153,16 @@ var namesTo = regexp.MustCompile(`\bTo\b`)
 // restcommError reads an error answer: 401/403/400 are configuration or input problems that
 // retrying will not fix; 5xx and 429 are temporary.
 func restcommError(status int, body []byte) *SendError {
-	se := &SendError{Detail: responseDetail(status, body), Temporary: status >= 500 || status == http.StatusTooManyRequests}
+	se := &SendError{Detail: responseDetail(status, body)}
+	if status >= 500 || status == http.StatusTooManyRequests {
+		se.Fault = TemporaryFault
+	}
 	// A 400 is a bad number or message. Only one that names To (and not From, nor a missing
 	// field: "... can not be null.") is the visitor's number; anything else is the gate's own
 	// configuration, which the next provider may not share.
 	text := string(body)
 	if status == http.StatusBadRequest && namesTo.MatchString(text) && !strings.Contains(text, "From") && !strings.Contains(text, "null") {
-		se.Number, se.Reason = true, "invalid"
+		se.Fault, se.Reason = NumberFault, "invalid"
 	}
 	return se
 }

@@ -88,8 +88,8 @@ func TestRestcommErrorsAreClassifiedAndHoldNoSecrets(t *testing.T) {
 			if !errors.As(err, &se) {
 				t.Fatalf("error %v is not a *SendError", err)
 			}
-			if se.Status != tc.status || se.Temporary != tc.temporary {
-				t.Errorf("status %d temporary %v, want %d %v", se.Status, se.Temporary, tc.status, tc.temporary)
+			if se.Status != tc.status || (se.Fault == TemporaryFault) != tc.temporary {
+				t.Errorf("status %d temporary %v, want %d %v", se.Status, (se.Fault == TemporaryFault), tc.status, tc.temporary)
 			}
 			if !strings.Contains(err.Error(), tc.mentions) {
 				t.Errorf("error %q does not mention %q", err, tc.mentions)
@@ -135,11 +135,11 @@ func TestRestcommValidateExplainsMissingSettings(t *testing.T) {
 // next provider can send.
 func TestRestcomm400AboutFromIsAConfigurationFault(t *testing.T) {
 	for _, body := range []string{"Invalid From number: ExampleCo", "From can not be null.", "Bad request"} {
-		if se := restcommError(400, []byte(body)); se.Number || se.Temporary {
-			t.Errorf("400 %q read as the number's (%v) or transient (%v)", body, se.Number, se.Temporary)
+		if se := restcommError(400, []byte(body)); (se.Fault == NumberFault) || (se.Fault == TemporaryFault) {
+			t.Errorf("400 %q read as the number's (%v) or transient (%v)", body, (se.Fault == NumberFault), (se.Fault == TemporaryFault))
 		}
 	}
-	if se := restcommError(400, []byte("Invalid To number: +2348012345678")); !se.Number {
+	if se := restcommError(400, []byte("Invalid To number: +2348012345678")); !(se.Fault == NumberFault) {
 		t.Errorf("400 naming To not read as the number's")
 	}
 }
@@ -147,7 +147,7 @@ func TestRestcomm400AboutFromIsAConfigurationFault(t *testing.T) {
 // TestRestcomm400NamesToAsAWord: "Total" and "Token" do not name the To field.
 func TestRestcomm400NamesToAsAWord(t *testing.T) {
 	for _, body := range []string{"Total message length exceeds the limit", "Token is not valid for this account"} {
-		if se := restcommError(400, []byte(body)); se.Number {
+		if se := restcommError(400, []byte(body)); se.Fault == NumberFault {
 			t.Errorf("400 %q read as the number's", body)
 		}
 	}

@@ -234,15 +234,15 @@ func twilioError(status int, body []byte) *SendError {
 	number, isNumber := twilioNumberErrors[e.Code]
 	switch {
 	case status == http.StatusTooManyRequests || e.Code == 20429:
-		se.Temporary, meaning = true, "too many requests"
+		se.Fault, meaning = TemporaryFault, "too many requests"
 	case status >= 500:
-		se.Temporary, meaning = true, "provider failure"
+		se.Fault, meaning = TemporaryFault, "provider failure"
 	case status == http.StatusUnauthorized || e.Code == 20003:
 		meaning = "credentials refused: check account_sid and auth_token (or api_key and api_secret)"
 	case isNumber:
-		se.Number, se.Reason, meaning = true, number[0], number[1]
+		se.Fault, se.Reason, meaning = NumberFault, number[0], number[1]
 	case twilioRegionErrors[e.Code]:
-		se.Destination, meaning = true, "no permission to send to this region: enable it in the provider's geographic permissions"
+		se.Fault, meaning = DestinationFault, "no permission to send to this region: enable it in the provider's geographic permissions"
 	case e.Code == 21602 || e.Code == 21603 || e.Code == 21604:
 		meaning = "a required field is missing (Body, From or To): check from or messaging_service_sid"
 	case status == http.StatusNotFound || e.Code == 20404:

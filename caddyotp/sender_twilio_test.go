@@ -128,7 +128,7 @@ func TestTwilioErrorsAreClassifiedAndHoldNoSecrets(t *testing.T) {
 		if !ok {
 			t.Fatalf("%v: error %v is not a *SendError", tc.failure, err)
 		}
-		if se.Status != tc.status || se.Temporary != tc.temporary || se.Number != tc.number || se.Reason != tc.reason || !strings.Contains(se.Detail, tc.mentions) {
+		if se.Status != tc.status || (se.Fault == TemporaryFault) != tc.temporary || (se.Fault == NumberFault) != tc.number || se.Reason != tc.reason || !strings.Contains(se.Detail, tc.mentions) {
 			t.Errorf("%v: %+v, want status %d temporary %v number %v reason %q, mentioning %q", tc.failure, se, tc.status, tc.temporary, tc.number, tc.reason, tc.mentions)
 		}
 		for _, secret := range []string{"987654", alice, tw.AuthToken} {
@@ -140,7 +140,7 @@ func TestTwilioErrorsAreClassifiedAndHoldNoSecrets(t *testing.T) {
 	tw.Fail(restcommtest.TwilioNone)
 	s.api.pass = "wrong"
 	_, err = s.Send(context.Background(), Message{To: alice, Body: "x"})
-	if se, ok := err.(*SendError); !ok || se.Status != 401 || se.Temporary || se.Number || !strings.Contains(se.Detail, "auth_token") {
+	if se, ok := err.(*SendError); !ok || se.Status != 401 || (se.Fault == TemporaryFault) || (se.Fault == NumberFault) || !strings.Contains(se.Detail, "auth_token") {
 		t.Errorf("wrong token: %v", err)
 	}
 }
@@ -176,9 +176,9 @@ func TestTwilioErrorsSayWhoseFaultTheyAre(t *testing.T) {
 	} {
 		se := twilioError(tc.status, []byte(fmt.Sprintf(`{"code":%d,"message":"m","status":%d}`, tc.code, tc.status)))
 		se.Status = tc.status // as apiClient sets it
-		if se.Number != tc.number || se.Reason != tc.reason || se.Destination != tc.region || providerTrouble(se) != tc.trouble {
+		if (se.Fault == NumberFault) != tc.number || se.Reason != tc.reason || (se.Fault == DestinationFault) != tc.region || providerTrouble(se) != tc.trouble {
 			t.Errorf("%d %d: number %v (%q), region %v, trouble %v; want %v (%q), %v, %v",
-				tc.status, tc.code, se.Number, se.Reason, se.Destination, providerTrouble(se), tc.number, tc.reason, tc.region, tc.trouble)
+				tc.status, tc.code, (se.Fault == NumberFault), se.Reason, (se.Fault == DestinationFault), providerTrouble(se), tc.number, tc.reason, tc.region, tc.trouble)
 		}
 	}
 }

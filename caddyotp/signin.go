@@ -67,8 +67,8 @@ func (si *signins) revoked(ctx context.Context, s Session) (bool, error) {
 	return revokedBy(s, own, subject), err
 }
 
-// issue makes the session for a verified subject and, when asked for and on, a trusted browser.
-func (si *signins) issue(subject string, trust bool) (s Session, device *Session, err error) {
+// newSessions makes the session for a verified subject and, when asked for and on, a trusted browser.
+func (si *signins) newSessions(subject string, trust bool) (s Session, device *Session, err error) {
 	t := si.now()
 	if s, err = si.sessions.issue(subject, t); err != nil || !trust || si.devices == nil {
 		return s, nil, err
@@ -106,7 +106,7 @@ func (si *signins) signOut(ctx context.Context, sessionCookie, deviceCookie, flo
 	if len(valid) == 0 {
 		return outcome{kind: signedOut}
 	}
-	if wait, err := si.limits.address(ctx, client); err != nil || wait > 0 {
+	if wait, err := si.limits.countAddress(ctx, client); err != nil || wait > 0 {
 		return limitedBy("ip", wait, err)
 	}
 	for _, s := range valid {
@@ -132,7 +132,7 @@ func (si *signins) signOut(ctx context.Context, sessionCookie, deviceCookie, flo
 // signIn gives the visitor the session of a verified subject, and a trusted browser when asked
 // for and on, as cookies; the flow that made them ends with its cookie.
 func (si *signins) signIn(w http.ResponseWriter, v *visit, subject string, trust bool) error {
-	s, device, err := si.issue(subject, trust)
+	s, device, err := si.newSessions(subject, trust)
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}

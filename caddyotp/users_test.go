@@ -100,7 +100,7 @@ func TestUsersFileAndItsErrors(t *testing.T) {
 func TestUserSessionHoldsOnlyWhereTheUserHasThatPhone(t *testing.T) {
 	a, _ := newUnitHandler(t, map[string]any{"users": map[string]string{"admin": alice}, "phones": nil})
 	b, _ := newUnitHandler(t, map[string]any{"users": map[string]string{"admin": bob}, "phones": nil})
-	s, _, err := a.signins.issue(userSubject("admin", alice), false)
+	s, _, err := a.signins.newSessions(userSubject("admin", alice), false)
 	if err != nil {
 		t.Fatal(err)
 	}
