@@ -103,7 +103,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) wire(w *allowlist, templates map[string]*template.Template) {
 	aud := h.audience(h.store)
 	h.sites = new(sites)
-	h.keyCheck = newKeyCheck(h.store, h.keys.subject, h.obs)
+	h.keyCheck = newKeyCheck(h.store, h.keys.subject, h.obs, h.now, keyFingerprintTTL)
 	h.cookies = &gateCookies{name: h.CookieName, flowKey: h.keys.flow, csrfKey: h.keys.csrf, aud: aud,
 		httpsSite: h.public != nil && h.public.Scheme == "https"}
 	h.limits = &limits{store: h.store, subjects: h.keys.subject, ip: *h.IPLimit, send: *h.SendLimit, lockout: *h.Lockout,
