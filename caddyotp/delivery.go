@@ -149,15 +149,31 @@ func (ds *deliveries) receive(ctx context.Context, rec *receiptRecord, state str
 
 // settle moves the delivery key on to state (with the reason of a failure that belongs to the
 // number), never back (Store.Raise), and says whether it moved: the one place a delivery's state
-// changes. A failure first ends the phone's cooldown, so that whoever sees the state may ask for
-// another code at once; a cooldown the store could not end is logged, and the state still moves.
+// changes. A failure that will move the state first ends the phone's cooldown, so that whoever
+// sees the state may ask for another code at once; and it does so once per code (a mark beside
+// the state), so that a failed receipt posted again, or after "delivered", cannot end the
+// cooldowns that later codes to the phone start. A cooldown the store could not end is logged,
+// and the state still moves.
 func (ds *deliveries) settle(ctx context.Context, key, phone, state, reason string) (bool, error) {
 	if state == deliveryFailed || state == deliveryMisconfigured {
-		if err := ds.limits.endCooldown(ctx, phone); err != nil {
+		if err := ds.endCooldownOnce(ctx, key, phone, state); err != nil {
 			ds.obs.storeFailed(err)
 		}
 	}
 	return ds.store.Raise(ctx, key, rankedWhy(state, reason), ds.codeTTL)
+}
+
+// endCooldownOnce ends phone's cooldown for the failure of the delivery key, if the failure
+// will move its state (it is not final yet) and no failure of it ended the cooldown before.
+func (ds *deliveries) endCooldownOnce(ctx context.Context, key, phone, state string) error {
+	now, err := ds.store.Get(ctx, key)
+	if err != nil || len(now) > 0 && now[0] >= deliveryRank[state] {
+		return err
+	}
+	if first, err := ds.store.Raise(ctx, key+":cool", ranked(state), ds.codeTTL); err != nil || !first {
+		return err
+	}
+	return ds.limits.endCooldown(ctx, phone)
 }
 
 // queue gives flow f a new code, which kills the previous one, saves the flow with its

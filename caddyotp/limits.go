@@ -198,17 +198,24 @@ func (l *limits) lockedFor(ctx context.Context, phoneKey, pairKey string) (time.
 	if err != nil {
 		return 0, err
 	}
-	return lockWait(got, now), nil
+	return l.lockWait(got, now), nil
 }
 
-// lockWait is how long after now the longest lock a Tally found still runs, or 0.
-func lockWait(got Tallied, now time.Time) time.Duration {
+// lockWait is how long after now the longest lock a Tally found still runs, or 0 if none held.
+// The store's word that one held is the one that counts: held, but with no time to come that
+// its value says (a value that is no time holds, failing closed), it runs the lockout window.
+func (l *limits) lockWait(got Tallied, now time.Time) time.Duration {
+	if !got.Held {
+		return 0
+	}
 	var wait time.Duration
 	for _, v := range got.Locks {
-		if v != nil {
-			until, _ := strconv.ParseInt(string(v), 10, 64)
+		if until, err := strconv.ParseInt(string(v), 10, 64); v != nil && err == nil {
 			wait = max(wait, time.Unix(0, until).Sub(now))
 		}
+	}
+	if wait <= 0 {
+		wait = max(time.Duration(l.lockout.Window), time.Second)
 	}
 	return wait
 }
@@ -237,7 +244,7 @@ func (l *limits) countTry(ctx context.Context, phone, client string) (tries, tim
 	if err != nil {
 		return tries{}, 0, err
 	}
-	if wait := lockWait(got, now); wait > 0 {
+	if wait := l.lockWait(got, now); wait > 0 {
 		return tries{}, wait, nil
 	}
 	var n tries

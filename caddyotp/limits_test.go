@@ -543,3 +543,37 @@ func wantRetryAfter(t *testing.T, what string, r response, max time.Duration) {
 		t.Errorf("%s: the page does not say how long to wait: %.300s", what, r.body)
 	}
 }
+
+// TestALockThatSaysNoTimeFailsClosed: a lock whose value is no time in decimal digits (the gate
+// writes none such, but a store is shared) holds, in the memory store here and in Redis in
+// TestALockThatSaysNoTimeFailsClosedInRedis: no try is compared, counted or not.
+func TestALockThatSaysNoTimeFailsClosed(t *testing.T) {
+	lockThatSaysNoTimeFailsClosed(t, provisionStore(t, &MemoryStore{Name: t.Name()}))
+}
+
+func lockThatSaysNoTimeFailsClosed(t *testing.T, s Store) {
+	l := &limits{store: s, subjects: []byte("key"), lockout: defaultLockout, now: time.Now, obs: &observer{logger: zap.NewNop()}}
+	ctx := t.Context()
+	for i, v := range []string{"-1000000000000000000", "01900000000000000000000", "not a time at all....", "1.9e18"} {
+		client := fmt.Sprintf("198.51.100.%d", i+1)
+		phoneKey, pairKey := l.lockKeys(alice, client)
+		if err := s.Set(ctx, lockKey(pairKey), []byte(v), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		for try := 0; try < 3; try++ {
+			n, wait, err := l.countTry(ctx, alice, client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wait <= 0 {
+				t.Fatalf("lock %q: try %d may be compared (counts %+v)", v, try, n)
+			}
+		}
+		if wait, err := l.lockedFor(ctx, phoneKey, pairKey); err != nil || wait <= 0 {
+			t.Errorf("lock %q: a new code is not refused (%v, %v)", v, wait, err)
+		}
+		if err := s.Delete(ctx, lockKey(pairKey)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

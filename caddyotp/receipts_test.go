@@ -3,6 +3,7 @@ package caddyotp
 import (
 	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -169,5 +170,118 @@ func TestSimulatedCourseFollowsTheReceiptsOfARealDelivery(t *testing.T) {
 	}
 	if n := len(tw.Messages()); n != 1 {
 		t.Errorf("%d messages sent, want 1 (none to the stranger)", n)
+	}
+}
+
+// restcommUnitHandler is a unit handler (no server) whose sender is Restcomm against the fake,
+// so that real receipt tokens are sealed.
+func restcommUnitHandler(t *testing.T, extra map[string]any) (*Handler, *restcommtest.Server) {
+	sms := restcommtest.NewServer()
+	t.Cleanup(sms.Close)
+	cfg := map[string]any{
+		"sender": map[string]any{"module": "restcomm", "account_sid": sms.AccountSID, "auth_token": sms.AuthToken,
+			"from": "+12015550100", "base_url": sms.BaseURL()},
+		"ip_limit":   map[string]any{"count": 1000, "window": "10m"},
+		"send_limit": map[string]any{"count": 5, "window": "10m"},
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	h, _ := newUnitHandler(t, cfg)
+	return h, sms
+}
+
+// postReceiptTo posts a Restcomm receipt with status to the callback URL a message named.
+func postReceiptTo(t *testing.T, h *Handler, callback, status string) int {
+	t.Helper()
+	path := callback[strings.Index(callback, "/.otp/receipt/"):]
+	form := url.Values{"MessageSid": {"SM1"}, "SmsSid": {"SM1"}, "MessageStatus": {status}, "SmsStatus": {status}}
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	if err := serveAs(h, w, r, "203.0.113.9"); err != nil {
+		t.Fatal(err)
+	}
+	return w.Code
+}
+
+// sendStatus is the status POST /send answers for phone, from a browser of its own.
+func sendStatus(t *testing.T, h *Handler, phone string) int {
+	t.Helper()
+	w, r := postForm(t, h, "/.otp/send", url.Values{"phone": {phone}})
+	if err := serve(h, w, r); err != nil {
+		t.Fatal(err)
+	}
+	return w.Code
+}
+
+// TestAFailedReceiptAfterDeliveredKeepsTheCooldown: a "failed" receipt that does not move the
+// state (it came after "delivered") does not end the phone's resend_after: a receipt token
+// lives for code_ttl, and its holder must not end the cooldowns that other flows to the same
+// phone start.
+func TestAFailedReceiptAfterDeliveredKeepsTheCooldown(t *testing.T) {
+	h, sms := restcommUnitHandler(t, nil)
+	clock.Advance(time.Minute)
+	if c := sendStatus(t, h, alice); c != http.StatusSeeOther {
+		t.Fatalf("first send: %d", c)
+	}
+	msgs, err := sms.WaitMessages(1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := msgs[0].StatusCallback
+	if cb == "" {
+		t.Fatal("no StatusCallback")
+	}
+	time.Sleep(100 * time.Millisecond) // let the delivery settle at "sent"
+	if c := postReceiptTo(t, h, cb, "delivered"); c != http.StatusNoContent {
+		t.Fatalf("delivered receipt: %d", c)
+	}
+	// The cooldown runs: another browser is refused.
+	if c := sendStatus(t, h, alice); c != http.StatusTooManyRequests {
+		t.Fatalf("second send inside resend_after: %d, want 429", c)
+	}
+	bypassed := 0
+	for i := 0; i < 4; i++ {
+		// A failed receipt after delivered: the state does not move...
+		postReceiptTo(t, h, cb, "failed")
+		// ...but does the cooldown end?
+		if c := sendStatus(t, h, alice); c == http.StatusSeeOther {
+			bypassed++
+		}
+	}
+	if bypassed > 0 {
+		t.Errorf("%d sends inside resend_after went through after a failed receipt that did not move the state (delivered first)", bypassed)
+	}
+}
+
+// TestAReplayedFailedReceiptKeepsTheCooldown: the first "failed" receipt moves the state and
+// ends the cooldown, so that the visitor may ask again at once; a replay of it moves nothing and
+// does not end the cooldown of the code asked for since.
+func TestAReplayedFailedReceiptKeepsTheCooldown(t *testing.T) {
+	h, sms := restcommUnitHandler(t, nil)
+	clock.Advance(time.Minute)
+	if c := sendStatus(t, h, alice); c != http.StatusSeeOther {
+		t.Fatalf("first send: %d", c)
+	}
+	msgs, err := sms.WaitMessages(1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := msgs[0].StatusCallback
+	time.Sleep(100 * time.Millisecond)
+	postReceiptTo(t, h, cb, "failed") // genuine: ends the cooldown once
+	if c := sendStatus(t, h, alice); c != http.StatusSeeOther {
+		t.Fatalf("send after a genuine failure: %d, want 303", c)
+	}
+	bypassed := 0
+	for i := 0; i < 3; i++ {
+		postReceiptTo(t, h, cb, "failed") // replay
+		if c := sendStatus(t, h, alice); c == http.StatusSeeOther {
+			bypassed++
+		}
+	}
+	if bypassed > 0 {
+		t.Errorf("%d sends inside resend_after went through after replays of one failed receipt", bypassed)
 	}
 }

@@ -58,9 +58,10 @@ type Tally struct {
 	TTL      time.Duration
 }
 
-// Tallied is what a Tally found: the locks' values (nil where none), and the counts of the
-// counters it incremented, in order (none if a lock held).
+// Tallied is what a Tally found: whether a lock held (then nothing was counted), the locks'
+// values (nil where none), and the counts of the counters it incremented, in order.
 type Tallied struct {
+	Held   bool
 	Locks  [][]byte
 	Counts []int64
 }
@@ -195,8 +196,9 @@ func (r *revocations) merge(all map[[16]byte]revocation, now int64) {
 	r.revs, r.swept = all, len(all)
 }
 
-// holds says whether a lock whose value is v (Tally.Locks) holds at now.
+// holds says whether a lock whose value is v (Tally.Locks) holds at now. A value that is not a
+// time in decimal digits holds: a lock fails closed.
 func holds(v []byte, now int64) bool {
-	until, err := strconv.ParseInt(string(v), 10, 64)
-	return err == nil && until > now
+	until, err := strconv.ParseUint(string(v), 10, 63)
+	return err != nil || int64(until) > now
 }

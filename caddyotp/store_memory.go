@@ -181,6 +181,7 @@ func (s *MemoryStore) Tally(_ context.Context, t Tally) (Tallied, error) {
 		locked = locked || b != nil && holds(b, t.Now)
 	}
 	if locked {
+		out.Held = true
 		return out, nil
 	}
 	for i, k := range t.Counters {

@@ -201,13 +201,14 @@ func (s *RedisStore) Incr(ctx context.Context, key string, ttl time.Duration) (i
 // tallyScript is Tally in one round trip: KEYS are the locks (ARGV[1] of them), then the
 // counters; ARGV[2] is Now and ARGV[3] the counters' TTL in milliseconds, then one cap per
 // counter. A missing lock reads as false. Lock times are compared as decimal strings of the
-// same length (Lua's numbers would round nanoseconds).
+// same length (Lua's numbers would round nanoseconds); a value that is not decimal digits
+// holds, as in holds.
 var tallyScript = redis.NewScript(`
 local locks, nl, now, held = {}, tonumber(ARGV[1]), ARGV[2], false
 for i = 1, nl do
   local v = redis.call("GET", KEYS[i])
   locks[i] = v
-  if v and (#v > #now or (#v == #now and v > now)) then held = true end
+  if v and (not v:match("^%d+$") or #v > #now or (#v == #now and v > now)) then held = true end
 end
 local counts = {}
 if not held then
@@ -218,7 +219,7 @@ if not held then
     if n > tonumber(ARGV[3 + i - nl]) then break end
   end
 end
-return {locks, counts}`)
+return {locks, counts, held and 1 or 0}`)
 
 func (s *RedisStore) Tally(ctx context.Context, t Tally) (Tallied, error) {
 	keys := make([]string, 0, len(t.Locks)+len(t.Counters))
@@ -234,9 +235,11 @@ func (s *RedisStore) Tally(ctx context.Context, t Tally) (Tallied, error) {
 		return Tallied{}, err
 	}
 	var out Tallied
-	if len(v) != 2 {
+	if len(v) != 3 {
 		return out, fmt.Errorf("redis store: tally answered %d values", len(v))
 	}
+	held, _ := v[2].(int64)
+	out.Held = held == 1
 	locks, _ := v[0].([]any)
 	for i := range t.Locks {
 		var b []byte

@@ -97,3 +97,9 @@ func TestRedisClusterFromOneSeedAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestALockThatSaysNoTimeFailsClosedInRedis is TestALockThatSaysNoTimeFailsClosed in Redis,
+// whose script judges the lock.
+func TestALockThatSaysNoTimeFailsClosedInRedis(t *testing.T) {
+	lockThatSaysNoTimeFailsClosed(t, provisionStore(t, startRedis(t).store("nolock:")))
+}

@@ -19,7 +19,9 @@ func attemptsKey(flowID string, codeHash []byte) string {
 }
 
 // deliveryKey holds a code's delivery state: per code, so that a late answer about an old code
-// cannot overwrite the state of the one that replaced it.
+// cannot overwrite the state of the one that replaced it. Beside it, deliveryKey+":end" marks
+// that its ending was recorded (endOnce), and deliveryKey+":cool" that its failure ended the
+// phone's cooldown (endCooldownOnce).
 func deliveryKey(flowID string, codeHash []byte) string {
 	return "dlv:" + flowID + ":" + hex.EncodeToString(codeHash[:8])
 }
