@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -25,7 +26,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "otp",
-		Usage: "export-templates <dir> | send-test --config <file> <phone> | revoke [--address <addr>] <phone> | --user <name>",
+		Usage: "export-templates <dir> | send-test [--config <file>] <phone> | revoke [--address <addr>] <phone> | --user <name>",
 		Short: "Tools for the otp gate",
 		Long: `Tools for the otp gate.
 
@@ -33,9 +34,12 @@ export-templates writes the embedded pages to <dir>, as a start for the otp
 handler's "templates" option. It refuses to overwrite existing files.
 
 send-test sends one test SMS (no code in it) to <phone> through the sender of
-the first otp handler in the config, and prints the provider's answer: a way to
-check credentials and the sender number before going live. Through a failover
-sender it says which provider answered.
+the first otp handler in the config (--config, else ./Caddyfile, as caddy run
+finds it), and prints the provider's answer: a way to check credentials and the
+sender number before going live. Through a failover sender it says which
+provider answered.
+
+A phone number may be typed with spaces, unquoted: +1 201 555 0123.
 
 revoke ends every session and trusted browser of a phone, or of a user, on every
 otp gate of the running Caddy (and, through a shared store, on every instance).
@@ -43,23 +47,23 @@ It calls the admin API (POST /otp/revoke), found as caddy reload finds it: the
 --address flag, else the admin address of --config, else the default.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			send := &cobra.Command{
-				Use:   "send-test --config <file> [--adapter <name>] <phone>",
+				Use:   "send-test [--config <file>] [--adapter <name>] <phone>",
 				Short: "Send a test SMS through the configured sender",
-				Args:  cobra.ExactArgs(1),
 				RunE: func(cmd *cobra.Command, args []string) error {
+					if len(args) == 0 {
+						return errors.New("give the phone number to send the test SMS to, e.g. +12015550123")
+					}
 					config, _ := cmd.Flags().GetString("config")
 					adapter, _ := cmd.Flags().GetString("adapter")
-					return sendTest(cmd.Context(), cmd.OutOrStdout(), config, adapter, args[0])
+					return sendTest(cmd.Context(), cmd.OutOrStdout(), config, adapter, typedPhone(args))
 				},
 			}
-			send.Flags().StringP("config", "c", "", "the Caddy config file (Caddyfile or JSON)")
+			send.Flags().StringP("config", "c", "", "the Caddy config file (Caddyfile or JSON); default: ./Caddyfile")
 			send.Flags().StringP("adapter", "a", "", "the config adapter, if the file name does not tell")
-			_ = send.MarkFlagRequired("config")
 			cmd.AddCommand(send)
 			revoke := &cobra.Command{
 				Use:   "revoke [--address <addr>] [--config <file> [--adapter <name>]] <phone> | --user <name>",
 				Short: "End every session of a phone or a user, on every instance",
-				Args:  cobra.MaximumNArgs(1),
 				RunE: func(cmd *cobra.Command, args []string) error {
 					address, _ := cmd.Flags().GetString("address")
 					config, _ := cmd.Flags().GetString("config")
@@ -69,8 +73,10 @@ It calls the admin API (POST /otp/revoke), found as caddy reload finds it: the
 					switch {
 					case user != "" && len(args) == 0:
 						req.User = user
-					case user == "" && len(args) == 1:
-						req.Phone = args[0]
+					case user == "" && len(args) > 0:
+						req.Phone = typedPhone(args)
+					case user == "":
+						return errors.New("give the phone number whose sessions to end, e.g. +12015550123, or --user NAME")
 					default:
 						return errors.New("give a phone number, or --user NAME, not both")
 					}
@@ -108,6 +114,9 @@ func sendTest(ctx context.Context, out io.Writer, configFile, adapter, phone str
 	cfg, _, _, err := caddycmd.LoadConfig(configFile, adapter)
 	if err != nil {
 		return err
+	}
+	if configFile == "" {
+		configFile = "./Caddyfile"
 	}
 	var doc any
 	if err := json.Unmarshal(cfg, &doc); err != nil {
@@ -237,3 +246,7 @@ func revokeCommand(out io.Writer, address, config, adapter string, req revokeReq
 	fmt.Fprintf(out, "revoked every session and trusted browser of %s (%d record(s) written)\n", answer.Revoked, answer.Records)
 	return nil
 }
+
+// typedPhone is a phone number as the command line split it: "+1 201 555 0123" unquoted is four
+// arguments, and one number.
+func typedPhone(args []string) string { return strings.Join(args, " ") }

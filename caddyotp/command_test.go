@@ -115,3 +115,39 @@ func TestSendTestCommandWorksWithEverySenderAndNamesTheProvider(t *testing.T) {
 		t.Errorf("send-test through failover to log: %v\n%s", err, out)
 	}
 }
+
+// TestCommandsTakeNumbersAsPeopleTypeThem: `caddy otp send-test +1 201 555 0145` and `caddy otp
+// revoke +1 201 555 0123` take the number unquoted, send-test finds ./Caddyfile as caddy run
+// does, and either command without a number says what is missing.
+func TestCommandsTakeNumbersAsPeopleTypeThem(t *testing.T) {
+	bin := buildCaddy(t)
+	sms := restcommtest.NewServer()
+	defer sms.Close()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("http://localhost:1 {\n\totp {\n\t\t%s\n\t\tphones %s\n\t}\n\trespond \"in\"\n}\n", senderBlock(sms, sms.AuthToken), alice)
+	writeFile(t, filepath.Join(dir, "Caddyfile"), cfg)
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"otp"}, args...)...)
+		cmd.Dir, cmd.Env = dir, append(os.Environ(), "HOME="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("send-test", "+1", "201", "555", "0145")
+	if msgs := sms.Messages(); err != nil || len(msgs) != 1 || msgs[0].To != bob {
+		t.Fatalf("send-test with ./Caddyfile and the number in four words: %v %+v\n%s", err, msgs, out)
+	}
+	for _, args := range [][]string{{"send-test"}, {"revoke", "--address", "localhost:2999"}} {
+		out, err := run(args...)
+		if err == nil || !strings.Contains(out, "phone number") || !strings.Contains(out, "+12015550123") {
+			t.Errorf("%v without a number: %v\n%s", args, err, out)
+		}
+	}
+
+	g := startGate(t, "")
+	v := newVisitor(t)
+	v.signIn(g, alice)
+	if out, err := run("revoke", "--address", "localhost:2999", "+1", "201", "555", "0123"); err != nil || !strings.Contains(out, maskPhone(alice)) {
+		t.Fatalf("revoke with the number in four words: %v\n%s", err, out)
+	}
+	wantStatus(t, "alice after the revoke", v.get("/"), http.StatusSeeOther)
+}
