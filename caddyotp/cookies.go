@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -122,7 +123,21 @@ func cookieValue(r *http.Request, name string) string {
 
 // strip removes the gate's cookies from the request before it goes upstream: the site behind
 // the gate never sees a session or flow token. It rewrites the header in place.
-func (c *gateCookies) strip(r *http.Request) {
+func (c *gateCookies) strip(r *http.Request) { c.stripRemembering(r, nil) }
+
+// A strippedLine is a Cookie line and what strip makes of it.
+type strippedLine struct{ line, kept string }
+
+// maxRememberedLine bounds the Cookie lines that stripRemembering keeps. There is one per
+// remembered session cookie (verifiedSlots of a gate at most), so with the lines stripped they
+// take 16 MiB at the very most, for 8,192 live sessions of one gate each sending a line this
+// long; a longer line is stripped every time and not kept.
+const maxRememberedLine = 1024
+
+// stripRemembering is strip, with the last line it stripped for one session cookie remembered
+// in memo (nil: none): a browser sends the same Cookie line request after request, and an
+// exact match gives the same result without reading the line again.
+func (c *gateCookies) stripRemembering(r *http.Request, memo *atomic.Pointer[strippedLine]) {
 	lines := r.Header["Cookie"]
 	kept := lines[:0]
 	for _, line := range lines {
@@ -130,7 +145,19 @@ func (c *gateCookies) strip(r *http.Request) {
 			kept = append(kept, line)
 			continue
 		}
-		if line = c.stripLine(line); line != "" {
+		if memo == nil {
+			line = c.stripLine(line)
+		} else if m := memo.Load(); m != nil && m.line == line {
+			line = m.kept
+		} else if len(line) <= maxRememberedLine {
+			line = strings.Clone(line) // not a piece of whatever buffer the request was read into
+			m = &strippedLine{line, c.stripLine(line)}
+			memo.Store(m)
+			line = m.kept
+		} else {
+			line = c.stripLine(line)
+		}
+		if line != "" {
 			kept = append(kept, line)
 		}
 	}

@@ -48,7 +48,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", a.name)
-	h.cookies.strip(r)
+	h.cookies.stripRemembering(r, a.lines)
 	return next.ServeHTTP(w, r)
 }
 

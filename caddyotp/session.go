@@ -76,7 +76,8 @@ type verifiedTable [verifiedSlots]atomic.Pointer[verifiedCookie]
 // verifiedCookie is a session cookie whose signature was checked, and what the hot path needs
 // of it, worked out once: its session, its subject's name for {http.auth.user.id} (boxed, so that
 // handing it to Caddy's replacer allocates nothing), and its time limits under the codec's ttl
-// and idle as instants. It never changes once made.
+// and idle as instants. None of that changes once made; lines is the last Cookie line a request
+// with this cookie carried, and that line without the gate's cookies (see stripRemembering).
 type verifiedCookie struct {
 	value string
 	s     Session
@@ -84,6 +85,7 @@ type verifiedCookie struct {
 	// refused from ends on (the cookie's expiry, or issue + ttl if sooner); with an idle limit,
 	// refused after idleEnds (seen + idle), re-issued from slides on (seen + idle/10)
 	ends, idleEnds, slides time.Time
+	lines                  atomic.Pointer[strippedLine]
 }
 
 type sessionScratch struct {

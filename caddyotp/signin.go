@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,13 +33,14 @@ func (si *signins) current(ctx context.Context, sessionCookie string, deviceCook
 }
 
 // An admission is what lets a request through: the visitor's session, the name the site behind
-// the gate knows the visitor by (for {http.auth.user.id}), and whether the session cookie is to
-// be set: a new session made from a trusted browser (fresh), or one whose idle limit is due to
-// slide.
+// the gate knows the visitor by (for {http.auth.user.id}), whether the session cookie is to be
+// set: a new session made from a trusted browser (fresh), or one whose idle limit is due to
+// slide, and where the session cookie's last Cookie line is remembered (nil for a new session).
 type admission struct {
 	s            Session
 	name         any
 	fresh, slide bool
+	lines        *atomic.Pointer[strippedLine]
 }
 
 // admit is current at t, for the hot path: it also says what the request is to carry on with,
@@ -49,7 +51,7 @@ func (si *signins) admit(ctx context.Context, t time.Time, sessionCookie string,
 		if !ok {
 			return admission{}, false, err
 		}
-		return admission{s: v.s, name: v.name, slide: si.sessions.slidesAt(v, t)}, true, nil
+		return admission{s: v.s, name: v.name, slide: si.sessions.slidesAt(v, t), lines: &v.lines}, true, nil
 	}
 	d, ok, err := si.valid(ctx, si.devices, deviceCookie(), user, t)
 	if !ok || err != nil {
