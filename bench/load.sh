@@ -13,6 +13,7 @@ PIN=${PIN:-1}                 # pin Caddy (GOMAXPROCS=1) to CPU 0 and wrk to CPU
 CADDY=${CADDY:-}              # a Caddy binary built before (say, of another commit) instead of building this tree
 AGAINST=${AGAINST:-}          # a second Caddy binary: both run, and every round runs every target on each, interleaved
 PROFILE=${PROFILE:-}          # a directory: after the rounds, one more run per target with a CPU profile of Caddy there
+PORTS=${PORTS:-18080}         # the sites listen on PORTS+1 to PORTS+5 (AGAINST's on PORTS+101 to PORTS+105)
 
 command -v wrk >/dev/null || { echo "bench/load.sh needs wrk: apt-get install -y wrk" >&2; exit 1; }
 work=$(mktemp -d)
@@ -113,8 +114,13 @@ CADDY
 	[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Cookie: auth_session=bench' "http://127.0.0.1:$((base + 3))/")" = 200 ] || { echo "forward_auth refused" >&2; exit 1; }
 }
 
-start_caddy A "$work/caddy" 18080
-[ -z "$AGAINST" ] || start_caddy B "$work/caddy-B" 18180
+for base in $PORTS ${AGAINST:+$((PORTS + 100))}; do # fail early, not with a Caddy that could not listen
+	for p in $(seq $((base + 1)) $((base + 5))) $((base + 19)); do
+		! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "port $p is taken: choose other PORTS" >&2; exit 1; }
+	done
+done
+start_caddy A "$work/caddy" "$PORTS"
+[ -z "$AGAINST" ] || start_caddy B "$work/caddy-B" $((PORTS + 100))
 
 # Every target gets the same cookies, as a browser sends them to every route of a site: the
 # difference between the targets is then what the gate (or forward_auth) costs, not header size.
@@ -179,14 +185,14 @@ if [ -n "$PROFILE" ]; then
 	# Outside the measured rounds: the profiler's own cost stays out of the numbers above.
 	secs=${DURATION%s}
 	[[ "$secs" =~ ^[0-9]+$ ]] && [ "$secs" -gt 3 ] && secs=$((secs - 2)) || secs=5
-	base=18080
+	base=$PORTS
 	for b in $builds; do
 		for target in $targets; do
 			curl -s -o "$PROFILE/$b-$target.pprof" "http://127.0.0.1:$((base + 19))/debug/pprof/profile?seconds=$secs" &
 			"${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -H "$(header "$b")" "http://127.0.0.1:${ports[$b/$target]}/" >/dev/null
 			wait $!
 		done
-		base=18180
+		base=$((PORTS + 100))
 	done
 	cp "$work/caddy" "$PROFILE/caddy-A"
 	[ -z "$AGAINST" ] || cp "$work/caddy-B" "$PROFILE/caddy-B"
