@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // The gate's cookies: the session's is named cookie_name, the others add a suffix.
@@ -121,7 +123,21 @@ func cookieValue(r *http.Request, name string) string {
 
 // strip removes the gate's cookies from the request before it goes upstream: the site behind
 // the gate never sees a session or flow token. It rewrites the header in place.
-func (c *gateCookies) strip(r *http.Request) {
+func (c *gateCookies) strip(r *http.Request) { c.stripRemembering(r, nil) }
+
+// A strippedLine is a Cookie line and what strip makes of it.
+type strippedLine struct{ line, kept string }
+
+// maxRememberedLine bounds the Cookie lines that stripRemembering keeps. There is one per
+// remembered session cookie (verifiedSlots of a gate at most), so with the lines stripped they
+// take 16 MiB at the very most, for 8,192 live sessions of one gate each sending a line this
+// long; a longer line is stripped every time and not kept.
+const maxRememberedLine = 1024
+
+// stripRemembering is strip, with the last line it stripped for one session cookie remembered
+// in memo (nil: none): a browser sends the same Cookie line request after request, and an
+// exact match gives the same result without reading the line again.
+func (c *gateCookies) stripRemembering(r *http.Request, memo *atomic.Pointer[strippedLine]) {
 	lines := r.Header["Cookie"]
 	kept := lines[:0]
 	for _, line := range lines {
@@ -129,29 +145,139 @@ func (c *gateCookies) strip(r *http.Request) {
 			kept = append(kept, line)
 			continue
 		}
-		var b strings.Builder
-		b.Grow(len(line))
-		for rest := line; rest != ""; {
-			var part string
-			part, rest, _ = strings.Cut(rest, ";")
-			part = strings.TrimSpace(part)
-			if k, _, _ := strings.Cut(part, "="); part == "" || c.isGateCookie(k) {
-				continue
-			}
-			if b.Len() > 0 {
-				b.WriteString("; ")
-			}
-			b.WriteString(part)
+		if memo == nil {
+			line = c.stripLine(line)
+		} else if m := memo.Load(); m != nil && m.line == line {
+			line = m.kept
+		} else if len(line) <= maxRememberedLine {
+			line = strings.Clone(line) // not a piece of whatever buffer the request was read into
+			m = &strippedLine{line, c.stripLine(line)}
+			memo.Store(m)
+			line = m.kept
+		} else {
+			line = c.stripLine(line)
+		}
+		if line != "" {
+			kept = append(kept, line)
+		}
+	}
+	switch {
+	case len(kept) == 0:
+		r.Header.Del("Cookie")
+	case len(kept) < len(lines):
+		r.Header["Cookie"] = kept
+	} // else the lines were rewritten where they are
+}
+
+// stripLine is a Cookie line without the gate's cookies: the others trimmed of spaces, and
+// joined by "; ". When they stand that way in the line already (the gate's cookies first or
+// last, as a browser often sends them), that is a piece of the line, and nothing is copied;
+// else it copies them once, into a string of the exact size.
+func (c *gateCookies) stripLine(line string) string {
+	var kept [8][2]int // where the first kept cookies start and stop; the rest are read again
+	first, last, n, size, contiguous := 0, 0, 0, 0, true
+	for i := 0; i < len(line); {
+		start, stop, next, ok := c.nextKept(line, i)
+		if !ok {
+			return c.stripLineSlowly(line) // a space TrimSpace knows and this does not, maybe
+		}
+		if i = next; start == stop {
+			continue // empty, or the gate's
+		}
+		switch {
+		case n == 0:
+			first = start
+		case start != last+2 || line[last:start] != "; ":
+			contiguous = false
+		}
+		if n < len(kept) {
+			kept[n] = [2]int{start, stop}
+		}
+		last, n, size = stop, n+1, size+stop-start
+	}
+	switch {
+	case n == 0:
+		return ""
+	case contiguous:
+		return line[first:last]
+	}
+	var b strings.Builder
+	b.Grow(size + 2*(n-1))
+	for j, k := range kept[:min(n, len(kept))] {
+		if j > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(line[k[0]:k[1]])
+	}
+	for i := kept[len(kept)-1][1]; n > len(kept) && i < len(line); {
+		start, stop, next, _ := c.nextKept(line, i)
+		if i = next; start != stop {
+			b.WriteString("; ")
+			b.WriteString(line[start:stop])
+		}
+	}
+	return b.String()
+}
+
+// nextKept reads the cookie of line that begins at i, up to the next ';': where it starts and
+// stops once trimmed (the same place if it is empty or one of the gate's), and where the next
+// one begins. ok is false if an edge of it is not ASCII, which may be a space that
+// strings.TrimSpace trims.
+func (c *gateCookies) nextKept(line string, i int) (start, stop, next int, ok bool) {
+	end := strings.IndexByte(line[i:], ';')
+	if end < 0 {
+		end, next = len(line), len(line)
+	} else {
+		end += i
+		next = end + 1
+	}
+	start, stop, ok = trimASCIISpace(line, i, end)
+	if !ok {
+		return 0, 0, next, false
+	}
+	name := line[start:stop]
+	if eq := strings.IndexByte(name, '='); eq >= 0 {
+		name = name[:eq]
+	}
+	if c.isGateCookie(name) {
+		return start, start, next, true
+	}
+	return start, stop, next, true
+}
+
+// trimASCIISpace is where line[start:stop] starts and stops once trimmed of the spaces
+// strings.TrimSpace trims; ok is false when an edge is not ASCII, which may be a Unicode space.
+func trimASCIISpace(line string, start, stop int) (int, int, bool) {
+	for start < stop && asciiSpace(line[start]) {
+		start++
+	}
+	for stop > start && asciiSpace(line[stop-1]) {
+		stop--
+	}
+	return start, stop, start == stop || line[start] < utf8.RuneSelf && line[stop-1] < utf8.RuneSelf
+}
+
+func asciiSpace(b byte) bool {
+	return b == ' ' || b == '\t' || b == '\n' || b == '\v' || b == '\f' || b == '\r'
+}
+
+// stripLineSlowly is stripLine for any line: cookie by cookie, trimmed by strings.TrimSpace.
+func (c *gateCookies) stripLineSlowly(line string) string {
+	var b strings.Builder
+	b.Grow(len(line))
+	for rest := line; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, ";")
+		part = strings.TrimSpace(part)
+		if k, _, _ := strings.Cut(part, "="); part == "" || c.isGateCookie(k) {
+			continue
 		}
 		if b.Len() > 0 {
-			kept = append(kept, b.String())
+			b.WriteString("; ")
 		}
+		b.WriteString(part)
 	}
-	if len(kept) == 0 {
-		r.Header.Del("Cookie")
-	} else {
-		r.Header["Cookie"] = kept
-	}
+	return b.String()
 }
 
 // isGateCookie says whether a cookie name is one of the gate's, prefixed or not.

@@ -26,8 +26,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveGate(w, r, rest)
 	}
 	secure := r.TLS != nil || h.cookies.httpsSite
-	s, fresh, ok, err := h.signins.current(r.Context(), cookieValue(r, h.cookies.named(sessionCookie, secure)),
-		func() string { return cookieValue(r, h.cookies.named(deviceCookie, secure)) }, firstFactor(r))
+	t := h.now() // the one clock read of a signed-in request
+	a, ok, err := h.signins.admit(r.Context(), t, cookieValue(r, h.cookies.named(sessionCookie, secure)),
+		func() string { return cookieValue(r, h.cookies.named(deviceCookie, secure)) }, func() string { return firstFactor(r) })
 	switch {
 	case err != nil:
 		h.obs.storeFailed(err)
@@ -37,16 +38,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.pages.unavailable(w, h.readVisit(r))
 	case !ok:
 		return h.deny(w, r)
-	case fresh:
-		h.obs.trustedBrowser(s.Subject, clientIP(r, h.obs))
+	case a.fresh:
+		h.obs.trustedBrowser(a.s.Subject, clientIP(r, h.obs))
 	}
-	if t := h.now(); fresh || h.signins.sessions.needsSlide(s, t) {
+	if a.fresh || a.slide {
+		s := a.s
 		s.Seen = t
 		h.cookies.set(w, secure, sessionCookie, h.signins.sessions.encode(s), s.Expires.Sub(t))
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", subjectName(s.Subject))
-	h.cookies.strip(r)
+	repl.Set("http.auth.user.id", a.name)
+	h.cookies.stripRemembering(r, a.lines)
 	return next.ServeHTTP(w, r)
 }
 

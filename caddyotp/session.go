@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,12 +61,32 @@ type sessionCodec struct {
 	ttl      time.Duration
 	idle     time.Duration
 	scratch  sync.Pool // of *sessionScratch
-	verified atomic.Pointer[sync.Map]
-	count    atomic.Int64 // entries in verified, about
+	seed     maphash.Seed
+	verified atomic.Pointer[verifiedTable] // nil until the first cookie is checked
+	evict    atomic.Uint32                 // picks which of two taken places a new cookie takes
 }
 
-// maxVerified bounds the remembered cookies; when full the memory starts afresh.
-const maxVerified = 8192
+// verifiedSlots bounds the remembered cookies: a fixed table, in pairs of places, allocated at
+// the first cookie checked (64 KiB of pointers). A cookie takes a free place of its pair, or
+// one of the two cookies there gives way; what is remembered never grows past the table.
+const verifiedSlots = 8192
+
+type verifiedTable [verifiedSlots]atomic.Pointer[verifiedCookie]
+
+// verifiedCookie is a session cookie whose signature was checked, and what the hot path needs
+// of it, worked out once: its session, its subject's name for {http.auth.user.id} (boxed, so that
+// handing it to Caddy's replacer allocates nothing), and its time limits under the codec's ttl
+// and idle as instants. None of that changes once made; lines is the last Cookie line a request
+// with this cookie carried, and that line without the gate's cookies (see stripRemembering).
+type verifiedCookie struct {
+	value string
+	s     Session
+	name  any
+	// refused from ends on (the cookie's expiry, or issue + ttl if sooner); with an idle limit,
+	// refused after idleEnds (seen + idle), re-issued from slides on (seen + idle/10)
+	ends, idleEnds, slides time.Time
+	lines                  atomic.Pointer[strippedLine]
+}
 
 type sessionScratch struct {
 	mac       hash.Hash
@@ -74,10 +95,9 @@ type sessionScratch struct {
 }
 
 func newSessionCodec(key, subjects, audience []byte, ttl, idle time.Duration) *sessionCodec {
-	c := &sessionCodec{key: key, subjects: subjects, ttl: ttl, idle: idle}
+	c := &sessionCodec{key: key, subjects: subjects, ttl: ttl, idle: idle, seed: maphash.MakeSeed()}
 	copy(c.audience[:], audience)
 	c.scratch.New = func() any { return &sessionScratch{mac: hmac.New(sha256.New, key)} }
-	c.verified.Store(new(sync.Map))
 	return c
 }
 
@@ -115,33 +135,86 @@ func (sc *sessionScratch) sign(payload, dst []byte) []byte {
 // decode checks the signature (or finds the cookie among those already checked), then the time
 // limits at t.
 func (c *sessionCodec) decode(value string, t time.Time) (Session, error) {
-	verified := c.verified.Load()
-	if v, ok := verified.Load(value); ok {
-		return c.inTime(*v.(*Session), t)
-	}
-	s, err := c.verify(value)
+	v, err := c.check(value, t)
 	if err != nil {
 		return Session{}, err
 	}
-	if c.count.Add(1) > maxVerified {
-		verified = new(sync.Map)
-		c.verified.Store(verified)
-		c.count.Store(1)
-	}
-	verified.Store(strings.Clone(value), &s)
-	return c.inTime(s, t)
+	return v.s, nil
 }
 
-// inTime applies the absolute and idle limits at t: the cookie's own, and the gate's current
-// ones, which a reload may have shortened since the cookie was issued.
-func (c *sessionCodec) inTime(s Session, t time.Time) (Session, error) {
-	if !t.Before(s.Expires) || t.Sub(s.Issued) >= c.ttl {
-		return Session{}, errSessionExpired
+// check is decode for the hot path: the remembered cookie, shared and never to be changed.
+func (c *sessionCodec) check(value string, t time.Time) (*verifiedCookie, error) {
+	v := c.remembered(value)
+	if v == nil {
+		s, err := c.verify(value)
+		if err != nil {
+			return nil, err
+		}
+		v = c.remember(value, s)
 	}
-	if c.idle > 0 && t.Sub(s.Seen) > c.idle {
-		return Session{}, errSessionIdle
+	return v, c.inTimeAt(v, t)
+}
+
+// inTimeAt applies the absolute and idle limits at t: the cookie's own, and the gate's current
+// ones, which a reload may have shortened since the cookie was issued. The limits are instants
+// worked out when the cookie was first checked: t - issued >= ttl is t at or past issued + ttl,
+// t - seen > idle is t past seen + idle.
+func (c *sessionCodec) inTimeAt(v *verifiedCookie, t time.Time) error {
+	if !t.Before(v.ends) {
+		return errSessionExpired
 	}
-	return s, nil
+	if c.idle > 0 && t.After(v.idleEnds) {
+		return errSessionIdle
+	}
+	return nil
+}
+
+// slidesAt is needsSlide for a remembered cookie.
+func (c *sessionCodec) slidesAt(v *verifiedCookie, t time.Time) bool {
+	return c.idle > 0 && !t.Before(v.slides)
+}
+
+// place is the first of the two places in the table where value is remembered. Only cookies
+// the codec signed are remembered, so the hash is taken over their MAC, which no one but the
+// codec chooses; the whole value is compared before a place counts as found.
+func (c *sessionCodec) place(value string) int {
+	return int(maphash.String(c.seed, value[len(value)-sessionMACEncoded:])%(verifiedSlots/2)) * 2
+}
+
+// remembered is the cookie of exactly this value, if its signature was checked; else nil.
+func (c *sessionCodec) remembered(value string) *verifiedCookie {
+	table := c.verified.Load()
+	if table == nil || len(value) < sessionMACEncoded {
+		return nil
+	}
+	i := c.place(value)
+	if v := table[i].Load(); v != nil && v.value == value {
+		return v
+	}
+	if v := table[i+1].Load(); v != nil && v.value == value {
+		return v
+	}
+	return nil
+}
+
+// remember keeps the checked cookie value of s, in a free place of its pair or in place of one
+// of the two there.
+func (c *sessionCodec) remember(value string, s Session) *verifiedCookie {
+	v := &verifiedCookie{value: strings.Clone(value), s: s, name: subjectName(s.Subject), ends: s.Expires}
+	if byTTL := s.Issued.Add(c.ttl); byTTL.Before(v.ends) {
+		v.ends = byTTL
+	}
+	v.idleEnds, v.slides = s.Seen.Add(c.idle), s.Seen.Add(c.idle/10)
+	table := c.verified.Load()
+	if table == nil {
+		c.verified.CompareAndSwap(nil, new(verifiedTable))
+		table = c.verified.Load()
+	}
+	i := c.place(v.value)
+	if !table[i].CompareAndSwap(nil, v) && !table[i+1].CompareAndSwap(nil, v) {
+		table[i+int(c.evict.Add(1)&1)].Store(v)
+	}
+	return v
 }
 
 // verify checks the cookie's signature and reads it.
@@ -202,7 +275,7 @@ func subjectID(key []byte, subject string) (id [16]byte) {
 
 // revokedBy says whether a session (or trusted browser) is revoked: its own id was, or its
 // subject was signed out everywhere at or after it was issued.
-func revokedBy(s Session, own, subject int64) bool {
+func revokedBy(s *Session, own, subject int64) bool {
 	return own != 0 || subject != 0 && s.Issued.UnixMilli() <= subject
 }
 

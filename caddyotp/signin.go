@@ -3,6 +3,7 @@ package caddyotp
 import (
 	"context"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -31,34 +32,66 @@ type signins struct {
 // cookie is to be set).
 // An error means the store could not be asked.
 func (si *signins) current(ctx context.Context, sessionCookie string, deviceCookie func() string, user string) (s Session, fresh, ok bool, err error) {
-	t := si.now()
-	if s, ok, err = si.valid(ctx, si.sessions, sessionCookie, user, t); ok || err != nil || si.devices == nil {
-		return s, false, ok, err
+	a, ok, err := si.admit(ctx, si.now(), sessionCookie, deviceCookie, func() string { return user })
+	return a.s, a.fresh, ok, err
+}
+
+// An admission is what lets a request through: the visitor's session, the name the site behind
+// the gate knows the visitor by (for {http.auth.user.id}), whether the session cookie is to be
+// set: a new session made from a trusted browser (fresh), or one whose idle limit is due to
+// slide, and where the session cookie's last Cookie line is remembered (nil for a new session).
+type admission struct {
+	s            Session
+	name         any
+	fresh, slide bool
+	lines        *atomic.Pointer[strippedLine]
+}
+
+// admit is current at t, for the hot path: it also says what the request is to carry on with,
+// and reads the first-factor user only when it can matter (see allows).
+func (si *signins) admit(ctx context.Context, t time.Time, sessionCookie string, deviceCookie, user func() string) (admission, bool, error) {
+	v, ok, err := si.valid(ctx, si.sessions, sessionCookie, user, t)
+	if ok || err != nil || si.devices == nil {
+		if !ok {
+			return admission{}, false, err
+		}
+		return admission{s: v.s, name: v.name, slide: si.sessions.slidesAt(v, t), lines: &v.lines}, true, nil
 	}
 	d, ok, err := si.valid(ctx, si.devices, deviceCookie(), user, t)
 	if !ok || err != nil {
-		return Session{}, false, false, err
+		return admission{}, false, err
 	}
-	if s, err = si.sessions.issue(d.Subject, t); err != nil {
-		return Session{}, false, false, err
+	s, err := si.sessions.issue(d.s.Subject, t)
+	if err != nil {
+		return admission{}, false, err
 	}
-	return s, true, true, nil
+	return admission{s: s, name: subjectName(s.Subject), fresh: true}, true, nil
 }
 
-func (si *signins) valid(ctx context.Context, codec *sessionCodec, cookie, user string, t time.Time) (Session, bool, error) {
+func (si *signins) valid(ctx context.Context, codec *sessionCodec, cookie string, user func() string, t time.Time) (*verifiedCookie, bool, error) {
 	if cookie == "" {
-		return Session{}, false, nil
+		return nil, false, nil
 	}
-	s, err := codec.decode(cookie, t)
-	if err != nil || !si.allow.allows(s.Subject, user) {
-		return Session{}, false, nil
+	v, err := codec.check(cookie, t)
+	if err != nil || !si.allows(v.s.Subject, user) {
+		return nil, false, nil
 	}
-	revoked, err := si.revoked(ctx, s)
-	return s, !revoked && err == nil, err
+	revoked, err := si.revoked(ctx, &v.s)
+	return v, !revoked && err == nil, err
+}
+
+// allows is allowlist.allows, with the first-factor user read only when that looks at it: for
+// a user's session, or when the gate binds users. Otherwise a phone's session passes by the
+// phone alone, and asking Caddy's replacer (a walk through its providers) is spared.
+func (si *signins) allows(subject string, user func() string) bool {
+	if _, _, isUser := subjectUser(subject); isUser || len(si.allow.users) > 0 {
+		return si.allow.allows(subject, user())
+	}
+	return si.allow.allows(subject, "")
 }
 
 // revoked asks the store whether a session or trusted browser, or its subject, was revoked.
-func (si *signins) revoked(ctx context.Context, s Session) (bool, error) {
+func (si *signins) revoked(ctx context.Context, s *Session) (bool, error) {
 	own, err := si.store.RevokedAt(ctx, s.ID)
 	if err != nil {
 		return false, err
@@ -95,7 +128,7 @@ func (si *signins) signOut(ctx context.Context, sessionCookie, deviceCookie, flo
 		if err != nil {
 			continue // past its limits, or not genuine: nothing to revoke
 		}
-		revoked, err := si.revoked(ctx, s)
+		revoked, err := si.revoked(ctx, &s)
 		if err != nil {
 			return failedWith(err)
 		}
