@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -188,13 +189,20 @@ func (c *sessionCodec) remembered(value string) *verifiedCookie {
 		return nil
 	}
 	i := c.place(value)
-	if v := table[i].Load(); v != nil && v.value == value {
+	if v := table[i].Load(); v != nil && sameCookie(v.value, value) {
 		return v
 	}
-	if v := table[i+1].Load(); v != nil && v.value == value {
+	if v := table[i+1].Load(); v != nil && sameCookie(v.value, value) {
 		return v
 	}
 	return nil
+}
+
+// sameCookie compares a remembered cookie with a request's in constant time: the remembered one
+// is someone's live session, and how long a comparison takes must not tell how much of it a
+// forged cookie got right.
+func sameCookie(remembered, value string) bool {
+	return subtle.ConstantTimeCompare(readOnlyBytes(remembered), readOnlyBytes(value)) == 1
 }
 
 // remember keeps the checked cookie value of s, in a free place of its pair or in place of one
