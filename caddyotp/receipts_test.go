@@ -220,20 +220,7 @@ func sendStatus(t *testing.T, h *Handler, phone string) int {
 // lives for code_ttl, and its holder must not end the cooldowns that other flows to the same
 // phone start.
 func TestAFailedReceiptAfterDeliveredKeepsTheCooldown(t *testing.T) {
-	h, sms := restcommUnitHandler(t, nil)
-	clock.Advance(time.Minute)
-	if c := sendStatus(t, h, alice); c != http.StatusSeeOther {
-		t.Fatalf("first send: %d", c)
-	}
-	msgs, err := sms.WaitMessages(1, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cb := msgs[0].StatusCallback
-	if cb == "" {
-		t.Fatal("no StatusCallback")
-	}
-	time.Sleep(100 * time.Millisecond) // let the delivery settle at "sent"
+	h, cb := sentToAlice(t)
 	if c := postReceiptTo(t, h, cb, "delivered"); c != http.StatusNoContent {
 		t.Fatalf("delivered receipt: %d", c)
 	}
@@ -259,17 +246,7 @@ func TestAFailedReceiptAfterDeliveredKeepsTheCooldown(t *testing.T) {
 // ends the cooldown, so that the visitor may ask again at once; a replay of it moves nothing and
 // does not end the cooldown of the code asked for since.
 func TestAReplayedFailedReceiptKeepsTheCooldown(t *testing.T) {
-	h, sms := restcommUnitHandler(t, nil)
-	clock.Advance(time.Minute)
-	if c := sendStatus(t, h, alice); c != http.StatusSeeOther {
-		t.Fatalf("first send: %d", c)
-	}
-	msgs, err := sms.WaitMessages(1, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cb := msgs[0].StatusCallback
-	time.Sleep(100 * time.Millisecond)
+	h, cb := sentToAlice(t)
 	postReceiptTo(t, h, cb, "failed") // genuine: ends the cooldown once
 	if c := sendStatus(t, h, alice); c != http.StatusSeeOther {
 		t.Fatalf("send after a genuine failure: %d, want 303", c)
@@ -284,4 +261,24 @@ func TestAReplayedFailedReceiptKeepsTheCooldown(t *testing.T) {
 	if bypassed > 0 {
 		t.Errorf("%d sends inside resend_after went through after replays of one failed receipt", bypassed)
 	}
+}
+
+// sentToAlice sends a code to alice through a unit handler's Restcomm sender and returns the
+// handler and the receipt URL the message named, once the delivery has had time to settle.
+func sentToAlice(t *testing.T) (*Handler, string) {
+	t.Helper()
+	h, sms := restcommUnitHandler(t, nil)
+	clock.Advance(time.Minute)
+	if c := sendStatus(t, h, alice); c != http.StatusSeeOther {
+		t.Fatalf("first send: %d", c)
+	}
+	msgs, err := sms.WaitMessages(1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs[0].StatusCallback == "" {
+		t.Fatal("no StatusCallback")
+	}
+	time.Sleep(100 * time.Millisecond) // let the delivery settle at "sent"
+	return h, msgs[0].StatusCallback
 }
