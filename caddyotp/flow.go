@@ -290,7 +290,8 @@ func (fl *flows) compare(ctx context.Context, v *visit, f *flow, code string) ou
 		if attempts >= int64(fl.maxAttempts) {
 			return fl.void(ctx, v.flowID)
 		}
-		return outcome{kind: wrong, left: fl.maxAttempts - int(attempts), flow: f}
+		// The fewer of the code's tries and the lockout's: the page never tells of a try the lock refuses.
+		return outcome{kind: wrong, left: min(fl.maxAttempts-int(attempts), fl.limits.triesLeft(n)), flow: f}
 	}
 	b, err := fl.store.Take(ctx, flowKey(v.flowID))
 	if err != nil {

@@ -227,3 +227,30 @@ func TestResendToAPhoneRemovedByReloadSendsNothing(t *testing.T) {
 		t.Fatalf("%d SMS: a resend went to a phone no longer allowed", n)
 	}
 }
+
+// TestTriesLeftAreTheFewerOfTheCodesAndTheLockouts: with lockout below max_attempts, the code
+// page counts the tries the lockout leaves, not the ones the code would: it never tells of a
+// try that the lock will refuse.
+func TestTriesLeftAreTheFewerOfTheCodesAndTheLockouts(t *testing.T) {
+	h, sender := newUnitHandler(t, map[string]any{"lockout": map[string]any{"count": 3, "window": "15m"}, "max_attempts": 5})
+	ctx := context.Background()
+	v := unitVisit(t)
+	begun(h.flows.start(ctx, v, alice, ""))
+	code := sentCode(t, sender, 1)
+	for _, want := range []int{2, 1} {
+		if o := h.flows.check(ctx, v, otherCode(code)); o.kind != wrong || o.left != want {
+			t.Fatalf("a wrong code: %+v, want wrong with %d left", o, want)
+		}
+	}
+	if o := h.flows.check(ctx, v, otherCode(code)); o.kind != limited || o.limit != "lockout" || !o.locking {
+		t.Fatalf("the try the page said was the last: %+v, want the lock", o)
+	}
+	// With the lockout above max_attempts, the code's own tries are what is left.
+	h, sender = newUnitHandler(t, map[string]any{"max_attempts": 3})
+	v = unitVisit(t)
+	begun(h.flows.start(ctx, v, bob, "")) // alice's cooldown from above runs on in the test's store
+	code = sentCode(t, sender, 1)
+	if o := h.flows.check(ctx, v, otherCode(code)); o.kind != wrong || o.left != 2 {
+		t.Fatalf("a wrong code under the default lockout: %+v, want 2 left", o)
+	}
+}

@@ -260,6 +260,12 @@ func (l *limits) countTry(ctx context.Context, phone, client string) (tries, tim
 	return n, 0, nil
 }
 
+// triesLeft is how many more failed tries n leaves before the pair or the phone is locked.
+func (l *limits) triesLeft(n tries) int {
+	count := int64(l.lockout.Count)
+	return int(max(0, min(count-n.pair, phoneLockFactor*count-n.phone)))
+}
+
 // tryFailed locks the pair when its consecutive failures reach the lockout count, and the phone
 // when its failures from any addresses reach phoneLockFactor times that, and says whether it
 // locked either. A lock starts a new count, which it guards until it ends.
