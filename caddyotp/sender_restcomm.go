@@ -45,6 +45,8 @@ type Restcomm struct {
 	calls    string
 	api      *apiClient
 	logger   *zap.Logger
+
+	unset struct{ sid, token []string } // the unset {env.VAR}s of account_sid and auth_token
 }
 
 // CaddyModule returns the Caddy module information.
@@ -59,8 +61,8 @@ func (Restcomm) CaddyModule() caddy.ModuleInfo {
 func (s *Restcomm) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
-	s.AccountSID = strings.TrimSpace(repl.ReplaceKnown(s.AccountSID, ""))
-	s.AuthToken = strings.TrimSpace(repl.ReplaceKnown(s.AuthToken, ""))
+	s.AccountSID, s.unset.sid = resolved(repl, s.AccountSID)
+	s.AuthToken, s.unset.token = resolved(repl, s.AuthToken)
 	s.From = strings.TrimSpace(repl.ReplaceKnown(s.From, ""))
 	s.BaseURL = strings.TrimRight(strings.TrimSpace(repl.ReplaceKnown(s.BaseURL, "")), "/")
 	if s.BaseURL == "" {
@@ -78,10 +80,10 @@ func (s *Restcomm) Provision(ctx caddy.Context) error {
 // Validate reports missing credentials and a malformed base URL or sender number.
 func (s *Restcomm) Validate() error {
 	if s.AccountSID == "" {
-		return errors.New("restcomm sender: account_sid is empty (if it comes from {env.VAR}, is VAR set?)")
+		return errors.New("restcomm sender: account_sid" + emptyBecause(s.unset.sid))
 	}
 	if s.AuthToken == "" {
-		return errors.New("restcomm sender: auth_token is empty (if it comes from {env.VAR}, is VAR set?)")
+		return errors.New("restcomm sender: auth_token" + emptyBecause(s.unset.token))
 	}
 	if !accountSID.MatchString(s.AccountSID) && !uuidSID.MatchString(s.AccountSID) {
 		// Not echoed: a token pasted into the wrong field would land in the log.

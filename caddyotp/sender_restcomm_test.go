@@ -112,7 +112,8 @@ func TestRestcommValidateExplainsMissingSettings(t *testing.T) {
 		want string
 	}{
 		"no sid":          {Restcomm{AuthToken: "t", From: fromNum}, "account_sid is empty"},
-		"unset env token": {Restcomm{AccountSID: sid, AuthToken: "{env.SURELY_UNSET_TOKEN_VAR}", From: fromNum}, "auth_token is empty"},
+		"unset env token": {Restcomm{AccountSID: sid, AuthToken: "{env.SURELY_UNSET_TOKEN_VAR}", From: fromNum}, "auth_token is empty: SURELY_UNSET_TOKEN_VAR is not set"},
+		"unset env sid":   {Restcomm{AccountSID: "{env.SURELY_UNSET_SID_VAR}", AuthToken: "t", From: fromNum}, "account_sid is empty: SURELY_UNSET_SID_VAR is not set"},
 		"bad sid":         {Restcomm{AccountSID: "AC1", AuthToken: "t", From: fromNum}, `account_sid (3 characters) is neither AC and 32 hex digits`},
 		"no from":         {Restcomm{AccountSID: sid, AuthToken: "t"}, "from is empty"},
 		"bad from":        {Restcomm{AccountSID: sid, AuthToken: "t", From: "12345"}, "neither a phone number in E.164"},

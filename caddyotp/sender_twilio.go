@@ -60,6 +60,8 @@ type Twilio struct {
 	calls    string
 	api      *apiClient
 	logger   *zap.Logger
+
+	unset struct{ sid, token []string } // the unset {env.VAR}s of account_sid and auth_token
 }
 
 // CaddyModule returns the Caddy module information.
@@ -74,8 +76,10 @@ func (Twilio) CaddyModule() caddy.ModuleInfo {
 func (s *Twilio) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
-	for _, f := range []*string{&s.AccountSID, &s.AuthToken, &s.APIKey, &s.APISecret, &s.From, &s.MessagingServiceSID, &s.BaseURL, &s.SigningKey} {
-		*f = strings.TrimSpace(repl.ReplaceKnown(*f, ""))
+	s.AccountSID, s.unset.sid = resolved(repl, s.AccountSID)
+	s.AuthToken, s.unset.token = resolved(repl, s.AuthToken)
+	for _, f := range []*string{&s.APIKey, &s.APISecret, &s.From, &s.MessagingServiceSID, &s.BaseURL, &s.SigningKey} {
+		*f, _ = resolved(repl, *f)
 	}
 	s.BaseURL = strings.TrimRight(s.BaseURL, "/")
 	if s.BaseURL == "" {
@@ -101,23 +105,25 @@ func (s *Twilio) Provision(ctx caddy.Context) error {
 }
 
 var (
-	apiKeySID     = regexp.MustCompile(`^SK[0-9a-fA-F]{32}$`)
-	messagingSID  = regexp.MustCompile(`^MG[0-9a-fA-F]{32}$`)
-	secretMissing = " is empty (if it comes from {env.VAR}, is VAR set?)"
+	apiKeySID    = regexp.MustCompile(`^SK[0-9a-fA-F]{32}$`)
+	messagingSID = regexp.MustCompile(`^MG[0-9a-fA-F]{32}$`)
 )
 
 // Validate reports missing or malformed credentials, sender and base URL. It echoes no value
 // that could be a secret pasted into the wrong field.
 func (s *Twilio) Validate() error {
 	if s.AccountSID == "" {
-		return errors.New("twilio sender: account_sid" + secretMissing)
+		return errors.New("twilio sender: account_sid" + emptyBecause(s.unset.sid))
+	}
+	if apiKeySID.MatchString(s.AccountSID) {
+		return errors.New("twilio sender: account_sid is an API key (SK...): put it in api_key, with its secret in api_secret, and the account's SID (AC...) in account_sid")
 	}
 	if !accountSID.MatchString(s.AccountSID) && !uuidSID.MatchString(s.AccountSID) {
 		return fmt.Errorf("twilio sender: account_sid (%d characters) is neither AC and 32 hex digits (Twilio) nor a UUID (a SignalWire project id); copy it from the provider's console", len(s.AccountSID))
 	}
 	switch {
 	case s.APIKey == "" && s.APISecret == "" && s.AuthToken == "":
-		return errors.New("twilio sender: auth_token" + secretMissing + "; or give api_key and api_secret")
+		return errors.New("twilio sender: auth_token" + emptyBecause(s.unset.token) + "; or give api_key and api_secret")
 	case (s.APIKey == "") != (s.APISecret == ""):
 		return errors.New("twilio sender: api_key and api_secret go together; give both, or auth_token alone")
 	}

@@ -72,6 +72,8 @@ func TestTwilioValidateNamesTheSettingAndEchoesNoSecret(t *testing.T) {
 		{"no account", func(s *Twilio) { s.AccountSID = "" }, "account_sid is empty"},
 		{"a token in the account's field", func(s *Twilio) { s.AccountSID = "supersecrettoken" }, "account_sid (16 characters)"},
 		{"no token", func(s *Twilio) { s.AuthToken = "" }, "auth_token is empty"},
+		{"a token from an unset variable", func(s *Twilio) { s.AuthToken = "{env.SURELY_UNSET_TWILIO_TOKEN}" }, "SURELY_UNSET_TWILIO_TOKEN is not set"},
+		{"an API key in the account's field", func(s *Twilio) { s.AccountSID = "SK0123456789abcdef0123456789abcdef" }, "put it in api_key"},
 		{"a key without its secret", func(s *Twilio) { s.AuthToken, s.APIKey = "", "SK0123456789abcdef0123456789abcdef" }, "api_key and api_secret go together"},
 		{"a malformed key", func(s *Twilio) { s.AuthToken, s.APIKey, s.APISecret = "", "secretkey", "x" }, "api_key (9 characters) is not SK"},
 		{"no sender", func(s *Twilio) { s.From = "" }, "give from"},
