@@ -413,10 +413,10 @@ func walkStates(t *testing.T, g *gate, b *browser, lang, size string, shots bool
 	expect("code page", say("verify"), say("resend_in", "clock", "0:30")+" (disabled)", say("other_number"))
 	look("code", "code page")
 
-	// A wrong code: the tries left.
+	// A wrong code: the tries left, the lockout's 2 (lockout 3) being fewer than the code's 4.
 	b.typeCodeNoSubmit(otherCode(code))
 	b.submit("form#verify button")
-	if e := b.text("#code-error"); e != words(catalog[lang]).count("err_wrong", 4) {
+	if e := b.text("#code-error"); e != words(catalog[lang]).count("err_wrong", 2) {
 		t.Errorf("wrong code says %q", e)
 	}
 	look("wrong-code", "wrong code")
