@@ -103,7 +103,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.StoreRaw, err = guestModule(d, "store", "http.handlers.otp.stores", "`store memory` or `store redis { ... }`")
 			return err
 		},
-		"phones":           func() error { return someStrings(d, &h.Phones, "+12015550123 ... (or * for anyone)") },
+		"phones": func() error {
+			if err := someStrings(d, &h.Phones, "+12015550123 ... (or * for anyone)"); err != nil {
+				return err
+			}
+			return splitPhone(h.Phones)
+		},
 		"phones_file":      str(&h.PhonesFile),
 		"users":            func() error { return h.unmarshalUsers(d) },
 		"users_file":       str(&h.UsersFile),
@@ -325,3 +330,27 @@ func limitArgs(d *caddyfile.Dispenser) (*Limit, error) {
 }
 
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// splitPhone finds a number that the Caddyfile's spaces split into values ("+1 201 555 0123"
+// is four): one that starts with + and is no number alone, but is one with the digits after it.
+func splitPhone(values []string) error {
+	for i, v := range values {
+		if !strings.HasPrefix(v, "+") {
+			continue
+		}
+		if _, _, err := normalizePhone(v, ""); err == nil {
+			continue
+		}
+		for j := i + 1; j < len(values) && j <= i+5 && isDigits(values[j]); j++ {
+			typed := strings.Join(values[i:j+1], " ")
+			if e164, _, err := normalizePhone(typed, ""); err == nil {
+				return badValuef("%q is split into %d values by its spaces: quote it (%q) or write it in E.164 (%s)", typed, j-i+1, typed, e164)
+			}
+		}
+	}
+	return nil
+}
+
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
