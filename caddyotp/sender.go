@@ -64,6 +64,9 @@ type ReceiptReader interface {
 // Receipt is what a delivery receipt reports.
 type Receipt struct {
 	Status ReceiptStatus
+	// Reason is the provider's word for a failure (ReceiptFailed), bounded and secret-free, for
+	// the log; "" if it gives none.
+	Reason string
 }
 
 // ReceiptStatus is what a receipt says became of a message.
