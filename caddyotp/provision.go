@@ -95,6 +95,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for _, w := range h.warnings() {
 		h.obs.logger.Warn(w)
 	}
+	check, err := ctx.App("otp")
+	if err != nil {
+		return err
+	}
+	check.(*loadCheck).add(h)
 	registerGate(h)
 	return nil
 }
