@@ -86,6 +86,9 @@ func (ds *deliveries) run(d delivery) {
 		}
 		ds.health.record(d.channel, result{took: took, state: state, reason: reason})
 	} else {
+		if w, ok := ds.sender.(withholdingTold); ok {
+			w.Withheld(d.flow.Phone, d.channel)
+		}
 		res := ds.health.sample(d.channel)
 		if res.state == deliveryAccepted && asks && ds.health.seen(d.channel) == 0 { // no real delivery seen yet
 			res.state = deliverySent

@@ -34,6 +34,12 @@ type Caller interface {
 	Call(ctx context.Context, to, script string) (Sent, error)
 }
 
+// withholdingTold is a Sender told of each code the gate withholds from a number that may not
+// sign in (which the visitor is never told). Only the development log sender is one.
+type withholdingTold interface {
+	Withheld(to, channel string)
+}
+
 // Message is one text message to send.
 type Message struct {
 	To   string // E.164, e.g. +12015550123

@@ -49,6 +49,16 @@ func (s *LogSender) Send(_ context.Context, msg Message) (Sent, error) {
 	return Sent{Provider: "log"}, nil
 }
 
+// Withheld says in the terminal that no code went to a number that may not sign in: the demo's
+// user is the operator, who would otherwise wait for a code that never comes.
+func (s *LogSender) Withheld(to, channel string) {
+	what := "code sent"
+	if channel == "call" {
+		what = "call placed"
+	}
+	fmt.Fprintf(s.out, "%s may not sign in here (not in phones, users or regions): no %s (otp log sender: development only)\n", maskPhone(to), what)
+}
+
 // UnmarshalCaddyfile reads the log sender, which takes no options:
 //
 //	sender log
@@ -63,5 +73,6 @@ func (s *LogSender) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ caddyfile.Unmarshaler = (*LogSender)(nil)
 	_ Sender                = (*LogSender)(nil)
+	_ withholdingTold       = (*LogSender)(nil)
 	_ caddy.Provisioner     = (*LogSender)(nil)
 )
