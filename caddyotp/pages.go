@@ -227,7 +227,13 @@ func (ps *pageSet) limited(w http.ResponseWriter, v *visit, o outcome) error {
 	p := page{Title: t["title_wait"], Text: t["text_wait_"+o.limit], CSRF: ps.cookies.csrf(v.flowID), Action: ps.retry(v, t, "")}
 	switch o.limit {
 	case "lockout":
-		p.Title, p.Text = t.Say("title_locked", "wait", t.duration(secs)), t["text_locked"]
+		// The countdown says the wait: the words say why, and "your account" only where there is one.
+		account := v.user != "" || (o.flow != nil && o.flow.User != "")
+		p.Title, p.Text = t["title_locked"], t["text_locked"]
+		if account {
+			p.Text = t["text_locked_account"]
+		}
+		p.Link, p.LinkText = linkIf(!account, ps.path+"/login"), t["other_number"]
 		if v.form.route == "/verify" && (o.flow == nil || o.flow.Expires <= ps.now().Add(o.wait).UnixNano()) {
 			// The code dies before the lock ends: what comes back is a new code.
 			p.Action = &action{Label: t["resend"], Path: "/resend", Post: true}

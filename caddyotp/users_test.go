@@ -68,6 +68,24 @@ func TestPasswordThenSMSCodeIsTwoFactors(t *testing.T) {
 	wantStatus(t, "session without password", v.get("/docs"), http.StatusUnauthorized)
 }
 
+// TestAUsersLockSpeaksOfTheAccount: a signed-in user's lock says it protects their account, and
+// offers no other number, since the code goes only to the account's phone.
+func TestAUsersLockSpeaksOfTheAccount(t *testing.T) {
+	g := startGate(t, "lockout 2 15m", withFirstFactor)
+	v := newVisitor(t)
+	v.as("alice")
+	r := v.get(v.get("/").header.Get("Location"))
+	wantStatus(t, "send", v.post("/.otp/send", url.Values{"csrf": {r.csrf()}}), http.StatusSeeOther)
+	_, code := g.code(1)
+	page := v.get("/.otp/verify")
+	v.post("/.otp/verify", url.Values{"csrf": {page.csrf()}, "code": {otherCode(code)}})
+	locking := v.post("/.otp/verify", url.Values{"csrf": {page.csrf()}, "code": {otherCode(code)}})
+	wantRetryAfter(t, "the wrong code that locks", locking, 15*time.Minute)
+	if !strings.Contains(locking.body, "To protect your account, sign-in is paused.") || strings.Contains(locking.body, "Use another number") {
+		t.Errorf("a user's lock page: %.1500s", locking.body)
+	}
+}
+
 func TestUserWithoutPhoneIsToldClearly(t *testing.T) {
 	sms := startGate(t, "", withFirstFactor).sms
 	v := newVisitor(t).as("carol")
