@@ -32,8 +32,8 @@ func TestLoginPageFloodStoresNothing(t *testing.T) {
 	}
 }
 
-// TestAccessLogFilterDeletesThePhone proves the README's log filter: Caddy's access log records
-// {http.auth.user.id}, the phone, as user_id unless the filter deletes it.
+// TestAccessLogFilterDeletesThePhone proves the log filter of docs/operations.md: Caddy's access
+// log records {http.auth.user.id}, the phone, as user_id unless the filter deletes it.
 func TestAccessLogFilterDeletesThePhone(t *testing.T) {
 	sms := newRestcomm(t)
 	dir := t.TempDir()
