@@ -63,7 +63,8 @@ func (h *Handler) setDefaults() {
 }
 
 // Validate rejects configurations that would be unsafe or could not work, saying how to fix them.
-func (h *Handler) Validate() error {
+func (h *Handler) Validate() (err error) {
+	defer func() { sayFix(h.obs.logger, err) }()
 	switch {
 	case h.sender == nil:
 		return errors.New("otp: no sender: add `sender restcomm { ... }` (or, for development only, `sender log`)")

@@ -57,6 +57,25 @@ func (lc *loadCheck) Cleanup() error {
 	return nil
 }
 
+// checkAtStart has the config's check look at where h stands once the config is provisioned.
+// A gate provisioned outside a config (a program that embeds it on its own, unit tests) has no
+// routes to check: Caddy's Context has no config then, and App panics on the nil config.
+func checkAtStart(ctx caddy.Context, h *Handler) (err error) {
+	var app any
+	func() {
+		defer func() {
+			if recover() != nil {
+				app, err = nil, nil
+			}
+		}()
+		app, err = ctx.App("otp")
+	}()
+	if lc, ok := app.(*loadCheck); ok {
+		lc.add(h)
+	}
+	return err
+}
+
 func (lc *loadCheck) add(h *Handler) {
 	lc.mu.Lock()
 	lc.gates = append(lc.gates, h)
@@ -248,15 +267,19 @@ func samePath(placed []gatePlace) error {
 	return nil
 }
 
-// sameSite says whether two host lists can take the same request: either has none, or they
-// share one.
+// sameSite says whether two gates' host lists name one site: the same hosts, or none. Site
+// blocks of different hosts are routes of their own, so the route that takes a gate's pages is
+// the one that takes what it protects, even when one of them is the catch-all.
 func sameSite(a, b []string) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return true
+	norm := func(hosts []string) []string {
+		out := make([]string, len(hosts))
+		for i, h := range hosts {
+			out[i] = strings.ToLower(h)
+		}
+		slices.Sort(out)
+		return slices.Compact(out)
 	}
-	return slices.ContainsFunc(a, func(h string) bool {
-		return slices.ContainsFunc(b, func(o string) bool { return strings.EqualFold(h, o) })
-	})
+	return slices.Equal(norm(a), norm(b))
 }
 
 func siteLabel(hosts []string) string {

@@ -45,7 +45,7 @@ func TestWhereAGateStandsIsCheckedAtLoad(t *testing.T) {
 			if refusal != "" {
 				t.Fatalf("the load was refused: %s", refusal)
 			}
-			got := strings.Join(gateWarnings(t, logFile), "\n")
+			got := strings.Join(gateLines(t, logFile, "warn"), "\n")
 			if got != expected {
 				t.Errorf("the gate warned:\n%s\nwant:\n%s", got, expected)
 			}
@@ -69,8 +69,8 @@ func loadThroughAdmin(t *testing.T, config string) string {
 	return string(body)
 }
 
-// gateWarnings are the messages the gate (logger http.handlers.otp) logged at warn level.
-func gateWarnings(t *testing.T, logFile string) []string {
+// gateLines are the messages the gate (logger http.handlers.otp) logged at level.
+func gateLines(t *testing.T, logFile, level string) []string {
 	t.Helper()
 	f, err := os.Open(logFile)
 	if err != nil {
@@ -81,9 +81,31 @@ func gateWarnings(t *testing.T, logFile string) []string {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var line struct{ Level, Logger, Msg string }
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Level == "warn" && line.Logger == "http.handlers.otp" {
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Level == level && line.Logger == "http.handlers.otp" {
 			out = append(out, line.Msg)
 		}
 	}
 	return out
+}
+
+// TestARefusedConfigSaysTheFixFirst: Caddy's error leads with the chain of modules that loaded
+// the gate; the gate logs what to fix before it, and the chain stays in Caddy's answer.
+func TestARefusedConfigSaysTheFixFirst(t *testing.T) {
+	tester := caddytest.NewTester(t)
+	tester.InitServer("{\n\t"+testGlobals+"\n}\n", "caddyfile")
+	for _, tc := range []struct{ otp, fix string }{
+		{"sender twilio {\n\t\t\taccount_sid {env.CADDY_OTP_UNSET_SID}\n\t\t\tauth_token x\n\t\t\tfrom +12015550100\n\t\t}\n\t\tphones +12015550123",
+			"twilio sender: account_sid is empty: CADDY_OTP_UNSET_SID is not set in Caddy's environment (as {env.CADDY_OTP_UNSET_SID} asks); the config is not loaded"},
+		{"sender log",
+			"otp: no one may sign in: add `phones +12015550123 ...`, `phones_file FILE`, `phones *` to let anyone with a phone sign in, or `users { NAME PHONE }` after basic_auth; the config is not loaded"},
+	} {
+		logFile := filepath.Join(t.TempDir(), "caddy.log")
+		refusal := loadThroughAdmin(t, "{\n\t"+testGlobals+"\n\tlog {\n\t\toutput file "+logFile+"\n\t\tformat json\n\t}\n}\nlocalhost:9080 {\n\totp {\n\t\t"+tc.otp+"\n\t}\n\trespond \"in\"\n}\n")
+		if !strings.Contains(refusal, "loading module 'otp'") {
+			t.Errorf("Caddy's answer lost its chain: %s", refusal)
+		}
+		if got := gateLines(t, logFile, "error"); len(got) != 1 || got[0] != tc.fix {
+			t.Errorf("the gate logged %q, want the fix %q", got, tc.fix)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -29,7 +31,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision fills in defaults, loads the sender and store, reads who may sign in, derives the
 // keys, parses the pages and wires the parts. It makes no network call.
-func (h *Handler) Provision(ctx caddy.Context) error {
+func (h *Handler) Provision(ctx caddy.Context) (err error) {
+	defer func() { sayFix(ctx.Logger(), err) }()
 	h.now = defaultClock
 	repl := caddy.NewReplacer()
 	h.setDefaults()
@@ -41,7 +44,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.DefaultRegion = strings.ToUpper(repl.ReplaceKnown(h.DefaultRegion, ""))
 	h.Audience = repl.ReplaceKnown(h.Audience, "")
 	h.PublicURL = repl.ReplaceKnown(h.PublicURL, "")
-	var err error
 	if h.public, h.origin, err = parsePublicURL(h.PublicURL); err != nil {
 		return err
 	}
@@ -95,14 +97,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for _, w := range h.warnings() {
 		h.obs.logger.Warn(w)
 	}
-	check, err := ctx.App("otp")
-	if err != nil {
+	if err := checkAtStart(ctx, h); err != nil {
 		return err
 	}
-	check.(*loadCheck).add(h)
 	registerGate(h)
 	return nil
 }
+
+// sayFix logs what to fix in a config the gate refuses, before Caddy prints its error, which
+// leads with the chain of modules that loaded the gate: the operator reads the fix first.
+func sayFix(logger *zap.Logger, err error) {
+	if err != nil {
+		logger.Error(caddyChain.ReplaceAllString(err.Error(), "") + "; the config is not loaded")
+	}
+}
+
+// caddyChain matches the prefixes Caddy and the gate put before the message of a module's error.
+var caddyChain = regexp.MustCompile(`^((loading (sender|store|module '[^']*')|provision [\w.]+|[a-z]+(\.[\w]+)+|invalid configuration): )+`)
 
 // wire makes the gate's parts from the configuration, each with the clock and the observer.
 func (h *Handler) wire(w *allowlist, templates map[string]*template.Template) {
