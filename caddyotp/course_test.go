@@ -183,3 +183,29 @@ func TestOneEndingPerDelivery(t *testing.T) {
 		t.Fatalf("one delivered code recorded %q", ends)
 	}
 }
+
+// TestAGateOnAnotherStoreDrawsOnlyOnItsOwnDeliveries: the simulated course of a refused number
+// draws on what the gate's own deliveries did, never on those of a gate that shares its sender
+// and its rules of who may sign in but keeps another store (another deployment, or the gate of
+// an earlier config): its failures must not show on this gate's refused numbers.
+func TestAGateOnAnotherStoreDrawsOnlyOnItsOwnDeliveries(t *testing.T) {
+	sms := newRestcomm(t)
+	sms.Fail(restcommtest.InternalError)
+	block := func(address, store string) string {
+		return fmt.Sprintf("%s {\n\totp {\n\t\t%s\n\t\tphones %s\n\t\tstore memory %s\n\t\tsend_limit 20 10m\n\t}\n\trespond \"in\"\n}\n",
+			address, senderBlock(sms, sms.AuthToken), alice, storeName(t)+store)
+	}
+	loadCaddyfile(t, nil, "", block(site, "a")+block(siteB, "b"))
+	for i := 0; i < 3; i++ {
+		v := newVisitor(t)
+		v.startSignIn("/", alice)
+		if state := v.settledFinal(); state != deliveryFailed {
+			t.Fatalf("a code through the failing provider ended %q", state)
+		}
+	}
+	v := newVisitorAt(t, siteB)
+	v.startSignIn("/", stranger)
+	if state := v.settledFinal(); state == deliveryFailed {
+		t.Errorf("a refused number on the other gate ended %q, as the first gate's real deliveries did", state)
+	}
+}

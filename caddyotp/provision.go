@@ -55,15 +55,20 @@ func (h *Handler) Provision(ctx caddy.Context) (err error) {
 		h.obs.events, _ = app.(*caddyevents.App)
 	}
 
+	if h.StoreRaw == nil {
+		h.StoreRaw = caddyconfig.JSONModuleObject(MemoryStore{}, "module", "memory", nil)
+	}
+	// The gate's delivery health is named by its sender, its rules of who may sign in and its
+	// store (read before LoadModule, which clears the raw JSON it loads): a reload keeps it, and
+	// another gate, on another sender or another store, has its own.
+	rules, _ := json.Marshal([]any{h.Phones, h.PhonesFile, h.Users, h.UsersFile, h.Regions, h.DefaultRegion, h.Path, h.CookieName, h.PublicURL, h.StoreRaw})
+	h.healthName = healthKey(h.SenderRaw, rules)
 	if h.SenderRaw != nil {
 		mod, err := ctx.LoadModule(h, "SenderRaw")
 		if err != nil {
 			return fmt.Errorf("loading sender: %v", err)
 		}
 		h.sender = mod.(Sender)
-	}
-	if h.StoreRaw == nil {
-		h.StoreRaw = caddyconfig.JSONModuleObject(MemoryStore{}, "module", "memory", nil)
 	}
 	mod, err := ctx.LoadModule(h, "StoreRaw")
 	if err != nil {
@@ -74,9 +79,6 @@ func (h *Handler) Provision(ctx caddy.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	// The gate's delivery health is named by its sender and its rules of who may sign in.
-	rules, _ := json.Marshal([]any{h.Phones, h.PhonesFile, h.Users, h.UsersFile, h.Regions, h.DefaultRegion, h.Path, h.CookieName, h.PublicURL})
-	h.healthName = healthKey(h.SenderRaw, rules)
 	if h.sender != nil {
 		hv, _, err := healthPool.LoadOrNew(h.healthName, func() (caddy.Destructor, error) { return new(health), nil })
 		if err != nil {
