@@ -112,10 +112,7 @@ func (s *Plivo) Validate() error {
 		// its call scripts in RCML (<Say>), which Plivo does not read.
 		return errors.New("plivo sender: voice is not offered: a Plivo call reads Plivo XML, and the gate's call scripts are RCML; remove voice, or put a sender that can call (twilio, restcomm) after plivo in a failover")
 	}
-	if why := validBaseURL(s.BaseURL); why != "" {
-		return fmt.Errorf("plivo sender: base_url %q %s, such as %s", s.BaseURL, why, DefaultPlivoBaseURL)
-	}
-	return nil
+	return validBaseURL("plivo", s.BaseURL, DefaultPlivoBaseURL)
 }
 
 // Cleanup closes idle connections to the API.

@@ -121,10 +121,7 @@ func (s *Telnyx) Validate() error {
 		// webhooks, and it serves call scripts in RCML, which Telnyx does not fetch.
 		return errors.New("telnyx sender: voice is not offered: a Telnyx call speaks only after its call.answered webhook, which the gate does not take; remove voice, or put a sender that can call (twilio, restcomm) after telnyx in a failover")
 	}
-	if why := validBaseURL(s.BaseURL); why != "" {
-		return fmt.Errorf("telnyx sender: base_url %q %s, such as %s", s.BaseURL, why, DefaultTelnyxBaseURL)
-	}
-	return nil
+	return validBaseURL("telnyx", s.BaseURL, DefaultTelnyxBaseURL)
 }
 
 // shortCode says whether from is a short code: 3 to 8 digits.

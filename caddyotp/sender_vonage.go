@@ -136,10 +136,7 @@ func (s *Vonage) Validate() error {
 		// JWT of a Vonage application, signed with its private key: not the SMS API's key and secret.
 		return errors.New("vonage sender: voice is not offered: Vonage's Voice API needs an application's JWT (application id and private key), not api_key and api_secret; remove voice, or put a sender that can call (twilio, restcomm) after vonage in a failover")
 	}
-	if why := validBaseURL(s.BaseURL); why != "" {
-		return fmt.Errorf("vonage sender: base_url %q %s, such as %s", s.BaseURL, why, DefaultVonageBaseURL)
-	}
-	return nil
+	return validBaseURL("vonage", s.BaseURL, DefaultVonageBaseURL)
 }
 
 // Cleanup closes idle connections to the API.

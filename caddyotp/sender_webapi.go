@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -98,17 +100,17 @@ func retryAfter(h http.Header) string {
 	return ""
 }
 
-// validBaseURL says what is wrong with a sender's base_url, or "" if nothing: it must be an
-// http(s) URL and hold no credentials.
-func validBaseURL(base string) string {
+// validBaseURL checks a sender's base_url: an http(s) URL (else the error gives example) that
+// holds no credentials (else the error does not echo it).
+func validBaseURL(sender, base, example string) error {
 	u, err := url.Parse(base)
 	switch {
+	case err == nil && u.User != nil:
+		return errors.New(sender + " sender: base_url must not hold credentials; give them in the sender's own fields")
 	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-		return "must be an http(s) URL"
-	case u.User != nil:
-		return "must not hold credentials"
+		return fmt.Errorf("%s sender: base_url %q must be an http(s) URL such as %s", sender, base, example)
 	}
-	return ""
+	return nil
 }
 
 // sameText compares two strings in constant time (for their contents; lengths may leak).
