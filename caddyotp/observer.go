@@ -118,11 +118,18 @@ func (o *observer) delivered(d delivery, sent Sent, state string, took time.Dura
 	o.emit(eventCodeSent, "phone", phone, "channel", d.channel, "delivery", state, "client_ip", d.client)
 }
 
-// receipt reports a delivery receipt: what it did (a result of caddy_otp_receipts_total) and
-// the state it made. Nothing of the receipt's body (which holds the code) is logged.
-func (o *observer) receipt(result, provider, state string) {
+// receipt reports a delivery receipt: what it did (a result of caddy_otp_receipts_total), the
+// state it made, and the provider's reason for a failure (Receipt.Reason), which a failed
+// delivery the receipt reports logs at info, for the operator. Nothing else of the receipt's
+// body (which may hold the code) is logged.
+func (o *observer) receipt(result, provider, state, reason string) {
 	metrics.receipts.WithLabelValues(result).Inc()
-	o.logger.Debug("delivery receipt", zap.String("result", result), zap.String("provider", provider), zap.String("delivery", state))
+	fields := []zap.Field{zap.String("result", result), zap.String("provider", provider), zap.String("delivery", state)}
+	if state == deliveryFailed && reason != "" {
+		o.logger.Info("delivery receipt", append(fields, zap.String("reason", scrubbed(reason)))...)
+		return
+	}
+	o.logger.Debug("delivery receipt", fields...)
 }
 
 // codeFailed reports a code that did not sign the visitor in.
