@@ -77,6 +77,14 @@ func (s *Plivo) Fail(f PlivoFailure) {
 	s.mu.Unlock()
 }
 
+// SetAuthToken changes the account's token while requests may be in flight, as an operator
+// rotating it in the console would.
+func (s *Plivo) SetAuthToken(token string) {
+	s.mu.Lock()
+	s.AuthToken = token
+	s.mu.Unlock()
+}
+
 // Refuse makes every following message to dst be accepted and then fail, as Plivo reports a
 // destination it cannot reach: a "failed" receipt with errorCode (50 invalid number or
 // landline, 70, 100, 200 opted out, 201); 0 lets it through again.
@@ -128,7 +136,10 @@ func (s *Plivo) ReceiptForm(m PlivoMessage, status string, errorCode int) url.Va
 // nonce, and returns the receiver's HTTP status (0 if it did not answer).
 func (s *Plivo) PostReceipt(m PlivoMessage, status string, errorCode int) int {
 	nonce := PlivoNonce()
-	return PostPlivoReceipt(m.URL, s.ReceiptForm(m, status, errorCode), nonce, PlivoSignature(s.AuthToken, m.URL, nonce))
+	s.mu.Lock()
+	token := s.AuthToken
+	s.mu.Unlock()
+	return PostPlivoReceipt(m.URL, s.ReceiptForm(m, status, errorCode), nonce, PlivoSignature(token, m.URL, nonce))
 }
 
 // PlivoNonce is a nonce as Plivo sends them: 20 digits.
