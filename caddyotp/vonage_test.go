@@ -72,7 +72,7 @@ func TestVonageSignInWithSignedReceipts(t *testing.T) {
 			t.Errorf("%s moved the state to %q", what, state)
 		}
 	}
-	if line := lastLogLine(t, g.logs(), "delivery receipt"); line["result"] != "bad_signature" || line["provider"] != "vonage" {
+	if line := lastLogLine(t, g.logs(), "delivery receipt"); line["result"] != "bad_signature" || line["provider"] != "vonage" || line["level"] != "warn" || !strings.Contains(fmt.Sprint(line["fix"]), "signature_secret") {
 		t.Errorf("forged receipt log line %v", line)
 	}
 	for _, st := range []string{"accepted", "buffered", "delivered", "accepted", "failed"} {
