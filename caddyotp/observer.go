@@ -118,11 +118,22 @@ func (o *observer) delivered(d delivery, sent Sent, state string, took time.Dura
 	o.emit(eventCodeSent, "phone", phone, "channel", d.channel, "delivery", state, "client_ip", d.client)
 }
 
-// receipt reports a delivery receipt: what it did (a result of caddy_otp_receipts_total) and
-// the state it made. Nothing of the receipt's body (which holds the code) is logged.
-func (o *observer) receipt(result, provider, state string) {
+// receipt reports a delivery receipt: what it did (a result of caddy_otp_receipts_total), the
+// state it made, and the provider's reason for a failure (Receipt.Reason). A failure with its
+// reason is logged at info, and a bad signature at warn with what to check, for the operator;
+// the rest at debug. Nothing else of the receipt's body (which may hold the code) is logged.
+func (o *observer) receipt(result, provider, state, reason string) {
 	metrics.receipts.WithLabelValues(result).Inc()
-	o.logger.Debug("delivery receipt", zap.String("result", result), zap.String("provider", provider), zap.String("delivery", state))
+	fields := []zap.Field{zap.String("result", result), zap.String("provider", provider), zap.String("delivery", state)}
+	switch {
+	case result == "bad_signature": // its token was the gate's: the provider's key and the sender's differ, or the URL leaked
+		o.logger.Warn("delivery receipt", append(fields, zap.String("fix", "a receipt to a URL the gate gave did not verify: check that the sender's key (signing_key, signature_secret and signature_method, auth_token, public_key) is the provider's"))...)
+		return
+	case state == deliveryFailed && reason != "":
+		o.logger.Info("delivery receipt", append(fields, zap.String("reason", scrubbed(reason)))...)
+		return
+	}
+	o.logger.Debug("delivery receipt", fields...)
 }
 
 // codeFailed reports a code that did not sign the visitor in.

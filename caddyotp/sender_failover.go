@@ -271,7 +271,13 @@ func (f *Failover) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("failover sender: a failover inside a failover: list its senders in one failover instead")
 		}
 		if _, err := caddy.GetModule("http.handlers.otp.senders." + name); err != nil {
-			return d.Errf("failover sender: unknown sender %q%s", name, suggestion(name, []string{"restcomm", "twilio", "log", "region_failover"}))
+			known := []string{"region_failover"}
+			for _, m := range caddy.GetModules("http.handlers.otp.senders") {
+				if n := m.ID.Name(); n != "failover" && !strings.HasPrefix(n, "test_") {
+					known = append(known, n)
+				}
+			}
+			return d.Errf("failover sender: unknown sender %q%s", name, suggestion(name, known))
 		}
 		unm, err := caddyfile.UnmarshalModule(d, "http.handlers.otp.senders."+name)
 		if err != nil {

@@ -61,7 +61,7 @@ func (wh *webhooks) receipt(w http.ResponseWriter, r *http.Request, token string
 	}
 	rec := rb.open(token)
 	if rec == nil {
-		wh.obs.receipt("unknown", "", "")
+		wh.obs.receipt("unknown", "", "", "")
 		w.WriteHeader(http.StatusNotFound)
 		return nil
 	}
@@ -69,7 +69,7 @@ func (wh *webhooks) receipt(w http.ResponseWriter, r *http.Request, token string
 	receipt, err := wh.reader.ReadReceipt(r, rec.Provider, rb.url+token)
 	switch {
 	case errors.Is(err, ErrForgedReceipt):
-		wh.obs.receipt("bad_signature", rec.Provider, "")
+		wh.obs.receipt("bad_signature", rec.Provider, "", "")
 		w.WriteHeader(http.StatusForbidden)
 		return nil
 	case err != nil:
@@ -88,7 +88,7 @@ func (wh *webhooks) receipt(w http.ResponseWriter, r *http.Request, token string
 			result = "accepted"
 		}
 	}
-	wh.obs.receipt(result, rec.Provider, state)
+	wh.obs.receipt(result, rec.Provider, state, receipt.Reason)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
