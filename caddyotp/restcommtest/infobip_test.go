@@ -33,9 +33,9 @@ func TestInfobipFakeChecksAuthAndBodyAndAnswersItsShapes(t *testing.T) {
 	auth := []string{"Authorization", "App " + s.APIKey}
 	for body, want := range map[string]string{
 		`{"messages":[{"sender":"x","destinations":[{"to":"12015550123"}],"content":{"text":"t"},"text":"v2 field"}]}`: "body",
-		`{"messages":[{"sender":"x","destinations":[],"content":{"text":"t"}}]}`:                                        "destinations",
-		`{"messages":[{"sender":"x","destinations":[{"to":"12015550123"}],"content":{"text":" "}}]}`:                    "content.text",
-		`{"messages":[{"sender":"x","destinations":[{"to":"555"}],"content":{"text":"t"}}]}`:                            "to",
+		`{"messages":[{"sender":"x","destinations":[],"content":{"text":"t"}}]}`:                                       "destinations",
+		`{"messages":[{"sender":"x","destinations":[{"to":"12015550123"}],"content":{"text":" "}}]}`:                   "content.text",
+		`{"messages":[{"sender":"x","destinations":[{"to":"555"}],"content":{"text":"t"}}]}`:                           "to",
 	} {
 		st, _, v := send(t, url, "application/json", body, auth...)
 		viol, _ := v["violations"].([]any)
