@@ -96,6 +96,13 @@ func (s *HTTPAPI) Delay(d time.Duration) {
 	s.mu.Unlock()
 }
 
+// SetAPIKey changes the API key while requests may be in flight.
+func (s *HTTPAPI) SetAPIKey(key string) {
+	s.mu.Lock()
+	s.APIKey = key
+	s.mu.Unlock()
+}
+
 // Messages returns the messages accepted so far, oldest first.
 func (s *HTTPAPI) Messages() []HTTPAPIMessage {
 	s.mu.Lock()
@@ -123,7 +130,7 @@ type httpAPIRequest struct {
 
 func (s *HTTPAPI) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	failure, delay, refusals := s.failure, s.delay, s.refusals
+	failure, delay, refusals, apiKey := s.failure, s.delay, s.refusals, s.APIKey
 	s.mu.Unlock()
 	if !sleepCtx(r, delay) {
 		return
@@ -137,7 +144,7 @@ func (s *HTTPAPI) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		httpAPIError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
 		return
 	}
-	if !equal(r.Header.Get("X-Api-Key"), s.APIKey) {
+	if !equal(r.Header.Get("X-Api-Key"), apiKey) {
 		httpAPIError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid X-Api-Key")
 		return
 	}

@@ -124,6 +124,14 @@ func (s *Infobip) AutoReceipts(steps ...ReceiptStep) {
 	s.mu.Unlock()
 }
 
+// SetAPIKey changes the account's API key while requests may be in flight, as an operator
+// revoking it in the portal would.
+func (s *Infobip) SetAPIKey(key string) {
+	s.mu.Lock()
+	s.APIKey = key
+	s.mu.Unlock()
+}
+
 // Messages returns the messages accepted so far, oldest first.
 func (s *Infobip) Messages() []InfobipMessage {
 	s.mu.Lock()
@@ -192,7 +200,7 @@ var infobipNumber = regexp.MustCompile(`^\+?[1-9][0-9]{6,14}$`)
 
 func (s *Infobip) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	failure, delay, steps := s.failure, s.delay, append([]ReceiptStep(nil), s.receipts...)
+	failure, delay, steps, apiKey := s.failure, s.delay, append([]ReceiptStep(nil), s.receipts...), s.APIKey
 	s.mu.Unlock()
 	if !sleepCtx(r, delay) {
 		return
@@ -201,7 +209,7 @@ func (s *Infobip) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		infobipError(w, http.StatusNotFound, "E404", "Requested URL not found.", nil)
 		return
 	}
-	if key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "App "); !ok || !equal(key, s.APIKey) {
+	if key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "App "); !ok || !equal(key, apiKey) {
 		infobipError(w, http.StatusUnauthorized, "E401", "Invalid login details", nil)
 		return
 	}

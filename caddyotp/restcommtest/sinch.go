@@ -105,6 +105,14 @@ func (s *Sinch) AutoReceipts(steps ...ReceiptStep) {
 	s.mu.Unlock()
 }
 
+// SetAPIToken changes the service plan's token while requests may be in flight, as an
+// operator rotating it in the dashboard would.
+func (s *Sinch) SetAPIToken(token string) {
+	s.mu.Lock()
+	s.APIToken = token
+	s.mu.Unlock()
+}
+
 // Batches returns the batches accepted so far, oldest first.
 func (s *Sinch) Batches() []SinchBatch {
 	s.mu.Lock()
@@ -182,7 +190,7 @@ var sinchNumber = regexp.MustCompile(`^\+?[1-9][0-9]{6,14}$`)
 
 func (s *Sinch) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	failure, delay, steps := s.failure, s.delay, append([]ReceiptStep(nil), s.receipts...)
+	failure, delay, steps, apiToken := s.failure, s.delay, append([]ReceiptStep(nil), s.receipts...), s.APIToken
 	s.mu.Unlock()
 	if !sleepCtx(r, delay) {
 		return
@@ -193,7 +201,7 @@ func (s *Sinch) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		sinchError(w, http.StatusNotFound, "not_found", "Not found")
 		return
 	}
-	if token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); !ok || !equal(token, s.APIToken) || plan != s.ServicePlanID {
+	if token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); !ok || !equal(token, apiToken) || plan != s.ServicePlanID {
 		w.WriteHeader(http.StatusUnauthorized) // a token of another plan is refused as a wrong one
 		return
 	}
