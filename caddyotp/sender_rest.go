@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -61,7 +62,11 @@ func (c *restClient) do(ctx context.Context, method, endpoint string, header htt
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return answer{}, &SendError{Provider: c.provider, Fault: TemporaryFault, Detail: transportDetail(ctx, err)}
+		detail := transportDetail(ctx, err)
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() { // the header timeout may fire first
+			detail = "no answer before the timeout"
+		}
+		return answer{}, &SendError{Provider: c.provider, Fault: TemporaryFault, Detail: detail + " (" + c.timeout.String() + ")"}
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
