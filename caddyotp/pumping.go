@@ -61,16 +61,19 @@ func pumpPrefix(e164 string) string {
 	return e164[:len(e164)-4]
 }
 
-// callingCode is the country calling code of an E.164 number (44 for +447911123456), or "".
+// callingCode is the country calling code an E.164 number starts with (44 for +447911123456),
+// or "": calling codes are prefix-free, so at most one of its first 1 to 3 digits is one.
 func callingCode(e164 string) string {
-	num, err := phonenumbers.Parse(e164, "")
-	if err != nil {
-		return ""
+	for n := 1; n <= 3 && n < len(e164); n++ {
+		if cc, err := strconv.Atoi(e164[1 : 1+n]); err == nil && phonenumbers.GetRegionCodeForCountryCode(cc) != "ZZ" {
+			return e164[1 : 1+n]
+		}
 	}
-	return strconv.Itoa(int(num.GetCountryCode()))
+	return ""
 }
 
-// countryOf is the region of an E.164 number for metrics and logs: ISO 3166 (GB), or ZZ.
+// countryOf is the region of an E.164 number for metrics and logs: ISO 3166 (GB), or ZZ. It
+// parses the number, so the shield asks only when it has something to report.
 func countryOf(e164 string) string {
 	if r := regionOf(e164); r != "" {
 		return r
@@ -123,7 +126,8 @@ func (s *pumpingShield) admit(ctx context.Context, f *flow) (bool, error) {
 		return true, nil
 	}
 	sent, now := time.Unix(0, f.Sent), s.now()
-	country, stopped, prefixCounted := countryOf(f.Phone), false, false
+	code := callingCode(f.Phone)
+	stopped, prefixCounted := false, false
 	if !s.safePrefix(f.Phone) {
 		prefix := pumpPrefix(f.Phone)
 		tag := s.prefixTag(prefix)
@@ -134,12 +138,12 @@ func (s *pumpingShield) admit(ctx context.Context, f *flow) (bool, error) {
 			return false, err
 		}
 		if got.Holding {
-			s.quarantined(ctx, prefix, f.Phone, got.Count, now)
+			s.quarantined(ctx, prefix, countryOf(f.Phone), code, got.Count, now)
 		}
 		stopped, prefixCounted = got.Stopped, !got.Stopped || s.monitor
 	}
 	if s.country.Count > 0 && !(stopped && !s.monitor) {
-		w := window(countryTag(callingCode(f.Phone)), sent, time.Duration(s.country.Window))
+		w := window(countryTag(code), sent, time.Duration(s.country.Window))
 		w.Now, w.Cap, w.Through = now.UnixNano(), int64(s.country.Count), s.monitor
 		got, err := s.store.Window(ctx, w)
 		if err == nil && got.Stopped && !s.monitor && prefixCounted {
@@ -149,15 +153,15 @@ func (s *pumpingShield) admit(ctx context.Context, f *flow) (bool, error) {
 			return false, err
 		}
 		if got.Stopped {
-			s.countryCapped(country, callingCode(f.Phone), got.Count, now)
+			s.countryCapped(countryOf(f.Phone), code, got.Count, now)
 		}
 		stopped = stopped || got.Stopped
 	}
 	switch {
 	case stopped && s.monitor:
-		metrics.pumping.WithLabelValues(country, "would_block").Inc()
+		metrics.pumping.WithLabelValues(countryOf(f.Phone), "would_block").Inc()
 	case stopped:
-		metrics.pumping.WithLabelValues(country, "blocked").Inc()
+		metrics.pumping.WithLabelValues(countryOf(f.Phone), "blocked").Inc()
 		return false, nil
 	}
 	return true, nil
@@ -191,11 +195,10 @@ func (s *pumpingShield) undo(ctx context.Context, f *flow, country bool) error {
 
 // quarantined reports a prefix that just reached its limit, once for the whole store (only the
 // code that started the hold sees Holding), and lists it for the admin API.
-func (s *pumpingShield) quarantined(ctx context.Context, prefix, phone string, count int64, now time.Time) {
-	country := countryOf(phone)
+func (s *pumpingShield) quarantined(ctx context.Context, prefix, country, code string, count int64, now time.Time) {
 	metrics.pumping.WithLabelValues(country, "quarantined").Inc()
 	s.obs.logger.Warn("number prefix quarantined: SMS pumping suspected", zap.String("prefix", prefix), zap.String("country", country),
-		zap.String("calling_code", callingCode(phone)), zap.Int64("unverified", count), zap.Duration("for", pumpHold), zap.Bool("monitor", s.monitor))
+		zap.String("calling_code", code), zap.Int64("unverified", count), zap.Duration("for", pumpHold), zap.Bool("monitor", s.monitor))
 	s.obs.emit(eventPumpingBlocked, "prefix", prefix, "country", country, "unverified", count, "monitor", s.monitor)
 	if err := s.list(ctx, quarantine{Prefix: prefix, Country: country, Unverified: count, Since: now.UnixNano(), Monitor: s.monitor}); err != nil {
 		s.obs.storeFailed(err) // the hold is set: only the admin API's list misses it

@@ -312,3 +312,13 @@ func TestPumpingShieldCaddyfileMistakesNameTheirFix(t *testing.T) {
 		}
 	}
 }
+
+// TestCallingCodeIsTheNumbersCountryCode: the country a code counts under is the calling code
+// the number starts with, one to three digits.
+func TestCallingCodeIsTheNumbersCountryCode(t *testing.T) {
+	for e164, want := range map[string]string{"+12015550123": "1", "+447400120000": "44", "+353861234567": "353", "+79161234567": "7", "+": ""} {
+		if got := callingCode(e164); got != want {
+			t.Errorf("callingCode(%s) = %q, want %q", e164, got, want)
+		}
+	}
+}
