@@ -128,7 +128,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"ip_range_factor":  func() error { return oneInt(d, &h.IPRangeFactor, "1 or more") },
 		"lockout":          limit(&h.Lockout),
 		"max_sms_per_hour": func() error { return oneInt(d, &h.MaxSMSPerHour, "0 for no cap, or more") },
-		"pumping_shield":   func() error { return h.unmarshalPumping(d) },
+		"pumping_shield":   func() error { h.PumpingShield = new(PumpingShield); return unmarshalPumping(d, h.PumpingShield) },
 		"session_ttl":      dur(&h.SessionTTL),
 		"session_idle":     dur(&h.SessionIdle),
 		"trust_device":     dur(&h.TrustDevice),

@@ -74,9 +74,7 @@ func validPrefix(p string) bool {
 //	    country_limit 500 per 24h        # unverified codes per country calling code (off by default)
 //	    safe +4479111 +1201555           # prefixes never quarantined
 //	}
-func (h *Handler) unmarshalPumping(d *caddyfile.Dispenser) error {
-	c := &PumpingShield{}
-	h.PumpingShield = c
+func unmarshalPumping(d *caddyfile.Dispenser, c *PumpingShield) error {
 	if d.NextArg() {
 		switch c.Mode = d.Val(); c.Mode {
 		case "on", "off", "monitor":
