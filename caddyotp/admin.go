@@ -56,7 +56,10 @@ func runningGates() []*Handler {
 //
 // ends every session and trusted browser of that phone (and of the users bound to it) or user,
 // on every gate of the running config, and through their stores on every instance that shares
-// them.
+// them;
+//
+//	GET    /otp/pumping           the number prefixes the pumping shield holds quarantined
+//	DELETE /otp/pumping/+4479111  lifts that prefix's quarantine and forgets its count
 type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -66,7 +69,9 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Routes returns the admin routes of the otp gate.
 func (a *adminAPI) Routes() []caddy.AdminRoute {
-	return []caddy.AdminRoute{{Pattern: "/otp/revoke", Handler: caddy.AdminHandlerFunc(a.revoke)}}
+	return []caddy.AdminRoute{{Pattern: "/otp/revoke", Handler: caddy.AdminHandlerFunc(a.revoke)},
+		{Pattern: "/otp/pumping", Handler: caddy.AdminHandlerFunc(a.pumping)},
+		{Pattern: "/otp/pumping/", Handler: caddy.AdminHandlerFunc(a.pumping)}}
 }
 
 // revokeRequest is the body of POST /otp/revoke: exactly one of its fields.

@@ -70,6 +70,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    lockout 10 15m                          # consecutive failures per phone and address,
 //	                                            # lock duration; 5x that from any address locks the phone
 //	    max_sms_per_hour 200                    # codes per hour for this gate (a /24 or /48: a quarter)
+//	    pumping_shield {                        # on by default; or: pumping_shield off|monitor
+//	        prefix_limit 10                     # unverified codes per prefix per hour -> quarantine
+//	        country_limit 500 per 24h           # per country calling code (off by default)
+//	        safe +4479111                       # prefixes never quarantined
+//	    }
 //	    session_ttl 12h                         # absolute
 //	    session_idle 30m                        # sliding
 //	    trust_device 30d                        # offer "trust this browser" (off by default)
@@ -123,6 +128,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"ip_range_factor":  func() error { return oneInt(d, &h.IPRangeFactor, "1 or more") },
 		"lockout":          limit(&h.Lockout),
 		"max_sms_per_hour": func() error { return oneInt(d, &h.MaxSMSPerHour, "0 for no cap, or more") },
+		"pumping_shield":   func() error { h.PumpingShield = new(PumpingShield); return unmarshalPumping(d, h.PumpingShield) },
 		"session_ttl":      dur(&h.SessionTTL),
 		"session_idle":     dur(&h.SessionIdle),
 		"trust_device":     dur(&h.TrustDevice),
@@ -164,8 +170,13 @@ func (h *Handler) unmarshalUsers(d *caddyfile.Dispenser) error {
 // and repeated ones. An error names the block and the subdirective, and an unknown name gets a
 // suggestion.
 func parseBlock(d *caddyfile.Dispenser, what string, subs map[string]func() error) error {
+	return parseBlockAt(d, 0, what, subs)
+}
+
+// parseBlockAt is parseBlock for a block nested at nesting (d.Nesting()) in another.
+func parseBlockAt(d *caddyfile.Dispenser, nesting int, what string, subs map[string]func() error) error {
 	seen := map[string]bool{}
-	for d.NextBlock(0) {
+	for d.NextBlock(nesting) {
 		name := d.Val()
 		if seen[name] {
 			return d.Errf("%s: %s given twice", what, name)

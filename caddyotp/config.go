@@ -106,6 +106,9 @@ func (h *Handler) Validate() (err error) {
 	if h.MaxSMSPerHour < 0 {
 		return errors.New("otp: max_sms_per_hour must not be negative")
 	}
+	if err := h.PumpingShield.validate(); err != nil {
+		return err
+	}
 	if h.IPRangeFactor < 1 || h.IPRangeFactor > 1000 {
 		return fmt.Errorf("otp: ip_range_factor %d is outside 1..1000 (how many times ip_limit one /24 or /48 may make)", h.IPRangeFactor)
 	}
@@ -326,6 +329,8 @@ type Handler struct {
 	// cap reveals nothing); 0 means no cap. Bounds what a bot can cost in SMS. One address range
 	// (an IPv4 /24, an IPv6 /48) may spend a quarter of it; a try past a cap does not count.
 	MaxSMSPerHour int `json:"max_sms_per_hour,omitempty"`
+	// Holds back codes to number prefixes that bots pump (PumpingShield). On by default.
+	PumpingShield *PumpingShield `json:"pumping_shield,omitempty"`
 
 	// Absolute lifetime of a session. Default 12h.
 	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`

@@ -24,6 +24,7 @@ type deliveries struct {
 	codeTTL    time.Duration
 	receipts   *receiptBook // nil unless public_url is set and the sender asks for receipts
 	endings    endings
+	shield     *pumpingShield                             // holds back codes to pumped prefixes
 	wait       func(ctx context.Context, d time.Duration) // how simulated deliveries wait
 	now        func() time.Time
 	obs        *observer
@@ -72,7 +73,17 @@ func (ds *deliveries) run(d delivery) {
 	var took time.Duration
 	key := deliveryKey(d.flowID, d.flow.Hash)
 	asks := ds.receipts != nil && d.channel == "sms" // whether receipts may be asked for
+	held := false                                    // by the pumping shield
 	if d.flow.Allowed {
+		// A code the pumping shield holds back follows the simulated course, as a number's that
+		// may not sign in; one it could not count (the store failed) fails, as a send would.
+		if d.flow.Allowed, err = ds.shield.admit(ctx, &d.flow); err != nil {
+			d.flow.Allowed, state = true, deliveryFailed
+			ds.obs.storeFailed(err)
+		}
+		held = !d.flow.Allowed
+	}
+	if d.flow.Allowed && state == "" {
 		var receipts func(string) string
 		if asks {
 			receipts = ds.receipts.callbacks(d.flowID, d.flow.Hash)
@@ -85,9 +96,18 @@ func (ds *deliveries) run(d delivery) {
 			state = deliverySent
 		}
 		ds.health.record(d.channel, result{took: took, state: state, reason: reason})
-	} else {
+		if err != nil { // not handed over: it is no unverified code
+			if err := ds.shield.forget(ctx, &d.flow); err != nil {
+				ds.obs.storeFailed(err)
+			}
+		}
+	} else if !d.flow.Allowed {
 		if w, ok := ds.sender.(withholdingTold); ok {
-			w.Withheld(d.flow.Phone, d.channel)
+			why := "not in phones, users or regions"
+			if held {
+				why = "its prefix is quarantined by the pumping shield"
+			}
+			w.Withheld(d.flow.Phone, d.channel, why)
 		}
 		res := ds.health.sample(d.channel)
 		if res.state == deliveryAccepted && asks && ds.health.seen(d.channel) == 0 { // no real delivery seen yet

@@ -36,7 +36,7 @@ func TestTheDemoSignsInAndSaysWhatItWithholds(t *testing.T) {
 	other := newVisitorAt(t, "http://localhost:8080")
 	_, refused := other.startSignIn("/", "+1 201 555 0145")
 	wantStatus(t, "asking for a code for a number that may not sign in", refused, http.StatusSeeOther)
-	waitFor(t, demo.out, regexp.MustCompile(`\+1201\*+45 may not sign in here \(not in phones, users or regions\): no code sent`))
+	waitFor(t, demo.out, regexp.MustCompile(`\+1201\*+45 gets no code here \(not in phones, users or regions\): no code sent`))
 }
 
 // waitFor waits for pattern in out, and returns its first group.

@@ -93,3 +93,10 @@ func (s *faultStore) Tally(ctx context.Context, t Tally) (Tallied, error) {
 	}
 	return s.MemoryStore.Tally(ctx, t)
 }
+
+func (s *faultStore) Window(ctx context.Context, w Window) (Windowed, error) {
+	if storeDown.Load() {
+		return Windowed{}, errStoreDown
+	}
+	return s.MemoryStore.Window(ctx, w)
+}

@@ -212,8 +212,12 @@ func (fl *flows) sendCode(ctx context.Context, v *visit, f *flow, channel string
 	}
 	if wait, limit, err := fl.limits.admitCode(ctx, f.Phone, v.client, v.gate); err != nil || wait > 0 {
 		fl.deliveries.outbox.release(slot)
+		if limit == "site" && err == nil {
+			fl.deliveries.shield.budgetReached()
+		}
 		return limitedBy(limit, wait, err)
 	}
+	fl.deliveries.shield.asked(f.Phone)
 	send := fl.smsSender(v, f.Phone)
 	if channel == "call" {
 		send = fl.voice.caller(f.Phone, v.lang, fl.site(v))
@@ -303,6 +307,9 @@ func (fl *flows) compare(ctx context.Context, v *visit, f *flow, code string) ou
 	}
 	if err := fl.limits.trySucceeded(ctx, f.Phone, v.client); err != nil {
 		return failedWith(err)
+	}
+	if err := fl.deliveries.shield.forget(ctx, f); err != nil { // a verified code is no pumping
+		fl.obs.storeFailed(err) // the code was right: the visitor signs in
 	}
 	return outcome{kind: verified, subject: subjectOf(f)}
 }

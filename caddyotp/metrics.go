@@ -20,6 +20,7 @@ var metrics = struct {
 	senderDuration prometheus.Histogram
 	providerSends  *prometheus.CounterVec
 	receipts       *prometheus.CounterVec
+	pumping        *prometheus.CounterVec
 }{
 	smsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "otp", Name: "sms_sent_total",
@@ -62,6 +63,10 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "otp", Name: "receipts_total",
 		Help: "Delivery receipts posted to P/receipt/, by result: accepted (the delivery state moved on), unchanged (repeated, late or out of order), unknown (no live code for the token), bad_signature (refused with 403).",
 	}, []string{"result"}),
+	pumping: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "otp", Name: "pumping_total",
+		Help: "The pumping shield's work, by country (ISO 3166 region of the number) and action: blocked (a code held back: no SMS or call), would_block (monitor: sent, but the shield would have held it back), quarantined (a prefix reached prefix_limit).",
+	}, []string{"country", "action"}),
 }
 
 // registerMetrics adds the collectors to a config's registry; a second handler in the same
@@ -71,7 +76,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.smsSent, metrics.calls, metrics.verifications, metrics.rateLimited,
-		metrics.sessions, metrics.revoked, metrics.storeErrors, metrics.senderDuration, metrics.providerSends, metrics.receipts} {
+		metrics.sessions, metrics.revoked, metrics.storeErrors, metrics.senderDuration, metrics.providerSends, metrics.receipts, metrics.pumping} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -32,6 +32,7 @@ const (
 	eventFailed         = "otp_failed"          // a code was wrong, expired or exhausted
 	eventLocked         = "otp_locked"          // an address (or a phone) was locked out
 	eventSessionRevoked = "otp_session_revoked" // a sign-out
+	eventPumpingBlocked = "otp_pumping_blocked" // the pumping shield quarantined a number prefix
 )
 
 // phone is a phone for the log and events: masked, unless log_phones is on.

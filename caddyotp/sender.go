@@ -37,7 +37,7 @@ type Caller interface {
 // withholdingTold is a Sender told of each code the gate withholds from a number that may not
 // sign in (which the visitor is never told). Only the development log sender is one.
 type withholdingTold interface {
-	Withheld(to, channel string)
+	Withheld(to, channel, why string)
 }
 
 // Message is one text message to send.

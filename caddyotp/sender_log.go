@@ -51,12 +51,12 @@ func (s *LogSender) Send(_ context.Context, msg Message) (Sent, error) {
 
 // Withheld says in the terminal that no code went to a number that may not sign in: the demo's
 // user is the operator, who would otherwise wait for a code that never comes.
-func (s *LogSender) Withheld(to, channel string) {
+func (s *LogSender) Withheld(to, channel, why string) {
 	what := "code sent"
 	if channel == "call" {
 		what = "call placed"
 	}
-	fmt.Fprintf(s.out, "%s may not sign in here (not in phones, users or regions): no %s (otp log sender: development only)\n", maskPhone(to), what)
+	fmt.Fprintf(s.out, "%s gets no code here (%s): no %s (otp log sender: development only)\n", maskPhone(to), why, what)
 }
 
 // UnmarshalCaddyfile reads the log sender, which takes no options:

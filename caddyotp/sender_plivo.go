@@ -45,7 +45,7 @@ type Plivo struct {
 	Voice bool `json:"voice,omitempty"`
 
 	endpoint string
-	api      *webAPI
+	api      *restClient
 	logger   *zap.Logger
 
 	unset struct{ id, token []string } // the unset {env.VAR}s of auth_id and auth_token
@@ -75,7 +75,7 @@ func (s *Plivo) Provision(ctx caddy.Context) error {
 		s.Timeout = caddy.Duration(10 * time.Second)
 	}
 	s.endpoint = s.BaseURL + "/v1/Account/" + url.PathEscape(s.AuthID) + "/Message/"
-	s.api = newWebAPI("plivo", time.Duration(s.Timeout))
+	s.api = newRestClient("plivo", time.Duration(s.Timeout))
 	if len(s.From) <= 11 && alphanumericSender.MatchString(s.From) {
 		s.logger.Warn("plivo sender: from " + s.From + " is an alphanumeric sender id, which Plivo disables by default, and which some countries (the US, Canada) do not carry: ask Plivo to enable it, or give a number of the account in E.164")
 	}
@@ -112,7 +112,7 @@ func (s *Plivo) Validate() error {
 		// its call scripts in RCML (<Say>), which Plivo does not read.
 		return errors.New("plivo sender: voice is not offered: a Plivo call reads Plivo XML, and the gate's call scripts are RCML; remove voice, or put a sender that can call (twilio, restcomm) after plivo in a failover")
 	}
-	return validBaseURL("plivo", s.BaseURL, DefaultPlivoBaseURL)
+	return checkBaseURL("plivo sender", "base_url", s.BaseURL, DefaultPlivoBaseURL)
 }
 
 // Cleanup closes idle connections to the API.
@@ -134,7 +134,7 @@ func (s *Plivo) Send(ctx context.Context, msg Message) (Sent, error) {
 		}
 	}
 	b, _ := json.Marshal(body)
-	ans, err := s.api.post(ctx, s.endpoint, "application/json", b, func(r *http.Request) { r.SetBasicAuth(s.AuthID, s.AuthToken) })
+	ans, err := s.api.post(ctx, s.endpoint, "application/json", b, http.Header{"Authorization": {basicAuth(s.AuthID, s.AuthToken)}})
 	if err != nil {
 		return Sent{Provider: "plivo"}, err
 	}

@@ -3,6 +3,7 @@ package caddyotp
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -43,6 +44,20 @@ type answer struct {
 }
 
 func (a answer) ok() bool { return a.status >= 200 && a.status < 300 }
+
+// post sends body, of contentType, to endpoint, with the request's other headers (its auth).
+func (c *restClient) post(ctx context.Context, endpoint, contentType string, body []byte, header http.Header) (answer, error) {
+	h := http.Header{"Content-Type": {contentType}, "Accept": {"application/json"}}
+	for name, values := range header {
+		h[name] = values
+	}
+	return c.do(ctx, http.MethodPost, endpoint, h, body)
+}
+
+// basicAuth is the Authorization header's value of HTTP Basic auth.
+func basicAuth(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
 
 // do sends one request. No answer (a timeout, a dropped connection) is a temporary
 // *SendError; any answer is returned as it is, for the sender to read.
@@ -98,9 +113,13 @@ func (c *restClient) statusFault(a answer) *SendError {
 }
 
 // retryAfter says how long the provider asked to wait before the next request (Retry-After,
-// in seconds or as a date), for the log; "" if it did not say.
+// in seconds or as a date; Telnyx's x-ratelimit-reset, in seconds), for the log; "" if it did
+// not say.
 func retryAfter(h http.Header) string {
 	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		v = strings.TrimSpace(h.Get("X-Ratelimit-Reset"))
+	}
 	if v == "" {
 		return ""
 	}

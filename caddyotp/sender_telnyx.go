@@ -53,7 +53,7 @@ type Telnyx struct {
 
 	endpoint string
 	key      ed25519.PublicKey
-	api      *webAPI
+	api      *restClient
 	logger   *zap.Logger
 	now      func() time.Time
 
@@ -88,7 +88,7 @@ func (s *Telnyx) Provision(ctx caddy.Context) error {
 		s.key = ed25519.PublicKey(b)
 	}
 	s.endpoint = s.BaseURL + "/v2/messages"
-	s.api = newWebAPI("telnyx", time.Duration(s.Timeout))
+	s.api = newRestClient("telnyx", time.Duration(s.Timeout))
 	if s.PublicKey == "" {
 		s.logger.Warn("telnyx sender: no public_key: delivery receipts are off, so the code page cannot say whether a code was delivered; copy the public key from Mission Control (Keys & Credentials)")
 	}
@@ -121,7 +121,7 @@ func (s *Telnyx) Validate() error {
 		// webhooks, and it serves call scripts in RCML, which Telnyx does not fetch.
 		return errors.New("telnyx sender: voice is not offered: a Telnyx call speaks only after its call.answered webhook, which the gate does not take; remove voice, or put a sender that can call (twilio, restcomm) after telnyx in a failover")
 	}
-	return validBaseURL("telnyx", s.BaseURL, DefaultTelnyxBaseURL)
+	return checkBaseURL("telnyx sender", "base_url", s.BaseURL, DefaultTelnyxBaseURL)
 }
 
 // shortCode says whether from is a short code: 3 to 8 digits.
@@ -158,7 +158,7 @@ func (s *Telnyx) Send(ctx context.Context, msg Message) (Sent, error) {
 		}
 	}
 	b, _ := json.Marshal(body)
-	ans, err := s.api.post(ctx, s.endpoint, "application/json", b, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+s.APIKey) })
+	ans, err := s.api.post(ctx, s.endpoint, "application/json", b, http.Header{"Authorization": {"Bearer " + s.APIKey}})
 	if err != nil {
 		return Sent{Provider: "telnyx"}, err
 	}

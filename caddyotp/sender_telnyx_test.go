@@ -144,7 +144,7 @@ func TestTelnyxSendsWhatTheAPIWantsAndClassifiesEachFailure(t *testing.T) {
 	}{
 		{restcommtest.TelnyxBlocked, NumberFault, "blocked", 409, "replied STOP"},
 		{restcommtest.TelnyxInvalidNumber, NumberFault, "invalid", 400, "error 10002"},
-		{restcommtest.TelnyxTooManyRequests, TemporaryFault, "", 429, "retry after 7s"},
+		{restcommtest.TelnyxTooManyRequests, TemporaryFault, "", 429, "Retry-After 7s"},
 		{restcommtest.TelnyxInternalError, TemporaryFault, "", 500, "provider failure"},
 		{restcommtest.TelnyxDropConnection, TemporaryFault, "", 0, "connection failed"},
 	} {

@@ -50,7 +50,7 @@ type Vonage struct {
 	Voice bool `json:"voice,omitempty"`
 
 	endpoint string
-	api      *webAPI
+	api      *restClient
 	logger   *zap.Logger
 	now      func() time.Time
 
@@ -85,7 +85,7 @@ func (s *Vonage) Provision(ctx caddy.Context) error {
 		s.Timeout = caddy.Duration(10 * time.Second)
 	}
 	s.endpoint = s.BaseURL + "/sms/json"
-	s.api = newWebAPI("vonage", time.Duration(s.Timeout))
+	s.api = newRestClient("vonage", time.Duration(s.Timeout))
 	if s.SignatureSecret == "" {
 		s.logger.Info("vonage sender: no signature_secret: delivery receipts are not signed, so the unguessable token of their URL alone authenticates them")
 	}
@@ -128,7 +128,7 @@ func (s *Vonage) Validate() error {
 		// JWT of a Vonage application, signed with its private key: not the SMS API's key and secret.
 		return errors.New("vonage sender: voice is not offered: Vonage's Voice API needs an application's JWT (application id and private key), not api_key and api_secret; remove voice, or put a sender that can call (twilio, restcomm) after vonage in a failover")
 	}
-	return validBaseURL("vonage", s.BaseURL, DefaultVonageBaseURL)
+	return checkBaseURL("vonage sender", "base_url", s.BaseURL, DefaultVonageBaseURL)
 }
 
 // Cleanup closes idle connections to the API.

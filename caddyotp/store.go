@@ -44,6 +44,9 @@ type Store interface {
 	// that parallel tries cannot slip between a look at a lock and a count. Every key of one
 	// Tally has the same hash tag ({...}), so that a Redis Cluster keeps them in one slot.
 	Tally(ctx context.Context, t Tally) (Tallied, error)
+	// Window counts one event in a sliding window unless a hold or the window's cap stops it,
+	// in one atomic step (store_window.go). Every key of one Window has the same hash tag.
+	Window(ctx context.Context, w Window) (Windowed, error)
 }
 
 // Tally is one try counted against runs of consecutive failures (a lockout).

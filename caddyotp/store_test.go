@@ -224,6 +224,8 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 		eventually(t, "tallied counter expired", func() bool { v, err := s.Get(ctx, "fail:{r}"); return err == nil && v == nil })
 	})
 
+	t.Run("a window counts until its hold or cap, less what was taken back", func(t *testing.T) { windowContract(t, newStore(t)) })
+
 	t.Run("revocations", func(t *testing.T) {
 		s := newStore(t)
 		abc, abd, subject := [16]byte{0xab, 0xc}, [16]byte{0xab, 0xd}, [16]byte{0x5b}

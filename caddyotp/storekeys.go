@@ -54,3 +54,18 @@ func endingsCountKey(gate string) string { return "end:" + gate + ":n" }
 
 // endingKey is one of a gate's last endings.
 func endingKey(gate string, i int64) string { return "end:" + gate + ":" + strconv.FormatInt(i, 10) }
+
+// pumpSlotKey counts a prefix's or a country's codes (kind "s") and those taken back ("v") in
+// one slot of the pumping shield's window; pumpHoldKey holds until when a prefix is
+// quarantined. tag is the prefix's keyed hash or the country's calling code (pumpingShield).
+func pumpSlotKey(tag, kind string, slot int64) string {
+	return "pump:{" + tag + "}:" + kind + ":" + strconv.FormatInt(slot, 10)
+}
+
+func pumpHoldKey(tag string) string { return "pump:{" + tag + "}:hold" }
+
+// pumpListCountKey counts the quarantines listed so far; pumpListKey is one of them, with
+// its prefix, for the admin API.
+const pumpListCountKey = "pumpq:n"
+
+func pumpListKey(i int64) string { return "pumpq:" + strconv.FormatInt(i, 10) }

@@ -14,14 +14,8 @@ import (
 
 // as makes the visitor's browser send the user's basic_auth credentials.
 func (v *visitor) as(user string) *visitor {
-	v.client.Transport = headerTransport{"Authorization": "Basic " + basicAuth(user, "correct horse")}
+	v.client.Transport = headerTransport{"Authorization": basicAuth(user, "correct horse")}
 	return v
-}
-
-func basicAuth(user, pass string) string {
-	r, _ := http.NewRequest(http.MethodGet, "/", nil)
-	r.SetBasicAuth(user, pass)
-	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
 }
 
 func TestPasswordThenSMSCodeIsTwoFactors(t *testing.T) {

@@ -8,9 +8,9 @@ import (
 	"testing"
 )
 
-// send posts body to url with the header pairs and returns the status, the headers and the
+// sendTo posts body to url with the header pairs and returns the status, the headers and the
 // decoded JSON answer (nil if none).
-func send(t *testing.T, url, contentType, body string, header ...string) (int, http.Header, map[string]any) {
+func sendTo(t *testing.T, url, contentType, body string, header ...string) (int, http.Header, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
@@ -38,10 +38,10 @@ func TestHTTPAPIFakeChecksItsKeyAndBodyAndAnswersItsShapes(t *testing.T) {
 	s := NewHTTPAPI()
 	defer s.Close()
 	good := `{"to":"+12015550123","from":"ExampleCo","text":"123456 is your code"}`
-	if st, _, v := send(t, s.Endpoint(), "application/json", good); st != 401 || errorCode(v) != "unauthorized" {
+	if st, _, v := sendTo(t, s.Endpoint(), "application/json", good); st != 401 || errorCode(v) != "unauthorized" {
 		t.Errorf("without a key: %d %v", st, v)
 	}
-	if st, _, v := send(t, s.Endpoint(), "application/json", good, "X-Api-Key", "wrong"); st != 401 {
+	if st, _, v := sendTo(t, s.Endpoint(), "application/json", good, "X-Api-Key", "wrong"); st != 401 {
 		t.Errorf("with a wrong key: %d %v", st, v)
 	}
 	for body, want := range map[string]string{
@@ -50,19 +50,19 @@ func TestHTTPAPIFakeChecksItsKeyAndBodyAndAnswersItsShapes(t *testing.T) {
 		`{"to":"12015550123","from":"x","text":"t"}`:            "invalid_number",
 		`{"to":"+12015550123","from":"x","text":"t"`:            "invalid_json",
 	} {
-		if _, _, v := send(t, s.Endpoint(), "application/json", body, "X-Api-Key", s.APIKey); errorCode(v) != want {
+		if _, _, v := sendTo(t, s.Endpoint(), "application/json", body, "X-Api-Key", s.APIKey); errorCode(v) != want {
 			t.Errorf("%s: %v, want %s", body, v, want)
 		}
 	}
-	if st, _, _ := send(t, s.Endpoint(), "text/plain", good, "X-Api-Key", s.APIKey); st != 415 {
+	if st, _, _ := sendTo(t, s.Endpoint(), "text/plain", good, "X-Api-Key", s.APIKey); st != 415 {
 		t.Errorf("a text body: %d", st)
 	}
-	st, _, v := send(t, s.Endpoint(), "application/json", good, "X-Api-Key", s.APIKey)
+	st, _, v := sendTo(t, s.Endpoint(), "application/json", good, "X-Api-Key", s.APIKey)
 	data, _ := v["data"].(map[string]any)
 	if id, _ := data["id"].(string); st != 201 || !strings.HasPrefix(id, "msg_") {
 		t.Fatalf("a good send: %d %v", st, v)
 	}
-	st, _, _ = send(t, s.Endpoint(), "application/x-www-form-urlencoded", "to=%2B12015550123&from=x&text=hi", "X-Api-Key", s.APIKey)
+	st, _, _ = sendTo(t, s.Endpoint(), "application/x-www-form-urlencoded", "to=%2B12015550123&from=x&text=hi", "X-Api-Key", s.APIKey)
 	if m := s.Messages(); st != 201 || len(m) != 2 || m[1].To != "+12015550123" || m[1].ContentType != "application/x-www-form-urlencoded" {
 		t.Errorf("a form send: %d %+v", st, m)
 	}
@@ -78,7 +78,7 @@ func TestHTTPAPIFakeChecksItsKeyAndBodyAndAnswersItsShapes(t *testing.T) {
 		HTTPAPIInternalError: {500, "internal"},
 	} {
 		s.Fail(f)
-		st, h, v := send(t, s.Endpoint(), "application/json", good, "X-Api-Key", s.APIKey)
+		st, h, v := sendTo(t, s.Endpoint(), "application/json", good, "X-Api-Key", s.APIKey)
 		if st != want[0] || errorCode(v) != want[1] {
 			t.Errorf("failure %d: %d %v, want %v", f, st, v, want)
 		}
@@ -88,7 +88,7 @@ func TestHTTPAPIFakeChecksItsKeyAndBodyAndAnswersItsShapes(t *testing.T) {
 	}
 	s.Fail(HTTPAPINone)
 	s.Refuse("+12015550199", HTTPAPIOptedOut)
-	if st, _, _ := send(t, s.Endpoint(), "application/json", strings.Replace(good, "0123", "0199", 1), "X-Api-Key", s.APIKey); st != 409 {
+	if st, _, _ := sendTo(t, s.Endpoint(), "application/json", strings.Replace(good, "0123", "0199", 1), "X-Api-Key", s.APIKey); st != 409 {
 		t.Errorf("a refused number: %d", st)
 	}
 	s.Fail(HTTPAPIDropConnection)

@@ -26,7 +26,7 @@ func TestInfobipFakeChecksAuthAndBodyAndAnswersItsShapes(t *testing.T) {
 	url := s.BaseURL() + "/sms/3/messages"
 	good := `{"messages":[{"sender":"ExampleCo","destinations":[{"to":"12015550123"}],"content":{"text":"123456 is your code"}}]}`
 	for _, auth := range []string{"", "App wrong", "Bearer " + s.APIKey, "Basic " + s.APIKey} {
-		if st, _, v := send(t, url, "application/json", good, "Authorization", auth); st != 401 || v["errorCode"] == nil {
+		if st, _, v := sendTo(t, url, "application/json", good, "Authorization", auth); st != 401 || v["errorCode"] == nil {
 			t.Errorf("authorization %q: %d %v", auth, st, v)
 		}
 	}
@@ -37,23 +37,23 @@ func TestInfobipFakeChecksAuthAndBodyAndAnswersItsShapes(t *testing.T) {
 		`{"messages":[{"sender":"x","destinations":[{"to":"12015550123"}],"content":{"text":" "}}]}`:                   "content.text",
 		`{"messages":[{"sender":"x","destinations":[{"to":"555"}],"content":{"text":"t"}}]}`:                           "to",
 	} {
-		st, _, v := send(t, url, "application/json", body, auth...)
+		st, _, v := sendTo(t, url, "application/json", body, auth...)
 		viol, _ := v["violations"].([]any)
 		if st != 400 || len(viol) != 1 || !strings.Contains(viol[0].(map[string]any)["property"].(string), want) {
 			t.Errorf("%s: %d %v, want a violation of %s", body, st, v, want)
 		}
 	}
-	if st, _, _ := send(t, url, "text/plain", good, auth...); st != 415 {
+	if st, _, _ := sendTo(t, url, "text/plain", good, auth...); st != 415 {
 		t.Errorf("a text body: %d", st)
 	}
-	st, _, v := send(t, url, "application/json", good, auth...)
+	st, _, v := sendTo(t, url, "application/json", good, auth...)
 	if g, name := infobipStatusOf(v); st != 200 || g != 1 || name != "PENDING_ACCEPTED" || v["bulkId"] == nil {
 		t.Fatalf("a good send: %d %v", st, v)
 	}
 	for f, want := range map[InfobipFailure]string{InfobipRejectedDestination: "REJECTED_DESTINATION", InfobipRejectedDND: "REJECTED_DND",
 		InfobipNotEnoughCredits: "REJECTED_NOT_ENOUGH_CREDITS", InfobipRejectedSender: "REJECTED_SENDER"} {
 		s.Fail(f)
-		if st, _, v := send(t, url, "application/json", good, auth...); st != 200 {
+		if st, _, v := sendTo(t, url, "application/json", good, auth...); st != 200 {
 			t.Errorf("%s: %d", want, st)
 		} else if g, name := infobipStatusOf(v); g != 5 || name != want {
 			t.Errorf("%s: group %v %s", want, g, name)
@@ -61,7 +61,7 @@ func TestInfobipFakeChecksAuthAndBodyAndAnswersItsShapes(t *testing.T) {
 	}
 	for f, want := range map[InfobipFailure]int{InfobipTooManyRequests: 429, InfobipInternalError: 500} {
 		s.Fail(f)
-		if st, _, v := send(t, url, "application/json", good, auth...); st != want || v["errorCode"] == nil {
+		if st, _, v := sendTo(t, url, "application/json", good, auth...); st != want || v["errorCode"] == nil {
 			t.Errorf("failure %d: %d %v", f, st, v)
 		}
 	}
@@ -100,7 +100,7 @@ func TestInfobipFakePostsReportsAsPlannedAndPendingOnlyWhenAsked(t *testing.T) {
 		{false, []string{"DELIVERED_TO_HANDSET", "UNDELIVERABLE_NOT_DELIVERED"}},
 		{true, []string{"PENDING_ENROUTE", "DELIVERED_TO_HANDSET", "UNDELIVERABLE_NOT_DELIVERED"}},
 	} {
-		if st, _, v := send(t, s.BaseURL()+"/sms/3/messages", "application/json", body(tc.intermediate), "Authorization", "App "+s.APIKey); st != 200 {
+		if st, _, v := sendTo(t, s.BaseURL()+"/sms/3/messages", "application/json", body(tc.intermediate), "Authorization", "App "+s.APIKey); st != 200 {
 			t.Fatalf("send: %d %v", st, v)
 		}
 		for _, want := range tc.want {

@@ -24,12 +24,12 @@ func TestSinchFakeChecksAuthAndBodyAndAnswersItsShapes(t *testing.T) {
 	url := s.BaseURL() + "/xms/v1/" + s.ServicePlanID + "/batches"
 	good := `{"from":"+12015550100","to":["+12015550123"],"body":"123456 is your code","type":"mt_text"}`
 	for _, auth := range []string{"", "Bearer wrong", "Basic " + s.APIToken} {
-		if st, _, _ := send(t, url, "application/json", good, "Authorization", auth); st != 401 {
+		if st, _, _ := sendTo(t, url, "application/json", good, "Authorization", auth); st != 401 {
 			t.Errorf("authorization %q: %d", auth, st)
 		}
 	}
 	auth := []string{"Authorization", "Bearer " + s.APIToken}
-	if st, _, _ := send(t, s.BaseURL()+"/xms/v1/otherplan/batches", "application/json", good, auth...); st != 401 {
+	if st, _, _ := sendTo(t, s.BaseURL()+"/xms/v1/otherplan/batches", "application/json", good, auth...); st != 401 {
 		t.Errorf("another plan: %d", st)
 	}
 	for body, want := range map[string]string{
@@ -41,18 +41,18 @@ func TestSinchFakeChecksAuthAndBodyAndAnswersItsShapes(t *testing.T) {
 		`{"from":"x","to":["12"],"body":"t"}`:                                           "syntax_invalid_parameter_format",
 		`{"from":"x","to":["+12015550123"],"body":"` + strings.Repeat("x", 2001) + `"}`: "syntax_constraint_violation",
 	} {
-		if st, _, v := send(t, url, "application/json", body, auth...); st != 400 || v["code"] != want {
+		if st, _, v := sendTo(t, url, "application/json", body, auth...); st != 400 || v["code"] != want {
 			t.Errorf("%.80s: %d %v, want 400 %s", body, st, v, want)
 		}
 	}
-	st, _, v := send(t, url, "application/json", good, auth...)
+	st, _, v := sendTo(t, url, "application/json", good, auth...)
 	if id, _ := v["id"].(string); st != 201 || id == "" || v["canceled"] != false || v["delivery_report"] != "none" {
 		t.Fatalf("a good batch: %d %v", st, v)
 	}
 	for f, want := range map[SinchFailure][2]any{SinchIllegalNumberType: {403, "illegal_number_type"}, SinchBlockedAccount: {403, "blocked_account"},
 		SinchTooManyRequests: {429, "too_many_requests"}, SinchInternalError: {500, "internal_error"}} {
 		s.Fail(f)
-		if st, _, v := send(t, url, "application/json", good, auth...); st != want[0] || v["code"] != want[1] {
+		if st, _, v := sendTo(t, url, "application/json", good, auth...); st != want[0] || v["code"] != want[1] {
 			t.Errorf("failure %d: %d %v", f, st, v)
 		}
 	}
@@ -88,7 +88,7 @@ func TestSinchFakeSignsReportsAndPostsIntermediateOnlyWhenAsked(t *testing.T) {
 		{"per_recipient", []string{"Dispatched", "Delivered", "Delivered"}},
 	} {
 		body := `{"from":"+12015550100","to":["+12015550123"],"body":"t","delivery_report":"` + tc.report + `","callback_url":"` + hook.URL + `"}`
-		if st, _, v := send(t, url, "application/json", body, "Authorization", "Bearer "+s.APIToken); st != 201 {
+		if st, _, v := sendTo(t, url, "application/json", body, "Authorization", "Bearer "+s.APIToken); st != 201 {
 			t.Fatalf("send: %d %v", st, v)
 		}
 		for _, want := range tc.want {

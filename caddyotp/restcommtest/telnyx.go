@@ -151,14 +151,14 @@ func (s *Telnyx) PostReceipt(m TelnyxMessage, status string, errorCode int) int 
 // telnyx-signature-ed25519 (each left out if empty), as Telnyx (or a forger) would, and returns
 // the receiver's HTTP status.
 func PostTelnyxReceipt(callback string, body []byte, timestamp, signature string) int {
-	h := map[string]string{"User-Agent": "telnyx-webhooks"}
+	h := http.Header{"User-Agent": {"telnyx-webhooks"}}
 	if timestamp != "" {
-		h["telnyx-timestamp"] = timestamp
+		h.Set("telnyx-timestamp", timestamp)
 	}
 	if signature != "" {
-		h["telnyx-signature-ed25519"] = signature
+		h.Set("telnyx-signature-ed25519", signature)
 	}
-	return postJSON(callback, body, h)
+	return postRaw(callback, body, h)
 }
 
 var (

@@ -165,7 +165,7 @@ func (s *Vonage) PostReceipt(m VonageMessage, status string, errCode int) int {
 // would), and returns the receiver's HTTP status.
 func PostVonageReceipt(callback string, params map[string]string) int {
 	b, _ := json.Marshal(params)
-	return postJSON(callback, b, nil)
+	return postRaw(callback, b, nil)
 }
 
 // VonageSignature signs params (sig excluded) as Vonage's signing guide says: sorted by name,
@@ -308,23 +308,4 @@ func drop(w http.ResponseWriter) {
 		}
 	}
 	panic(http.ErrAbortHandler)
-}
-
-// postJSON posts body as JSON to callback with header's fields and returns the receiver's
-// HTTP status (0 if it did not answer).
-func postJSON(callback string, body []byte, header map[string]string) int {
-	req, err := http.NewRequest(http.MethodPost, callback, strings.NewReader(string(body)))
-	if err != nil {
-		return 0
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
