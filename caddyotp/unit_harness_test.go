@@ -72,6 +72,9 @@ func newUnitHandler(tb testing.TB, cfg map[string]any) (*Handler, *recordingSend
 	if err := h.Provision(ctx); err != nil {
 		tb.Fatal(err)
 	}
+	// Caddy cleans up what it loaded; the gate itself was not loaded by the context, so it
+	// leaves the admin API's gates (and its store's reach) only here.
+	tb.Cleanup(func() { _ = h.Cleanup() })
 	if err := h.Validate(); err != nil {
 		tb.Fatal(err)
 	}
