@@ -134,7 +134,7 @@ func (h *Handler) wire(w *allowlist, templates map[string]*template.Template) {
 			endings: endings{store: h.store, gate: strings.TrimPrefix(h.healthName, "otp.health.")[:16]},
 			shield:  newPumpingShield(h.PumpingShield, h.store, h.keys.subject, h.now, h.obs)}}
 	if rs, ok := h.sender.(ReceiptReader); ok && h.public != nil && rs.ReceiptsEnabled() {
-		h.flows.deliveries.receipts = newReceiptBook(h.keys.receipt, h.origin+h.Path+"/receipt/", codeTTL)
+		h.flows.deliveries.receipts = newReceiptBook(h.keys.receipt, h.origin+h.Path+"/receipt/", aud, codeTTL)
 	}
 	if c, ok := h.sender.(Caller); ok && h.public != nil && c.VoiceEnabled() {
 		h.flows.voice = &voiceScripts{store: h.store, calls: c, key: h.keys.voice, url: h.origin + h.Path + "/voice/", ttl: codeTTL, now: h.now}

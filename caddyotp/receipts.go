@@ -18,16 +18,22 @@ type receiptBook struct {
 	aead cipher.AEAD
 	url  string        // public_url + P + "/receipt/": never built from a request
 	ttl  time.Duration // code_ttl
+	ad   []byte        // what a token is bound to besides its record: the gate's url and audience
 }
 
-// newReceiptBook makes the book of the receipt key, which is 32 bytes (deriveKeys).
-func newReceiptBook(key []byte, url string, ttl time.Duration) *receiptBook {
+// newReceiptBook makes the book of the receipt key, which is 32 bytes (deriveKeys), for the gate
+// whose receipts come to url and whose sessions name gate (its audience). The gates of one Caddy
+// share the key; a token opens only at the gate that sealed it (and at the instances that share
+// its name), so a receipt of one gate's signed provider cannot be posted to a gate whose
+// provider signs nothing.
+func newReceiptBook(key []byte, url string, gate []byte, ttl time.Duration) *receiptBook {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		panic("receipt key: " + err.Error()) // a derived key always has the length
 	}
 	aead, _ := cipher.NewGCM(block) // fails only for a block size other than AES's
-	return &receiptBook{aead: aead, url: url, ttl: ttl}
+	ad := append([]byte("receipt\x00"+url+"\x00"), gate...)
+	return &receiptBook{aead: aead, url: url, ttl: ttl, ad: ad}
 }
 
 // receiptRecord is what a token is for.
@@ -75,7 +81,7 @@ func (rb *receiptBook) seal(rec receiptRecord) (string, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return "", err
 	}
-	return base64.RawURLEncoding.EncodeToString(rb.aead.Seal(nonce, nonce, plain, []byte("receipt"))), nil
+	return base64.RawURLEncoding.EncodeToString(rb.aead.Seal(nonce, nonce, plain, rb.ad)), nil
 }
 
 // open returns the record of token, or nil for one the gate did not seal or that outlived its
@@ -89,7 +95,7 @@ func (rb *receiptBook) open(token string) *receiptRecord {
 		return nil
 	}
 	n := rb.aead.NonceSize()
-	plain, err := rb.aead.Open(nil, b[:n], b[n:], []byte("receipt"))
+	plain, err := rb.aead.Open(nil, b[:n], b[n:], rb.ad)
 	if err != nil || len(plain) < 8+receiptHashLen+flowIDLen {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package caddyotp
 
 import (
+	"fmt"
 	"html"
 	"net/http"
 	"net/http/httptest"
@@ -281,4 +282,54 @@ func sentToAlice(t *testing.T) (*Handler, string) {
 	}
 	time.Sleep(100 * time.Millisecond) // let the delivery settle at "sent"
 	return h, msgs[0].StatusCallback
+}
+
+// TestAReceiptTokenOpensOnlyAtTheGateThatSealedIt: the gates of one Caddy share the receipt
+// key, but a token made at a gate whose provider signs its receipts (Twilio) does not open at a
+// gate whose provider does not (Restcomm): posted there, without the signature its own gate
+// would ask for, it is unknown, and the code's state stays as it was.
+func TestAReceiptTokenOpensOnlyAtTheGateThatSealedIt(t *testing.T) {
+	tw := restcommtest.NewTwilio()
+	t.Cleanup(tw.Close)
+	sms := newRestcomm(t)
+	loadCaddyfile(t, nil, "", fmt.Sprintf(`%[1]s {
+	otp {
+		sender %[2]s
+		public_url %[1]s
+		phones %[4]s
+		store memory %[5]sa
+	}
+	respond "a"
+}
+%[6]s {
+	otp {
+		%[3]s
+		public_url %[6]s
+		phones %[4]s
+		store memory %[5]sb
+	}
+	respond "b"
+}
+`, site, twilioBlock(tw), senderBlock(sms, sms.AuthToken), alice, storeName(t), siteB))
+	v := newVisitor(t)
+	v.startSignIn("/", alice)
+	msgs, err := tw.WaitMessages(1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state := v.settledAt(deliverySent); state != deliverySent {
+		t.Fatalf("state %q, want sent", state)
+	}
+	token := strings.TrimPrefix(msgs[0].StatusCallback, site+"/.otp/receipt/")
+	resp, err := http.PostForm(siteB+"/.otp/receipt/"+token, url.Values{"MessageStatus": {"undelivered"}, "ErrorCode": {"30003"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the other gate answered %d to the token, want 404", resp.StatusCode)
+	}
+	if _, state := v.status(); state != deliverySent {
+		t.Errorf("the code's state is %q after the receipt at the other gate, want sent", state)
+	}
 }

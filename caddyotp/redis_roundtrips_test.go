@@ -172,7 +172,7 @@ func TestReceiptRedisRoundTrips(t *testing.T) {
 	rcpt := unsignedReceipts{sender, make(chan struct{})}
 	h.sender, h.flows.deliveries.sender, h.webhooks.reader = rcpt, rcpt, rcpt
 	h.flows.deliveries.shield.store = gatedWindow{store, rcpt.release} // the shield's count is the delivery's
-	h.flows.deliveries.receipts = newReceiptBook(h.keys.receipt, "http://localhost:9080/.otp/receipt/", time.Duration(h.CodeTTL))
+	h.flows.deliveries.receipts = newReceiptBook(h.keys.receipt, "http://localhost:9080/.otp/receipt/", h.cookies.aud, time.Duration(h.CodeTTL))
 	counter := new(roundTrips)
 	store.be.client.AddHook(counter)
 	ctx := context.Background()

@@ -119,9 +119,7 @@ func (s *HTTPSender) Provision(ctx caddy.Context) error {
 			v, unset := resolved(repl, raw)
 			s.unset = append(s.unset, unset...)
 			s.header.Add(name, v)
-			if len(v) >= 4 {
-				s.secrets = append(s.secrets, v)
-			}
+			s.secrets = append(s.secrets, headerSecrets(repl, raw, v)...)
 			if secretHeader.MatchString(name) && !strings.Contains(raw, "{") {
 				s.logger.Warn("http sender: header " + name + " is written in the config: take its secret from the environment, e.g. {env.SMS_API_KEY}")
 			}

@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"cmp"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -155,6 +157,36 @@ func (s *HTTPSender) answerText(a answer) string {
 		return ": " + text
 	}
 	return ""
+}
+
+// headerSecrets are the parts of a header's value (raw as written, value resolved) that an
+// answer may echo on their own: the whole value, what each {env.*} gave, the credential after a
+// scheme word ("Bearer KEY"), and a Basic credential's user and password. Shorter ones than 4
+// characters are left: they would redact common words.
+func headerSecrets(repl *caddy.Replacer, raw, value string) []string {
+	parts := []string{value}
+	for _, m := range envPlaceholder.FindAllString(raw, -1) {
+		parts = append(parts, repl.ReplaceKnown(m, ""))
+	}
+	if scheme, cred, ok := strings.Cut(strings.TrimSpace(value), " "); ok {
+		cred = strings.TrimSpace(cred)
+		parts = append(parts, cred)
+		if strings.EqualFold(scheme, "Basic") {
+			if b, err := base64.StdEncoding.DecodeString(cred); err == nil {
+				user, pass, _ := strings.Cut(string(b), ":")
+				parts = append(parts, user, pass)
+			}
+		}
+	}
+	var out []string
+	for _, p := range parts {
+		if len(p) >= 4 {
+			out = append(out, p)
+		}
+	}
+	// The longest first: a whole value goes before the credential inside it.
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
 }
 
 // secretHeader finds the names of headers that usually carry a credential.

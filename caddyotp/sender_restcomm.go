@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -212,17 +213,24 @@ func responseDetail(status int, body []byte) string {
 
 // scrubbed is a bounded prefix of an answer's text for the log: control characters blanked,
 // and runs of digits that could be a code or a phone number redacted.
+// The digits are redacted before the text is cut, so that a code the cut falls in leaves none
+// of its digits behind.
 func scrubbed(text string) string {
-	if len(text) > 200 {
-		text = text[:200]
-	}
 	text = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, text)
-	return strings.TrimSpace(longDigits.ReplaceAllString(text, "[redacted]"))
+	text = longDigits.ReplaceAllString(text, "[redacted]")
+	if len(text) > 200 {
+		cut := 200
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		text = text[:cut]
+	}
+	return strings.TrimSpace(text)
 }
 
 var (

@@ -122,7 +122,14 @@ func vonageSignature(method, secret string, params map[string]string) string {
 }
 
 // validVonageSignature checks params' sig, case-insensitively, in constant time.
+// A field name with & or = in it is refused: the signed string does not escape names, so such a
+// name could carry other fields' text, and a signed receipt be read with a field taken out.
 func validVonageSignature(method, secret string, params map[string]string) bool {
+	for k := range params {
+		if strings.ContainsAny(k, "&=") {
+			return false
+		}
+	}
 	sig := params["sig"]
 	want := vonageSignature(method, secret, params)
 	return secret != "" && sig != "" && want != "" && sameText(strings.ToLower(sig), want)
