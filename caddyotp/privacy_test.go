@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddy-otp/caddy-otp/caddyotp/restcommtest"
 )
@@ -239,5 +240,20 @@ func TestStoreKeysHoldNoPhoneNumberOrIP(t *testing.T) {
 		if strings.Contains(key, "2015550123") || strings.Contains(key, "192.0.2.1") {
 			t.Errorf("store key %q holds the phone or the client IP", key)
 		}
+	}
+}
+
+// TestAnAnswerInTheLogShowsNoPartOfACode: what the log keeps of a provider's answer is cut to a
+// bound after the digits that could be a code or a number are redacted, never before, so that a
+// code the answer echoes at the cut does not leave its first digits behind.
+func TestAnAnswerInTheLogShowsNoPartOfACode(t *testing.T) {
+	for _, at := range []int{150, 195, 196, 199, 200} {
+		answer := strings.Repeat("x", at) + "769945 is your code"
+		if got := scrubbed(answer); strings.Contains(got, "7699") || strings.Contains(got, "769") {
+			t.Errorf("a code at byte %d leaves %q in the log", at, got)
+		}
+	}
+	if got := scrubbed(strings.Repeat("é", 150)); !utf8.ValidString(got) {
+		t.Errorf("the cut splits a character: %q", got)
 	}
 }
