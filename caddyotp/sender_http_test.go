@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -237,4 +238,27 @@ func newEchoServer(t *testing.T, seen func(*url.URL)) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestHTTPSenderKeepsTheCredentialInsideAHeaderOutOfTheLog: an API that echoes the key it
+// refused echoes the key alone, not the header's whole value: the key an {env.*} gave, the token
+// after the scheme word, and a Basic header's user and password are all cut out of the answer
+// before it is logged.
+func TestHTTPSenderKeepsTheCredentialInsideAHeaderOutOfTheLog(t *testing.T) {
+	api := restcommtest.NewHTTPAPI()
+	t.Cleanup(api.Close)
+	t.Setenv("CADDY_OTP_HTTP_KEY", "sk_live_ABCDEFabcdef")
+	t.Setenv("TEST_HTTP_API_KEY", api.APIKey)
+	basic := base64.StdEncoding.EncodeToString([]byte("account-7f3a:pa55w0rd-9c"))
+	s, err := httpSenderFrom(t, httpAPIBlock(api, `header Authorization "Bearer {env.CADDY_OTP_HTTP_KEY}"`, `header X-Legacy-Auth "Basic `+basic+`"`, `header X-Token "Token tk_4471be"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := "api key sk_live_ABCDEFabcdef is not valid for account-7f3a (password pa55w0rd-9c), token tk_4471be, header " + basic
+	got := s.answerText(answer{status: http.StatusUnauthorized, body: []byte(echo)})
+	for _, secret := range []string{"sk_live_ABCDEFabcdef", "account-7f3a", "pa55w0rd-9c", "tk_4471be", basic} {
+		if strings.Contains(got, secret) {
+			t.Errorf("the logged answer holds %q: %s", secret, got)
+		}
+	}
 }
