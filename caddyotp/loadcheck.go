@@ -134,22 +134,44 @@ type gatePlace struct {
 	unreachable string   // the matcher on the way that the gate's own pages do not pass, as written
 	blockedBy   string   // a handler before the gate that answers every request itself
 	firstFactor bool     // an authentication handler (basic_auth, forward_auth) runs before the gate
+	conditional bool     // a matcher on the way looks at more than the host and the path
+}
+
+// withinHosts is the hosts of an inner host matcher that an outer one lets through: a route
+// inside a site block takes only the requests both match.
+func withinHosts(outer, inner []string) []string {
+	if len(outer) == 0 {
+		return inner
+	}
+	var out []string
+	for _, h := range inner {
+		if slices.ContainsFunc(outer, func(o string) bool { return strings.EqualFold(o, h) }) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // findGate walks routes to h as Caddy will run them, noting what stands before it.
 func findGate(routes caddyhttp.RouteList, h *Handler, at gatePlace) (gatePlace, bool) {
 	for _, rt := range routes {
 		here := at
-		here.hosts = slices.Clip(at.hosts)
+		var hosts []string
 		for _, set := range rt.MatcherSets {
 			for _, m := range set {
 				switch m := m.(type) {
 				case caddyhttp.MatchHost:
-					here.hosts = append(here.hosts, m...)
+					hosts = append(hosts, m...)
 				case *caddyhttp.MatchHost:
-					here.hosts = append(here.hosts, *m...)
+					hosts = append(hosts, *m...)
+				case caddyhttp.MatchPath, *caddyhttp.MatchPath, *caddyhttp.MatchPathRE:
+				default:
+					here.conditional = true
 				}
 			}
+		}
+		if len(hosts) > 0 {
+			here.hosts = withinHosts(at.hosts, hosts)
 		}
 		if here.unreachable == "" && !passesPath(rt.MatcherSets, h.Path+"/") {
 			here.unreachable = pathMatchers(rt.MatcherSets)
@@ -258,7 +280,10 @@ func answersAll(hd caddyhttp.MiddlewareHandler) string {
 func samePath(placed []gatePlace) error {
 	for i, a := range placed {
 		for _, b := range placed[i+1:] {
-			if a.gate.Path == b.gate.Path && sameSite(a.hosts, b.hosts) {
+			// A matcher of the client (remote_ip, a header, ...) can send each request, its
+			// pages' with the rest, to one gate of the two: only where none does are both
+			// sure to meet.
+			if a.gate.Path == b.gate.Path && !a.conditional && !b.conditional && sameSite(a.hosts, b.hosts) {
 				return fmt.Errorf("give each otp gate of site %s its own `path` (e.g. `path /admin/.otp`): two share %s, and the first takes every request for the pages of both, so no one could sign in at the second",
 					siteLabel(a.hosts), a.gate.Path)
 			}
