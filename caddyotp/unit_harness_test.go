@@ -145,3 +145,47 @@ func begun(o outcome) outcome {
 	}
 	return o
 }
+
+// provisioned provisions the sender s as Caddy would outside a config, with edit applied first,
+// and validates it.
+func provisioned[S interface {
+	caddy.Provisioner
+	caddy.Validator
+}](t *testing.T, s S, edit func(S)) (S, error) {
+	t.Helper()
+	if edit != nil {
+		edit(s)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := s.Provision(ctx); err != nil {
+		return s, err
+	}
+	return s, s.Validate()
+}
+
+// refusal is a change to a sender's good settings that Validate refuses, with an error that
+// holds want.
+type refusal[S any] struct {
+	name string
+	edit func(S)
+	want string
+}
+
+// wantRefused checks each refusal on a sender that build makes, with the refusal's edit: the
+// error names the setting, and echoes neither the secret nor anything of the cases' that holds
+// "supersecret".
+func wantRefused[S any](t *testing.T, build func(*testing.T, func(S)) (S, error), secret string, cases []refusal[S]) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := build(t, tc.edit)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "supersecret") || strings.Contains(err.Error(), secret) {
+				t.Errorf("the error echoes a secret: %v", err)
+			}
+		})
+	}
+}
