@@ -69,12 +69,12 @@ func (b *breaker) settle(now time.Time, end attemptEnd, trial bool) {
 }
 
 // providerTrouble says whether err is the provider's own trouble, the only kind a breaker
-// counts: no answer (a timeout, a dropped connection), 5xx, 429, and 401/403 (its credentials
-// or the account refused). A sender's error that says nothing more is taken as trouble.
+// counts: no answer (a timeout, a dropped connection), 5xx, 429, and 401/403 or a refusal of the
+// account in any answer (SendError.Account: its credentials, a suspension, no credit). A sender's error that says nothing more is taken as trouble.
 func providerTrouble(err error) bool {
 	var se *SendError
 	if !errors.As(err, &se) {
 		return true
 	}
-	return se.Fault == TemporaryFault || se.Fault == ConfigFault && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden)
+	return se.Fault == TemporaryFault || se.Fault == ConfigFault && (se.Account || se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden)
 }

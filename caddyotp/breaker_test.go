@@ -89,6 +89,12 @@ func TestProviderTroubleIsTheProvidersOwn(t *testing.T) {
 		{&SendError{Fault: DestinationFault, Status: 400}, false},
 		{&SendError{Fault: DestinationFault, Status: 403}, false},
 		{errors.New("a sender's error that says nothing more"), true},
+		// Providers that refuse inside a 200: the account's refusals count, a field's do not.
+		{vonageError("9", "Partner quota exceeded"), true},
+		{vonageError("4", "Bad Credentials"), true},
+		{vonageError("15", "Invalid sender address"), false},
+		{infobipRejection(infobipStatus{GroupID: 5, ID: 12, Name: "REJECTED_NOT_ENOUGH_CREDITS"}), true},
+		{infobipRejection(infobipStatus{GroupID: 5, ID: 11, Name: "REJECTED_SENDER"}), false},
 		{fmt.Errorf("wrapped: %w", &SendError{Fault: NumberFault}), false},
 	} {
 		if got := providerTrouble(tc.err); got != tc.want {

@@ -95,6 +95,10 @@ type SendError struct {
 	Fault    Fault
 	Reason   string // NumberFault: which refusal, "invalid", "landline" or "blocked"; else ""
 	Detail   string // a bounded, secret-free description for the log
+	// Account says that the account itself refused (its credentials, a suspension, no credit),
+	// so that every message fails until the operator acts: a failover's breaker counts it as
+	// it counts a 401 or 403, for providers that answer such refusals inside a 200.
+	Account bool
 }
 
 // Fault is whose fault a failed send is, which says what may fix it.

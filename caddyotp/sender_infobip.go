@@ -207,6 +207,7 @@ func infobipRejection(st infobipStatus) *SendError {
 		se.Fault, se.Detail = TemporaryFault, "rejected for now ("+name+")"
 	case st.GroupID == 5 && infobipConfigRejections[st.ID] != "":
 		se.Detail = infobipConfigRejections[st.ID] + " (" + name + ")"
+		se.Account = st.ID == 12 || st.ID == 17 // no credit, an expired package: every message fails
 	default:
 		se.Detail = "refused (" + name + "): see the message's status in the Infobip portal"
 	}

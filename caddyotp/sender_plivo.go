@@ -167,13 +167,14 @@ func plivoError(ans answer) *SendError {
 	}
 	_ = json.Unmarshal(ans.body, &e)
 	var meaning string
+	account := false // the account refused: every message fails until the operator acts
 	switch {
 	case ans.status == http.StatusUnauthorized:
 		meaning = "credentials refused: check auth_id and auth_token"
 	case strings.Contains(strings.ToLower(e.Error), "insufficient credit"):
-		meaning = "insufficient credit: top up the Plivo account"
+		meaning, account = "insufficient credit: top up the Plivo account", true
 	case ans.status == http.StatusNotFound:
-		meaning = "not found: check auth_id and base_url"
+		meaning, account = "not found: check auth_id and base_url", true
 	case ans.status == http.StatusBadRequest:
 		meaning = "request refused: check from (a number of the account, or an enabled sender id)"
 	default:
@@ -186,7 +187,7 @@ func plivoError(ans answer) *SendError {
 	if text = scrubbed(text); text != "" {
 		meaning += ": " + text
 	}
-	return &SendError{Detail: meaning}
+	return &SendError{Detail: meaning, Account: account}
 }
 
 // ReceiptsEnabled is true: Plivo posts signed receipts to each message's url.

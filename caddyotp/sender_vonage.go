@@ -239,9 +239,13 @@ var vonageErrors = map[string]struct {
 	"33": {NumberFault, "invalid", "the number is de-activated"},
 }
 
+// vonageAccountRefusals are the codes that refuse the account itself: every message fails until
+// the operator acts (credentials, barred, no credit, API not enabled, signature).
+var vonageAccountRefusals = map[string]bool{"4": true, "8": true, "9": true, "11": true, "14": true}
+
 func vonageError(code, text string) *SendError {
 	e, ok := vonageErrors[code]
-	se := &SendError{Fault: e.fault, Reason: e.reason, Detail: e.detail}
+	se := &SendError{Fault: e.fault, Reason: e.reason, Detail: e.detail, Account: vonageAccountRefusals[code]}
 	if !ok {
 		se.Fault, se.Detail = ConfigFault, "refused"
 	}
