@@ -44,14 +44,13 @@ func infobipCode(t *testing.T, ib *restcommtest.Infobip, n int) (restcommtest.In
 // errorClass is one way a provider refuses or fails, and what the visitor and the log see.
 type errorClass struct {
 	name   string
-	fail   func()   // makes the provider fail so
-	reset  func()   // undoes it
-	msg    string   // the log line
-	class  string   // its class
-	reason string   // the number's reason, if it is the number's fault
-	state  string   // the delivery state
-	page   int      // the code page's status
-	hidden []string // what must not be in the log
+	fail   func() // makes the provider fail so
+	reset  func() // undoes it
+	msg    string // the log line
+	class  string // its class
+	reason string // the number's reason, if it is the number's fault
+	state  string // the delivery state
+	page   int    // the code page's status
 }
 
 func numberClass(name, reason string, fail, reset func()) errorClass {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 )
@@ -274,9 +273,4 @@ func postRaw(callback string, body []byte, header http.Header) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-// digitsOnly says whether s is a number written without its +, as some APIs take it.
-func digitsOnly(s string) bool {
-	return s != "" && strings.Trim(s, "0123456789") == ""
 }
