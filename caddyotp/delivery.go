@@ -74,13 +74,15 @@ func (ds *deliveries) run(d delivery) {
 	key := deliveryKey(d.flowID, d.flow.Hash)
 	asks := ds.receipts != nil && d.channel == "sms" // whether receipts may be asked for
 	held := false                                    // by the pumping shield
+	var admitted pumpAdmission                       // what the pumping shield counted of the code
 	if d.flow.Allowed {
 		// A code the pumping shield holds back follows the simulated course, as a number's that
 		// may not sign in; one it could not count (the store failed) fails, as a send would.
-		if d.flow.Allowed, err = ds.shield.admit(ctx, &d.flow); err != nil {
-			d.flow.Allowed, state = true, deliveryFailed
+		if admitted, err = ds.shield.admit(ctx, &d.flow, d.client); err != nil {
+			admitted.ok, state = true, deliveryFailed
 			ds.obs.storeFailed(err)
 		}
+		d.flow.Allowed = admitted.ok
 		held = !d.flow.Allowed
 	}
 	if d.flow.Allowed && state == "" {
@@ -97,7 +99,7 @@ func (ds *deliveries) run(d delivery) {
 		}
 		ds.health.record(d.channel, result{took: took, state: state, reason: reason})
 		if err != nil { // not handed over: it is no unverified code
-			if err := ds.shield.forget(ctx, &d.flow); err != nil {
+			if err := ds.shield.refused(ctx, &d.flow, admitted); err != nil {
 				ds.obs.storeFailed(err)
 			}
 		}

@@ -132,7 +132,7 @@ func (h *Handler) wire(w *allowlist, templates map[string]*template.Template) {
 		deliveries: &deliveries{store: h.store, limits: h.limits, sender: h.sender, outbox: newOutbox(outboxSize, outboxPerClient, outboxPerRange), health: h.health,
 			codeKey: h.keys.code, codeLength: h.CodeLength, codeTTL: codeTTL, wait: sleepCtx, now: h.now, obs: h.obs,
 			endings: endings{store: h.store, gate: strings.TrimPrefix(h.healthName, "otp.health.")[:16]},
-			shield:  newPumpingShield(h.PumpingShield, h.store, h.keys.subject, h.now, h.obs)}}
+			shield:  newPumpingShield(h.PumpingShield, h.store, h.keys.subject, pumpGate(h, aud), h.now, h.obs)}}
 	if rs, ok := h.sender.(ReceiptReader); ok && h.public != nil && rs.ReceiptsEnabled() {
 		h.flows.deliveries.receipts = newReceiptBook(h.keys.receipt, h.origin+h.Path+"/receipt/", aud, codeTTL)
 	}

@@ -1,8 +1,11 @@
 package caddyotp
 
 import (
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,18 +14,21 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
-// PumpingShield configures the pumping shield (docs/fraud.md): codes that nobody verifies,
-// counted per number prefix (the E.164 number without its last 4 digits) and, if asked, per
-// country calling code. A prefix with prefix_limit of them in the last hour is quarantined for
-// an hour: its numbers get what a number that may not sign in gets, and no SMS or call. On by
+// PumpingShield configures the pumping shield (docs/fraud.md): numbers handed a code that
+// nobody verifies, each counted once, per number prefix (the E.164 number without its last 4
+// digits) and, if asked, per country calling code; one address range adds at most half of a
+// limit. A prefix with prefix_limit of them in the last hour is quarantined on its gate for an
+// hour: its numbers get what a number that may not sign in gets, and no SMS or call. On by
 // default.
 type PumpingShield struct {
 	// "on" (the default), "off", or "monitor": count, log and report, block nothing.
 	Mode string `json:"mode,omitempty"`
-	// Unverified codes to one prefix in the last hour that quarantine it. Default 10.
+	// Numbers of one prefix handed a code nobody verified in the last hour that quarantine it.
+	// Default 10.
 	PrefixLimit int `json:"prefix_limit,omitempty"`
-	// At most Count unverified codes to one country calling code in the last Window; beyond,
-	// codes to that country are held back as a quarantined prefix's are. Off unless set.
+	// At most Count numbers of one country calling code handed a code nobody verified in the
+	// last Window; beyond, codes to new numbers of that country are held back as a quarantined
+	// prefix's are. Off unless set.
 	CountryLimit *Limit `json:"country_limit,omitempty"`
 	// Prefixes in E.164 with their + (e.g. +4479111) that are never quarantined: an office's
 	// block of numbers.
@@ -46,7 +52,7 @@ func (c *PumpingShield) validate() error {
 		return fmt.Errorf("otp: pumping_shield %q is not on, off or monitor", c.Mode)
 	}
 	if c.PrefixLimit < 0 || c.PrefixLimit > maxPrefixLimit {
-		return fmt.Errorf("otp: pumping_shield: prefix_limit %d is outside 1..%d (unverified codes per prefix per hour)", c.PrefixLimit, maxPrefixLimit)
+		return fmt.Errorf("otp: pumping_shield: prefix_limit %d is outside 1..%d (unverified numbers per prefix per hour)", c.PrefixLimit, maxPrefixLimit)
 	}
 	if l := c.CountryLimit; l != nil && (l.Count < 1 || l.Window <= 0 || time.Duration(l.Window) > maxCountryWindow) {
 		return errors.New("otp: pumping_shield: country_limit needs a count of at least 1 and a window of at most 7d, e.g. `country_limit 500 per 24h`")
@@ -57,6 +63,22 @@ func (c *PumpingShield) validate() error {
 		}
 	}
 	return nil
+}
+
+// pumpGate names the gate whose counts and quarantines a pumping shield keeps: what its
+// instances share and other gates do not. That is its audience (the name set, else path,
+// cookie_name, store and public_url) and who may sign in: two site blocks of one Caddy without
+// public_url have one audience, and a gate that texts anyone must not quarantine the numbers
+// of another gate's staff.
+func pumpGate(h *Handler, aud []byte) []byte {
+	regions := make([]string, 0, len(h.Regions))
+	for _, r := range h.Regions {
+		regions = append(regions, strings.ToUpper(r))
+	}
+	slices.Sort(regions)
+	b, _ := json.Marshal([]any{aud, h.Phones, h.PhonesFile, h.Users, h.UsersFile, slices.Compact(regions), strings.ToUpper(h.DefaultRegion)})
+	sum := sha256.Sum256(b)
+	return sum[:]
 }
 
 // validPrefix says whether p is a + and 1 to 15 digits, the first not 0: the start of an
@@ -70,8 +92,8 @@ func validPrefix(p string) bool {
 //
 //	pumping_shield off|monitor
 //	pumping_shield [monitor] {
-//	    prefix_limit 10                  # unverified codes per prefix per hour -> quarantine
-//	    country_limit 500 per 24h        # unverified codes per country calling code (off by default)
+//	    prefix_limit 10                  # unverified numbers per prefix per hour -> quarantine
+//	    country_limit 500 per 24h        # unverified numbers per country calling code (off by default)
 //	    safe +4479111 +1201555           # prefixes never quarantined
 //	}
 func unmarshalPumping(d *caddyfile.Dispenser, c *PumpingShield) error {

@@ -18,7 +18,7 @@ import (
 type quarantine struct {
 	Prefix     string `json:"prefix"`
 	Country    string `json:"country"`
-	Unverified int64  `json:"unverified"`      // unverified codes when it was quarantined
+	Unverified int64  `json:"unverified"`      // unverified numbers when it was quarantined
 	Since      int64  `json:"since"`           // when, Unix ns
 	Until      int64  `json:"until,omitempty"` // until when it holds now, Unix ns
 	Monitor    bool   `json:"monitor,omitempty"`
@@ -29,19 +29,21 @@ const (
 	pumpListTTL = 7 * 24 * time.Hour // how long a quarantine stays on that list, renewed or not
 )
 
-// list adds q to the quarantines the admin API lists: every instance of the store sees it.
+// list adds q to the quarantines of the gate that the admin API lists: every instance of the
+// gate sees it.
 func (s *pumpingShield) list(ctx context.Context, q quarantine) error {
-	n, err := s.store.Incr(ctx, pumpListCountKey, 30*24*time.Hour)
+	n, err := s.store.Incr(ctx, pumpListCountKey(s.gate), 30*24*time.Hour)
 	if err != nil {
 		return err
 	}
 	b, _ := json.Marshal(q)
-	return s.store.Set(ctx, pumpListKey(n), b, pumpListTTL)
+	return s.store.Set(ctx, pumpListKey(s.gate, n), b, pumpListTTL)
 }
 
-// quarantines are the prefixes quarantined now, the latest first, with until when.
+// quarantines are the gate's prefixes quarantined now (in monitor mode: that would be), the
+// latest first, with until when.
 func (s *pumpingShield) quarantines(ctx context.Context) ([]quarantine, error) {
-	v, err := s.store.Get(ctx, pumpListCountKey)
+	v, err := s.store.Get(ctx, pumpListCountKey(s.gate))
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +51,7 @@ func (s *pumpingShield) quarantines(ctx context.Context) ([]quarantine, error) {
 	now := s.now().UnixNano()
 	out, seen := []quarantine{}, map[string]bool{}
 	for i := n; i > 0 && i > n-pumpListed; i-- {
-		b, err := s.store.Get(ctx, pumpListKey(i))
+		b, err := s.store.Get(ctx, pumpListKey(s.gate, i))
 		if err != nil {
 			return nil, err
 		}
@@ -58,7 +60,7 @@ func (s *pumpingShield) quarantines(ctx context.Context) ([]quarantine, error) {
 			continue
 		}
 		seen[q.Prefix] = true
-		hold, err := s.store.Get(ctx, pumpHoldKey(s.prefixTag(q.Prefix)))
+		hold, err := s.store.Get(ctx, s.holdKey(s.prefixTag(q.Prefix)))
 		if err != nil {
 			return nil, err
 		}
@@ -71,16 +73,16 @@ func (s *pumpingShield) quarantines(ctx context.Context) ([]quarantine, error) {
 	return out, nil
 }
 
-// lift ends prefix's quarantine and forgets its count, so that the next code to it goes out.
+// lift ends prefix's quarantine on the gate and forgets its count, so that the next code to it
+// goes out.
 // It says whether a quarantine held.
 func (s *pumpingShield) lift(ctx context.Context, prefix string) (bool, error) {
 	tag := s.prefixTag(prefix)
-	hold, err := s.store.Take(ctx, pumpHoldKey(tag))
+	hold, err := s.store.Take(ctx, s.holdKey(tag))
 	if err != nil {
 		return false, err
 	}
-	w := window(tag, s.now(), pumpWindow)
-	for _, k := range append(w.Events, w.Undone...) {
+	for _, k := range window(tag, s.now(), pumpWindow).Slots {
 		if err := s.store.Delete(ctx, k); err != nil {
 			return false, err
 		}

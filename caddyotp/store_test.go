@@ -224,7 +224,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) Store) {
 		eventually(t, "tallied counter expired", func() bool { v, err := s.Get(ctx, "fail:{r}"); return err == nil && v == nil })
 	})
 
-	t.Run("a window counts until its hold or cap, less what was taken back", func(t *testing.T) { windowContract(t, newStore(t)) })
+	t.Run("a window counts each member once, until its hold or caps, less what was taken back", func(t *testing.T) { windowContract(t, newStore(t)) })
 
 	t.Run("revocations", func(t *testing.T) {
 		s := newStore(t)

@@ -55,17 +55,23 @@ func endingsCountKey(gate string) string { return "end:" + gate + ":n" }
 // endingKey is one of a gate's last endings.
 func endingKey(gate string, i int64) string { return "end:" + gate + ":" + strconv.FormatInt(i, 10) }
 
-// pumpSlotKey counts a prefix's or a country's codes (kind "s") and those taken back ("v") in
-// one slot of the pumping shield's window; pumpHoldKey holds until when a prefix is
-// quarantined. tag is the prefix's keyed hash or the country's calling code (pumpingShield).
-func pumpSlotKey(tag, kind string, slot int64) string {
-	return "pump:{" + tag + "}:" + kind + ":" + strconv.FormatInt(slot, 10)
+// pumpSlotKey is one slot of the pumping shield's window of a prefix or a country: a hash of
+// the numbers counted in it, by keyed hash, and of who added them, by the keyed hash of their
+// address range. pumpHoldKey holds until when a prefix is quarantined; pumpSeenKey, in monitor
+// mode, until when it would be, which nothing obeys. tag names the gate and the prefix or the
+// country by a keyed hash (pumpingShield).
+func pumpSlotKey(tag string, slot int64) string {
+	return "pump:{" + tag + "}:w:" + strconv.FormatInt(slot, 10)
 }
 
 func pumpHoldKey(tag string) string { return "pump:{" + tag + "}:hold" }
 
-// pumpListCountKey counts the quarantines listed so far; pumpListKey is one of them, with
-// its prefix, for the admin API.
-const pumpListCountKey = "pumpq:n"
+func pumpSeenKey(tag string) string { return "pump:{" + tag + "}:seen" }
 
-func pumpListKey(i int64) string { return "pumpq:" + strconv.FormatInt(i, 10) }
+// pumpListCountKey counts the quarantines of one gate listed so far; pumpListKey is one of
+// them, with its prefix, for the admin API. gate is the shield's gate tag (pumpingShield).
+func pumpListCountKey(gate string) string { return "pumpq:" + gate + ":n" }
+
+func pumpListKey(gate string, i int64) string {
+	return "pumpq:" + gate + ":" + strconv.FormatInt(i, 10)
+}
