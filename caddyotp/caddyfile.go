@@ -71,7 +71,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	                                            # lock duration; 5x that from any address locks the phone
 //	    max_sms_per_hour 200                    # codes per hour for this gate (a /24 or /48: a quarter)
 //	    pumping_shield {                        # on by default; or: pumping_shield off|monitor
-//	        prefix_limit 10                     # unverified codes per prefix per hour -> quarantine
+//	        prefix_limit 10                     # numbers per prefix per hour whose codes nobody typed -> quarantine
 //	        country_limit 500 per 24h           # per country calling code (off by default)
 //	        safe +4479111                       # prefixes never quarantined
 //	    }
