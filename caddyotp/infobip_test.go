@@ -51,6 +51,7 @@ type errorClass struct {
 	reason string // the number's reason, if it is the number's fault
 	state  string // the delivery state
 	page   int    // the code page's status
+	detail string // what the log line's detail holds, if it must hold something
 }
 
 func numberClass(name, reason string, fail, reset func()) errorClass {
@@ -61,6 +62,16 @@ func numberClass(name, reason string, fail, reset func()) errorClass {
 func configClass(name string, fail, reset func()) errorClass {
 	return errorClass{name: name, fail: fail, reset: reset, msg: "sender error", class: "configuration",
 		state: deliveryMisconfigured, page: http.StatusBadGateway}
+}
+
+// configuration and temporary are configClass and temporaryClass with numberClass's shape, for
+// tables that build every class alike; their reason is always "".
+func configuration(name, _ string, fail, reset func()) errorClass {
+	return configClass(name, fail, reset)
+}
+
+func temporary(name, _ string, fail, reset func()) errorClass {
+	return temporaryClass(name, fail, reset)
 }
 
 func temporaryClass(name string, fail, reset func()) errorClass {
@@ -88,8 +99,8 @@ func checkErrorClasses(t *testing.T, g *gate, provider string, secrets []string,
 			}
 			wantStatus(t, "code page", v.get("/.otp/verify"), tc.page)
 			line := lastLogLine(t, g.logs(), tc.msg)
-			if line["class"] != tc.class || line["reason"] != tc.reason || line["provider"] != provider {
-				t.Errorf("log line %v, want class %q reason %q provider %s", line, tc.class, tc.reason, provider)
+			if line["class"] != tc.class || line["reason"] != tc.reason || line["provider"] != provider || !strings.Contains(fmt.Sprint(line["detail"]), tc.detail) {
+				t.Errorf("log line %v, want class %q reason %q provider %s detail %q", line, tc.class, tc.reason, provider, tc.detail)
 			}
 			logs := g.logs()
 			for _, secret := range append([]string{alice}, secrets...) {

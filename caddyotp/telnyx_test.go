@@ -117,42 +117,19 @@ func TestTelnyxSignInWithSignedReceipts(t *testing.T) {
 func TestTelnyxErrorClassesEachWithItsPageAndLogLine(t *testing.T) {
 	tf := restcommtest.NewTelnyx()
 	g := startGate(t, "send_limit 50 10m\n\t\tip_limit 100 10m", viaTelnyx(tf))
-	cases := []struct {
-		failure restcommtest.TelnyxFailure
-		msg     string
-		class   string
-		reason  string
-		state   string
-		page    int
-	}{
-		{restcommtest.TelnyxBlocked, "number refused by the provider", "number", "blocked", deliveryFailed, http.StatusServiceUnavailable},
-		{restcommtest.TelnyxInvalidNumber, "number refused by the provider", "number", "invalid", deliveryFailed, http.StatusServiceUnavailable},
-		{restcommtest.TelnyxTooManyRequests, "sender error", "temporary", "", deliveryFailed, http.StatusServiceUnavailable},
-		{restcommtest.TelnyxInternalError, "sender error", "temporary", "", deliveryFailed, http.StatusServiceUnavailable},
+	failing := func(f restcommtest.TelnyxFailure) (func(), func()) {
+		return func() { tf.Fail(f) }, func() { tf.Fail(restcommtest.TelnyxNone) }
 	}
-	for i, tc := range cases {
-		t.Run(fmt.Sprintf("%d_%s_%s", i, tc.class, tc.reason), func(t *testing.T) {
-			clock.Advance(31 * time.Second)
-			tf.Fail(tc.failure)
-			defer tf.Fail(restcommtest.TelnyxNone)
-			v := newVisitor(t)
-			v.startSignIn("/", alice)
-			if state := v.settled(); state != tc.state {
-				t.Errorf("state %q, want %q", state, tc.state)
-			}
-			if reason := v.statusReason(); reason != tc.reason {
-				t.Errorf("status reason %q, want %q", reason, tc.reason)
-			}
-			wantStatus(t, "code page", v.get("/.otp/verify"), tc.page)
-			line := lastLogLine(t, g.logs(), tc.msg)
-			if line["class"] != tc.class || line["reason"] != tc.reason || line["provider"] != "telnyx" {
-				t.Errorf("log line %v, want class %q reason %q provider telnyx", line, tc.class, tc.reason)
-			}
-			if strings.Contains(g.logs(), alice) || strings.Contains(g.logs(), "12015550123") {
-				t.Error("the log holds the phone number")
-			}
-		})
+	class := func(build func(string, string, func(), func()) errorClass, name, reason string, f restcommtest.TelnyxFailure) errorClass {
+		fail, reset := failing(f)
+		return build(name, reason, fail, reset)
 	}
+	checkErrorClasses(t, g, "telnyx", []string{"12015550123"}, []errorClass{
+		class(numberClass, "blocked", "blocked", restcommtest.TelnyxBlocked),
+		class(numberClass, "invalid", "invalid", restcommtest.TelnyxInvalidNumber),
+		class(temporary, "too many requests", "", restcommtest.TelnyxTooManyRequests),
+		class(temporary, "internal error", "", restcommtest.TelnyxInternalError),
+	})
 }
 
 // TestTelnyxWrongKeyIsTheConfigurationsFault: a refused API key is misconfigured (502), and

@@ -144,45 +144,20 @@ func TestVonageReceiptsDelayedOrWithheld(t *testing.T) {
 func TestVonageErrorClassesEachWithItsPageAndLogLine(t *testing.T) {
 	vf := restcommtest.NewVonage()
 	g := startGate(t, "send_limit 50 10m\n\t\tip_limit 100 10m", viaVonage(vf))
-	cases := []struct {
-		failure restcommtest.VonageFailure
-		msg     string
-		class   string
-		reason  string
-		state   string
-		page    int
-	}{
-		{restcommtest.VonageInvalidMessage, "number refused by the provider", "number", "invalid", deliveryFailed, http.StatusServiceUnavailable},
-		{restcommtest.VonageNumberBarred, "number refused by the provider", "number", "blocked", deliveryFailed, http.StatusServiceUnavailable},
-		{restcommtest.VonageInvalidCredentials, "sender error", "configuration", "", deliveryMisconfigured, http.StatusBadGateway},
-		{restcommtest.VonageQuotaExceeded, "sender error", "configuration", "", deliveryMisconfigured, http.StatusBadGateway},
-		{restcommtest.VonageInvalidSender, "sender error", "configuration", "", deliveryMisconfigured, http.StatusBadGateway},
-		{restcommtest.VonageThrottled, "sender error", "temporary", "", deliveryFailed, http.StatusServiceUnavailable},
-		{restcommtest.VonageHTTP500, "sender error", "temporary", "", deliveryFailed, http.StatusServiceUnavailable},
+	class := func(build func(string, string, func(), func()) errorClass, name, reason string, f restcommtest.VonageFailure) errorClass {
+		c := build(name, reason, func() { vf.Fail(f) }, func() { vf.Fail(restcommtest.VonageNone) })
+		if f != restcommtest.VonageHTTP500 {
+			c.detail = "status" // the code Vonage answered in its 200
+		}
+		return c
 	}
-	for i, tc := range cases {
-		t.Run(fmt.Sprintf("%d_%s_%s", i, tc.class, tc.reason), func(t *testing.T) {
-			clock.Advance(31 * time.Second)
-			vf.Fail(tc.failure)
-			defer vf.Fail(restcommtest.VonageNone)
-			v := newVisitor(t)
-			v.startSignIn("/", alice)
-			if state := v.settled(); state != tc.state {
-				t.Errorf("state %q, want %q", state, tc.state)
-			}
-			if reason := v.statusReason(); reason != tc.reason {
-				t.Errorf("status reason %q, want %q", reason, tc.reason)
-			}
-			wantStatus(t, "code page", v.get("/.otp/verify"), tc.page)
-			line := lastLogLine(t, g.logs(), tc.msg)
-			if line["class"] != tc.class || line["reason"] != tc.reason || line["provider"] != "vonage" || !strings.Contains(fmt.Sprint(line["detail"]), "status") && tc.failure != restcommtest.VonageHTTP500 {
-				t.Errorf("log line %v, want class %q reason %q provider vonage", line, tc.class, tc.reason)
-			}
-			for _, secret := range []string{vf.APISecret, alice, "12015550123"} {
-				if strings.Contains(g.logs(), secret) {
-					t.Errorf("the log holds a secret %q", secret)
-				}
-			}
-		})
-	}
+	checkErrorClasses(t, g, "vonage", []string{vf.APISecret, "12015550123"}, []errorClass{
+		class(numberClass, "invalid message", "invalid", restcommtest.VonageInvalidMessage),
+		class(numberClass, "number barred", "blocked", restcommtest.VonageNumberBarred),
+		class(configuration, "invalid credentials", "", restcommtest.VonageInvalidCredentials),
+		class(configuration, "quota exceeded", "", restcommtest.VonageQuotaExceeded),
+		class(configuration, "invalid sender", "", restcommtest.VonageInvalidSender),
+		class(temporary, "throttled", "", restcommtest.VonageThrottled),
+		class(temporary, "HTTP 500", "", restcommtest.VonageHTTP500),
+	})
 }
