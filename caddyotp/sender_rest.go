@@ -98,12 +98,12 @@ func (c *restClient) closeIdle() {
 // 429 are temporary (with the wait the provider asks for, if it says), anything else is the
 // configuration's. Its Detail is what the status means; the caller adds what it knows.
 func (c *restClient) statusFault(a answer) *SendError {
+	if se := httpTrouble(a.status, a.header); se != nil {
+		se.Provider = c.provider
+		return se
+	}
 	se := &SendError{Provider: c.provider, Status: a.status}
 	switch {
-	case a.status == http.StatusTooManyRequests:
-		se.Fault, se.Detail = TemporaryFault, "too many requests"+retryAfter(a.header)
-	case a.status >= 500:
-		se.Fault, se.Detail = TemporaryFault, "provider failure"+retryAfter(a.header)
 	case a.status >= 300 && a.status < 400:
 		se.Detail = "redirected to " + scrubbed(a.header.Get("Location")) + ": check base_url"
 	default:

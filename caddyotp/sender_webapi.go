@@ -9,14 +9,14 @@ import (
 // What the vonage, plivo and telnyx senders share besides restClient (sender_rest.go): the
 // statuses every provider means the same by, base_url's check, and the number as digits.
 
-// httpTrouble is the SendError of an HTTP status every provider means the same by: 429 (with
-// how long to wait, when the answer says) and 5xx are temporary. It is nil for other statuses.
+// httpTrouble is the SendError of an HTTP status every provider means the same by: 429 and 5xx
+// are temporary (with how long to wait, when the answer says). It is nil for other statuses.
 func httpTrouble(status int, header http.Header) *SendError {
 	switch {
 	case status == http.StatusTooManyRequests:
 		return &SendError{Status: status, Fault: TemporaryFault, Detail: "too many requests" + retryAfter(header)}
 	case status >= 500:
-		return &SendError{Status: status, Fault: TemporaryFault, Detail: "provider failure"}
+		return &SendError{Status: status, Fault: TemporaryFault, Detail: "provider failure" + retryAfter(header)}
 	}
 	return nil
 }
