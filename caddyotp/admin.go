@@ -56,7 +56,7 @@ func runningGates() []*Handler {
 //
 // ends every session and trusted browser of that phone (and of the users bound to it) or user,
 // on every gate of the running config, and through their stores on every instance that shares
-// them;
+// them, and removes their passkeys ("passkeys" in the answer says how many);
 //
 //	GET    /otp/pumping           the number prefixes the pumping shield holds quarantined
 //	DELETE /otp/pumping/+4479111  lifts that prefix's quarantine and forgets its count
@@ -149,8 +149,25 @@ func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	if len(done) == 0 {
 		return badRevoke("no otp gate binds a phone to user %q", req.User)
 	}
+	// Every gate's passkeys, whichever gate wrote the revocation for a store they share: each
+	// keeps its own, by its relying party and its key.
+	passkeys := 0
+	for _, h := range running {
+		if h.passkeys == nil {
+			continue
+		}
+		subjects, _, _ := h.revokeSubjects(req)
+		for _, subject := range subjects {
+			n, err := h.passkeys.pk.removeAll(r.Context(), subject, "admin API")
+			passkeys += n
+			if err != nil {
+				return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err,
+					Message: "the sessions are revoked, but the passkeys' storage could not remove them all; revoking again is safe: " + err.Error()}
+			}
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(map[string]any{"revoked": what, "records": len(done)})
+	return json.NewEncoder(w).Encode(map[string]any{"revoked": what, "records": len(done), "passkeys": passkeys})
 }
 
 // revokeSubjects are the subjects whose sessions a revocation request ends on this gate, and a

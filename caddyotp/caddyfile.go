@@ -78,6 +78,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    session_ttl 12h                         # absolute
 //	    session_idle 30m                        # sliding
 //	    trust_device 30d                        # offer "trust this browser" (off by default)
+//	    passkeys {                              # offer a passkey after the first code (off by
+//	        rp_name "Example Docs"              # default; needs public_url); or just: passkeys
+//	    }
 //	    path /.otp
 //	    cookie_name caddy_otp
 //	    secret {env.OTP_SECRET}                 # else generated once, kept in Caddy storage
@@ -132,6 +135,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"session_ttl":      dur(&h.SessionTTL),
 		"session_idle":     dur(&h.SessionIdle),
 		"trust_device":     dur(&h.TrustDevice),
+		"passkeys":         func() error { h.Passkeys = new(Passkeys); return unmarshalPasskeys(d, h.Passkeys) },
 		"public_url":       str(&h.PublicURL),
 		"audience":         str(&h.Audience),
 		"path":             str(&h.Path),

@@ -42,7 +42,8 @@ provider answered.
 A phone number may be typed with spaces, unquoted: +1 201 555 0123.
 
 revoke ends every session and trusted browser of a phone, or of a user, on every
-otp gate of the running Caddy (and, through a shared store, on every instance).
+otp gate of the running Caddy (and, through a shared store, on every instance),
+and removes their passkeys.
 It calls the admin API (POST /otp/revoke), found as caddy reload finds it: the
 --address flag, else the admin address of --config, else the default.`,
 		CobraFunc: func(cmd *cobra.Command) {
@@ -237,13 +238,14 @@ func revokeCommand(out io.Writer, address, config, adapter string, req revokeReq
 	}
 	defer resp.Body.Close()
 	var answer struct {
-		Revoked string `json:"revoked"`
-		Records int    `json:"records"`
+		Revoked  string `json:"revoked"`
+		Records  int    `json:"records"`
+		Passkeys int    `json:"passkeys"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
 		return fmt.Errorf("the admin API at %s answered %s, not JSON", addr, resp.Status)
 	}
-	fmt.Fprintf(out, "revoked every session and trusted browser of %s (%d record(s) written)\n", answer.Revoked, answer.Records)
+	fmt.Fprintf(out, "revoked every session and trusted browser of %s (%d record(s) written) and removed %d passkey(s)\n", answer.Revoked, answer.Records, answer.Passkeys)
 	return nil
 }
 

@@ -199,20 +199,6 @@ func knownRegion(r string) bool {
 	return phonenumbers.GetCountryCodeForRegion(r) != 0
 }
 
-func validCookieName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return false
-		}
-	}
-	return true
-}
-
-// warnings are the risks of a configuration that still loads, each with its fix; Provision logs
-// them.
 // longSMS says, when it is so, that the SMS with this site's name and public_url's host would
 // take more than one segment (each billed) in a language the pages speak, and what to do.
 func (h *Handler) longSMS() string {
@@ -244,6 +230,8 @@ func (h *Handler) longSMS() string {
 	return ""
 }
 
+// warnings are the risks of a configuration that still loads, each with its fix; Provision logs
+// them.
 func (h *Handler) warnings() []string {
 	var out []string
 	if h.flows.allow.phones.anyone && (h.flows.allow.regions == nil || h.MaxSMSPerHour == 0) {
@@ -339,6 +327,9 @@ type Handler struct {
 	// Offers "trust this browser" on the code page: a signed cookie that skips the SMS for the
 	// same phone or user on that browser for this long. Off unless set; at most 400 days.
 	TrustDevice caddy.Duration `json:"trust_device,omitempty"`
+	// Offers a passkey after the first sign-in with a code, so that later sign-ins need no SMS
+	// (WebAuthn). Off unless set; needs public_url.
+	Passkeys *Passkeys `json:"passkeys,omitempty"`
 
 	// The site's public origin (scheme, host, optional port), e.g. https://example.com: where the
 	// SMS provider fetches voice scripts, the host that SMS codes are bound to for autofill, the
@@ -391,4 +382,5 @@ type Handler struct {
 	sites      *sites    // what the config says of the site of each server the gate serves
 	keyCheck   *keyCheck // whether the gate's other instances share its key
 	webhooks   *webhooks
+	passkeys   *passkeyPages // nil unless passkeys
 }

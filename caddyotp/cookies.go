@@ -283,5 +283,17 @@ func (c *gateCookies) stripLineSlowly(line string) string {
 // isGateCookie says whether a cookie name is one of the gate's, prefixed or not.
 func (c *gateCookies) isGateCookie(name string) bool {
 	rest, ok := strings.CutPrefix(strings.TrimPrefix(name, "__Host-"), c.name)
-	return ok && (rest == sessionCookie || rest == flowCookie || rest == deviceCookie)
+	return ok && (rest == sessionCookie || rest == flowCookie || rest == deviceCookie || rest == enrolCookie || rest == offeredCookie)
+}
+
+func validCookieName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }

@@ -114,7 +114,16 @@ func (h *Handler) serveGate(w http.ResponseWriter, r *http.Request, rest string)
 		rt = route{"GET, HEAD", h.serveStatus}
 	case "/logout":
 		rt = route{"GET, HEAD, POST", h.serveLogout}
+	case "/passkey/remove":
+		if h.passkeys == nil {
+			return h.pages.message(w, h.readVisit(r), http.StatusNotFound, "not_found")
+		}
+		rt = route{"POST", h.passkeys.serveRemove}
 	default:
+		if op, ok := strings.CutPrefix(rest, "/passkey/"); ok && h.passkeys != nil {
+			// The offer page, and the ceremonies' JSON: their own checks, in passkeyPages.serve.
+			return h.passkeys.serve(w, r, op, h.readVisit(r))
+		}
 		if token, ok := strings.CutPrefix(rest, "/voice/"); ok {
 			// The telephony provider fetches the call's script: no browser, no form, no CSRF.
 			return h.webhooks.voiceScript(w, r, token)
@@ -175,6 +184,10 @@ func (h *Handler) readVisit(r *http.Request) *visit {
 	v.flowID, v.next = h.cookies.decodeFlow(cookieValue(r, h.cookies.named(flowCookie, v.secure)))
 	v.session = cookieValue(r, h.cookies.named(sessionCookie, v.secure))
 	v.device = cookieValue(r, h.cookies.named(deviceCookie, v.secure))
+	if h.passkeys != nil {
+		v.enrol = cookieValue(r, h.cookies.named(enrolCookie, v.secure))
+		v.offered = cookieValue(r, h.cookies.named(offeredCookie, v.secure)) != ""
+	}
 	return v
 }
 
@@ -285,8 +298,12 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, v *visit) 
 	if o.kind != verified {
 		return h.answer(w, v, o)
 	}
-	if err := h.signins.signIn(w, v, o.subject, r.PostForm.Get("trust") == "1"); err != nil {
+	s, err := h.signins.signIn(w, v, o.subject, r.PostForm.Get("trust") == "1")
+	if err != nil {
 		return err
+	}
+	if h.passkeys != nil {
+		return h.passkeys.afterCode(w, v, s)
 	}
 	return seeOther(w, localPath(v.next, h.Path))
 }
@@ -320,13 +337,17 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request, v *visit) 
 			return h.answer(w, v, failedWith(err))
 		}
 		if !ok {
-			return h.pages.signOutPage(w, v, "", "")
+			return h.pages.signOutPage(w, v, "", "", nil)
 		}
 		id, err := h.flowFor(w, v, v.next)
 		if err != nil {
 			return err
 		}
-		return h.pages.signOutPage(w, v, h.cookies.csrf(id), s.Subject)
+		keys, err := h.passkeys.list(r.Context(), s.Subject)
+		if err != nil {
+			return h.answer(w, v, failedWith(err))
+		}
+		return h.pages.signOutPage(w, v, h.cookies.csrf(id), s.Subject, keys)
 	}
 	return h.answer(w, v, h.signins.signOutVisitor(r.Context(), w, v, r.PostForm.Get("everywhere") == "1"))
 }

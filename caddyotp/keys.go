@@ -33,6 +33,7 @@ type keys struct {
 	csrf    []byte // form tokens
 	flow    []byte // flow cookies
 	subject []byte // store keys for phones and IPs, so the store holds no plain numbers
+	passkey []byte // seals passkeys' subjects, signs the enrol cookie
 }
 
 func deriveKeys(master []byte) keys {
@@ -41,7 +42,7 @@ func deriveKeys(master []byte) keys {
 		m.Write([]byte("caddy-otp/" + purpose))
 		return m.Sum(nil)
 	}
-	return keys{code: derive("code"), session: derive("session"), device: derive("device"), voice: derive("voice"), receipt: derive("receipt"), csrf: derive("csrf"), flow: derive("flow"), subject: derive("subject")}
+	return keys{code: derive("code"), session: derive("session"), device: derive("device"), voice: derive("voice"), receipt: derive("receipt"), csrf: derive("csrf"), flow: derive("flow"), subject: derive("subject"), passkey: derive("passkey")}
 }
 
 // masterKey returns the configured secret, or else the key in Caddy's storage, generating and

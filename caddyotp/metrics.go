@@ -21,6 +21,7 @@ var metrics = struct {
 	providerSends  *prometheus.CounterVec
 	receipts       *prometheus.CounterVec
 	pumping        *prometheus.CounterVec
+	passkeys       *prometheus.CounterVec
 }{
 	smsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "otp", Name: "sms_sent_total",
@@ -67,6 +68,10 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "otp", Name: "pumping_total",
 		Help: "The pumping shield's work, by country (ISO 3166 region of the number) and action: blocked (a code held back: no SMS or call), would_block (monitor: sent, but the shield would have held it back), quarantined (a prefix reached prefix_limit).",
 	}, []string{"country", "action"}),
+	passkeys: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "otp", Name: "passkeys_total",
+		Help: "Passkeys, by event: created (after a code), used (a sign-in with no SMS), removed (by the visitor or an operator's revocation), refused (a sign-in that was not accepted).",
+	}, []string{"event"}),
 }
 
 // registerMetrics adds the collectors to a config's registry; a second handler in the same
@@ -76,7 +81,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.smsSent, metrics.calls, metrics.verifications, metrics.rateLimited,
-		metrics.sessions, metrics.revoked, metrics.storeErrors, metrics.senderDuration, metrics.providerSends, metrics.receipts, metrics.pumping} {
+		metrics.sessions, metrics.revoked, metrics.storeErrors, metrics.senderDuration, metrics.providerSends, metrics.receipts, metrics.pumping, metrics.passkeys} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

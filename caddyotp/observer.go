@@ -33,6 +33,9 @@ const (
 	eventLocked         = "otp_locked"          // an address (or a phone) was locked out
 	eventSessionRevoked = "otp_session_revoked" // a sign-out
 	eventPumpingBlocked = "otp_pumping_blocked" // the pumping shield quarantined a number prefix
+	eventPasskeyCreated = "otp_passkey_created" // a visitor made a passkey after a code
+	eventPasskeyUsed    = "otp_passkey_used"    // a passkey signed a visitor in, with no SMS
+	eventPasskeyRemoved = "otp_passkey_removed" // a passkey was removed (sign-out page, or revoked)
 )
 
 // phone is a phone for the log and events: masked, unless log_phones is on.
@@ -177,6 +180,25 @@ func (o *observer) revoked(subject string, everywhere bool, client string) {
 	key, value := o.subject(subject)
 	o.logger.Info("session revoked", zap.String(key, value), zap.Bool("everywhere", everywhere))
 	o.emit(eventSessionRevoked, key, value, "everywhere", everywhere, "client_ip", client)
+}
+
+// passkey reports a passkey made, used (a session made with it) or removed.
+func (o *observer) passkey(event, subject, client string) {
+	metrics.passkeys.WithLabelValues(event).Inc()
+	if event == "used" {
+		metrics.sessions.Inc()
+	}
+	key, value := o.subject(subject)
+	o.logger.Info("passkey "+event, zap.String(key, value), zap.String("client_ip", client))
+	o.emit(map[string]string{"created": eventPasskeyCreated, "used": eventPasskeyUsed, "removed": eventPasskeyRemoved}[event],
+		key, value, "client_ip", client)
+}
+
+// passkeyRefused reports a passkey sign-in that was refused, and why (for the operator only:
+// the visitor is told nothing of it).
+func (o *observer) passkeyRefused(why, client string) {
+	metrics.passkeys.WithLabelValues("refused").Inc()
+	o.logger.Info("passkey refused", zap.String("reason", why), zap.String("client_ip", client))
 }
 
 // limited reports a request refused by a limit.

@@ -60,6 +60,9 @@ type page struct {
 	// whether "We could not reach this number" offers a call
 	DeliveredTo string
 	Voice       bool
+	// login.html: offer a sign-in with a passkey; logout.html: the visitor's passkeys
+	Passkeys    bool
+	PasskeyRows []passkeyRow
 }
 
 // action is a page's one primary action: a link, or a form that posts (again) to Path.
@@ -130,9 +133,10 @@ func tryPages(pages map[string]*template.Template) error {
 	full := page{Title: "x", Heading: "x", Intro: "x", Info: "x", Text: "x", Error: "x", Path: "/x", CSRF: "x",
 		SiteName: "x", Site: "x", Logo: "/x.png", Phone: "x", Hint: "x", Example: "x",
 		Regions: []regionOption{{Code: "US", Label: "x", Example: "x", Selected: true}}, CodeLength: 6, Expires: "x",
-		ResendIn: 30, Trust: "x", CanCall: true, Devices: true, SendTo: "x", SignedIn: true,
-		Action: &action{Label: "x", Path: "/x", Post: true, Phone: "x", Region: "x", Code: true, Everywhere: "1"},
-		Wait:   3, WaitBefore: "x", Clock: "0:03", WaitAfter: "x", Link: "/x", LinkText: "x"}
+		ResendIn: 30, Trust: "x", CanCall: true, Devices: true, SendTo: "x", SignedIn: true, Passkeys: true,
+		PasskeyRows: []passkeyRow{{ID: "x", Name: "x", Made: "x", Used: "x"}},
+		Action:      &action{Label: "x", Path: "/x", Post: true, Phone: "x", Region: "x", Code: true, Everywhere: "1"},
+		Wait:        3, WaitBefore: "x", Clock: "0:03", WaitAfter: "x", Link: "/x", LinkText: "x"}
 	for _, name := range slices.Sorted(maps.Keys(pages)) {
 		for _, lang := range slices.Sorted(maps.Keys(catalog)) {
 			for _, p := range []page{full, {}} {
@@ -156,6 +160,7 @@ type pageSet struct {
 	codeTTL       time.Duration
 	trustDays     int  // "trust this browser" for this many days, if not 0
 	devices       bool // trusted browsers are on
+	passkeys      bool // passkeys are on
 	resendAfter   time.Duration
 	canCall       bool
 	defaultRegion string       // national numbers are read in this region
@@ -174,7 +179,7 @@ func (ps *pageSet) render(w http.ResponseWriter, v *visit, status int, name stri
 	p.Nonce = base64.RawStdEncoding.EncodeToString(nonce[:])
 	p.Lang, p.T = v.lang, catalog[v.lang]
 	p.Path, p.SiteName, p.Site, p.Logo, p.CodeLength = ps.path, ps.siteName, v.site, ps.logo, ps.codeLength
-	p.Devices = ps.devices
+	p.Devices, p.Passkeys = ps.devices, ps.passkeys
 	if ps.trustDays > 0 {
 		p.Trust = p.T.count("trust_device", ps.trustDays)
 	}
@@ -276,7 +281,7 @@ func (ps *pageSet) csrfFor(v *visit) string {
 
 // signOutPage says who is signed in and offers to sign out; or, without a session, says so and
 // links to sign in.
-func (ps *pageSet) signOutPage(w http.ResponseWriter, v *visit, csrf, subject string) error {
+func (ps *pageSet) signOutPage(w http.ResponseWriter, v *visit, csrf, subject string, keys []passkeyRow) error {
 	t := words(catalog[v.lang])
 	if subject == "" {
 		return ps.render(w, v, http.StatusOK, "logout.html", page{Title: t["title_not_signed_in"], Text: t.Say("text_not_signed_in", "site", v.site),
@@ -287,7 +292,7 @@ func (ps *pageSet) signOutPage(w http.ResponseWriter, v *visit, csrf, subject st
 		who = unbreakable.Replace(formatPhone(who))
 	}
 	return ps.render(w, v, http.StatusOK, "logout.html", page{Title: t["title_sign_out"], SignedIn: true, CSRF: csrf,
-		Text: t.Say("signed_in_as", "site", v.site, "who", who)})
+		Text: t.Say("signed_in_as", "site", v.site, "who", who), PasskeyRows: keys})
 }
 
 func setRetryAfter(w http.ResponseWriter, d time.Duration) {

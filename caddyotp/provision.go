@@ -96,6 +96,10 @@ func (h *Handler) Provision(ctx caddy.Context) (err error) {
 		return err
 	}
 	h.wire(allow, templates)
+	if h.passkeys, err = newPasskeyPages(ctx, h); err != nil {
+		return err
+	}
+	h.pages.passkeys = h.passkeys != nil
 	for _, w := range h.warnings() {
 		h.obs.logger.Warn(w)
 	}

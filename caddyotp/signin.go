@@ -163,11 +163,11 @@ func (si *signins) signOut(ctx context.Context, sessionCookie, deviceCookie, flo
 }
 
 // signIn gives the visitor the session of a verified subject, and a trusted browser when asked
-// for and on, as cookies; the flow that made them ends with its cookie.
-func (si *signins) signIn(w http.ResponseWriter, v *visit, subject string, trust bool) error {
+// for and on, as cookies; the flow that made them ends with its cookie. It returns the session.
+func (si *signins) signIn(w http.ResponseWriter, v *visit, subject string, trust bool) (Session, error) {
 	s, device, err := si.newSessions(subject, trust)
 	if err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, err)
+		return s, caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	t := si.now()
 	si.cookies.set(w, v.secure, sessionCookie, si.sessions.encode(s), s.Expires.Sub(t))
@@ -175,7 +175,7 @@ func (si *signins) signIn(w http.ResponseWriter, v *visit, subject string, trust
 	if device != nil {
 		si.cookies.set(w, v.secure, deviceCookie, si.devices.encode(*device), device.Expires.Sub(t))
 	}
-	return nil
+	return s, nil
 }
 
 // signOutVisitor signs the visitor out (signOut) and, once signed out, clears every gate cookie

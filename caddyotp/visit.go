@@ -24,7 +24,10 @@ type visit struct {
 	next   string // where to go after sign-in, from the flow cookie
 	// the session and trusted-browser cookies' values, as sent
 	session, device string
-	form            visitForm // the form posted, if any
+	// with passkeys: the enrol cookie's value, and whether this browser was offered a passkey
+	enrol   string
+	offered bool
+	form    visitForm // the form posted, if any
 }
 
 // visitForm is what a posted form asked for, kept to offer the same again on a page that

@@ -10,4 +10,4 @@ import "embed"
 var FS embed.FS
 
 // Pages are the page files the gate renders, besides layout.html which every page uses.
-var Pages = []string{"login.html", "verify.html", "message.html", "logout.html"}
+var Pages = []string{"login.html", "verify.html", "message.html", "logout.html", "passkey.html"}

@@ -1,0 +1,228 @@
+package caddyotp
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/redis/go-redis/v9"
+)
+
+// A passkey is one WebAuthn credential of a subject, as the gate keeps it: the credential (its
+// id, public key, sign counter, transports and flags), whose it is, a name to show, when it was
+// made and last used. The owner (the WebAuthn user handle) is the subject's keyed hash; the
+// subject itself, needed to issue a session, is kept sealed, never in clear.
+type passkey struct {
+	Credential webauthn.Credential `json:"credential"`
+	Owner      []byte              `json:"owner"`
+	Sealed     []byte              `json:"subject"`
+	Name       string              `json:"name"`
+	Made       time.Time           `json:"made"`
+	Used       time.Time           `json:"used,omitzero"`
+}
+
+// passkeyVault keeps passkeys where they outlive a restart and reach every instance of the
+// gate: Caddy's storage, or the gate's Redis. Records are per relying party and owner; a missing
+// owner has none, which is not an error. An error means the vault could not answer.
+type passkeyVault interface {
+	// load returns every passkey of owner.
+	load(ctx context.Context, owner []byte) ([]passkey, error)
+	// save creates or replaces p (by its owner and credential id).
+	save(ctx context.Context, p passkey) error
+	// remove deletes owner's passkey id, reporting whether there was one.
+	remove(ctx context.Context, owner, id []byte) (bool, error)
+	// removeAll deletes every passkey of owner and says how many there were.
+	removeAll(ctx context.Context, owner []byte) (int, error)
+}
+
+// newPasskeyVault is the vault of a gate: in its Redis when the store is Redis, else in Caddy's
+// storage (the file system by default, or the storage module Caddy's instances share).
+func newPasskeyVault(store Store, storage certmagic.Storage, rpID string) passkeyVault {
+	if rs, ok := store.(*RedisStore); ok && rs.be != nil {
+		return &redisVault{client: rs.be.client, prefix: rs.be.prefix + "passkeys:" + rpID + ":"}
+	}
+	return &storageVault{storage: storage, dir: path.Join("otp", "passkeys", safeName(rpID))}
+}
+
+// safeName keeps a relying party id to the characters a storage key takes everywhere.
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+			return r
+		}
+		return '_'
+	}, strings.ToLower(s))
+}
+
+// storageVault keeps each passkey in a file of Caddy's storage: DIR/OWNER/ID.json.
+type storageVault struct {
+	storage certmagic.Storage
+	dir     string
+}
+
+func (v *storageVault) ownerDir(owner []byte) string {
+	return path.Join(v.dir, hex.EncodeToString(owner))
+}
+
+func (v *storageVault) file(owner, id []byte) string {
+	return path.Join(v.ownerDir(owner), base64.RawURLEncoding.EncodeToString(id)+".json")
+}
+
+func (v *storageVault) load(ctx context.Context, owner []byte) ([]passkey, error) {
+	keys, err := v.storage.List(ctx, v.ownerDir(owner), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]passkey, 0, len(keys))
+	for _, k := range keys {
+		b, err := v.storage.Load(ctx, k)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since the listing
+		}
+		if err != nil {
+			return nil, err
+		}
+		var p passkey
+		if err := json.Unmarshal(b, &p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (v *storageVault) save(ctx context.Context, p passkey) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return v.storage.Store(ctx, v.file(p.Owner, p.Credential.ID), b)
+}
+
+func (v *storageVault) remove(ctx context.Context, owner, id []byte) (bool, error) {
+	f := v.file(owner, id)
+	if !v.storage.Exists(ctx, f) {
+		return false, nil
+	}
+	if err := v.storage.Delete(ctx, f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
+}
+
+func (v *storageVault) removeAll(ctx context.Context, owner []byte) (int, error) {
+	keys, err := v.storage.List(ctx, v.ownerDir(owner), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range keys {
+		if err := v.storage.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// redisVault keeps an owner's passkeys in one Redis hash, credential id to record, with no
+// expiry: one key, so that a Redis Cluster keeps it in one slot.
+type redisVault struct {
+	client redis.UniversalClient
+	prefix string
+}
+
+func (v *redisVault) key(owner []byte) string {
+	return v.prefix + "{" + hex.EncodeToString(owner) + "}"
+}
+
+func (v *redisVault) load(ctx context.Context, owner []byte) ([]passkey, error) {
+	all, err := v.client.HGetAll(ctx, v.key(owner)).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]passkey, 0, len(all))
+	for _, b := range all {
+		var p passkey
+		if err := json.Unmarshal([]byte(b), &p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (v *redisVault) save(ctx context.Context, p passkey) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return v.client.HSet(ctx, v.key(p.Owner), base64.RawURLEncoding.EncodeToString(p.Credential.ID), b).Err()
+}
+
+func (v *redisVault) remove(ctx context.Context, owner, id []byte) (bool, error) {
+	n, err := v.client.HDel(ctx, v.key(owner), base64.RawURLEncoding.EncodeToString(id)).Result()
+	return n > 0, err
+}
+
+func (v *redisVault) removeAll(ctx context.Context, owner []byte) (int, error) {
+	var n *redis.IntCmd
+	_, err := v.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		n = p.HLen(ctx, v.key(owner))
+		p.Del(ctx, v.key(owner))
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n.Val()), nil
+}
+
+// subjectSeal seals a passkey's subject for the vault, bound to its owner, and opens it again.
+type subjectSeal struct{ aead cipher.AEAD }
+
+func newSubjectSeal(key []byte) subjectSeal {
+	block, err := aes.NewCipher(key[:32])
+	if err != nil {
+		panic(err) // a 32-byte key always makes a cipher
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		panic(err)
+	}
+	return subjectSeal{aead}
+}
+
+func (s subjectSeal) seal(owner []byte, subject string) ([]byte, error) {
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return s.aead.Seal(nonce, nonce, []byte(subject), owner), nil
+}
+
+func (s subjectSeal) open(owner, sealed []byte) (string, bool) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n {
+		return "", false
+	}
+	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], owner)
+	return string(plain), err == nil
+}
