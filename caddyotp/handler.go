@@ -184,10 +184,7 @@ func (h *Handler) readVisit(r *http.Request) *visit {
 	v.flowID, v.next = h.cookies.decodeFlow(cookieValue(r, h.cookies.named(flowCookie, v.secure)))
 	v.session = cookieValue(r, h.cookies.named(sessionCookie, v.secure))
 	v.device = cookieValue(r, h.cookies.named(deviceCookie, v.secure))
-	if h.passkeys != nil {
-		v.enrol = cookieValue(r, h.cookies.named(enrolCookie, v.secure))
-		v.offered = cookieValue(r, h.cookies.named(offeredCookie, v.secure)) != ""
-	}
+	v.enrol, v.offered = h.passkeys.readCookies(r, v.secure)
 	return v
 }
 

@@ -54,6 +54,15 @@ func (pp *passkeyPages) session(ctx context.Context, v *visit) (s Session, byCod
 	return s, byCode, ok, err
 }
 
+// readCookies reads the passkeys' cookies of a request to the gate's pages: the enrol cookie's
+// value, and whether the browser was offered a passkey. None while passkeys are off.
+func (pp *passkeyPages) readCookies(r *http.Request, secure bool) (enrol string, offered bool) {
+	if pp == nil {
+		return "", false
+	}
+	return cookieValue(r, pp.cookies.named(enrolCookie, secure)), cookieValue(r, pp.cookies.named(offeredCookie, secure)) != ""
+}
+
 // afterCode sends a visitor whom a code just signed in (session s) on: to the passkey offer,
 // once per browser, with the enrol cookie and a flow for the ceremony; else where they were going.
 func (pp *passkeyPages) afterCode(w http.ResponseWriter, v *visit, s Session) error {
