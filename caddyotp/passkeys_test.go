@@ -112,6 +112,7 @@ func TestPasskeyCeremoniesAreFormsOfTheFlow(t *testing.T) {
 	wantStatus(t, "an unknown ceremony", v.ceremony("signin/steal", csrf, "{}"), http.StatusNotFound)
 	wantStatus(t, "a huge body", v.ceremony("signin/finish", csrf, `{"id":"`+strings.Repeat("A", 70<<10)+`"}`), http.StatusRequestEntityTooLarge)
 
+	before := scrape(t)
 	noChallenge := v.ceremony("signin/finish", csrf, `{"id":"AAAA","rawId":"AAAA","type":"public-key"}`)
 	wantStatus(t, "a finish with no challenge", noChallenge, http.StatusUnauthorized)
 	wantStatus(t, "begin", v.ceremony("signin/begin", csrf, "{}"), http.StatusOK)
@@ -126,6 +127,10 @@ func TestPasskeyCeremoniesAreFormsOfTheFlow(t *testing.T) {
 	}
 	if r := v.get("/"); r.status != http.StatusSeeOther {
 		t.Errorf("a refused passkey let the visitor in: %d", r.status)
+	}
+	refused := `caddy_otp_passkeys_total{event="refused"}`
+	if got := scrape(t)[refused] - before[refused]; got != 3 {
+		t.Errorf("%s went up by %v, want 3", refused, got)
 	}
 }
 
