@@ -283,7 +283,7 @@ func (c *gateCookies) stripLineSlowly(line string) string {
 // isGateCookie says whether a cookie name is one of the gate's, prefixed or not.
 func (c *gateCookies) isGateCookie(name string) bool {
 	rest, ok := strings.CutPrefix(strings.TrimPrefix(name, "__Host-"), c.name)
-	return ok && (rest == sessionCookie || rest == flowCookie || rest == deviceCookie || rest == enrolCookie || rest == offeredCookie)
+	return ok && (rest == sessionCookie || rest == flowCookie || rest == deviceCookie || rest == enrolCookie || rest == offeredCookie || rest == challengeCookie)
 }
 
 func validCookieName(s string) bool {

@@ -70,7 +70,7 @@ var metrics = struct {
 	}, []string{"country", "action"}),
 	passkeys: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "otp", Name: "passkeys_total",
-		Help: "Passkeys, by event: created (after a code), used (a sign-in with no SMS), removed (by the visitor or an operator's revocation), refused (a sign-in that was not accepted).",
+		Help: "Passkeys, by event: created (after a code), used (a sign-in with no SMS), removed (by the visitor or an operator's revocation), refused (a ceremony's answer that was not accepted: a sign-in, or a new passkey).",
 	}, []string{"event"}),
 }
 

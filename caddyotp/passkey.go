@@ -2,6 +2,7 @@ package caddyotp
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,16 +25,18 @@ const (
 )
 
 // passkeys runs the WebAuthn ceremonies of a gate over plain values: making a passkey for a
-// subject who just signed in with a code, and signing in with one. Every ceremony counts
-// against ip_limit before it touches the store or the vault.
+// subject who just signed in with a code, and signing in with one. A ceremony's first step
+// stores nothing: its challenge travels sealed to the browser, bound to the visitor's flow, and
+// the second step counts the request against ip_limit before it touches the store or the vault.
 type passkeys struct {
 	wa       *webauthn.WebAuthn
 	vault    passkeyVault
-	store    Store // challenges, single use
+	store    Store // which challenges were answered, and which sessions added their passkey
 	limits   *limits
 	allow    *allowlist
 	subjects []byte // keys.subject: a subject's owner id is its keyed hash
 	seal     subjectSeal
+	tokens   subjectSeal // seals challenges
 	now      func() time.Time
 	obs      *observer
 }
@@ -42,10 +45,11 @@ type passkeys struct {
 // that a refusal says nothing of which passkeys exist.
 var errPasskeyRefused = errors.New("passkey not accepted")
 
-// A challenge is what a ceremony's first step leaves for its second, under a key that only the
-// visitor's flow cookie names: the library's session data, when it was made, and for a
-// registration the session it is for.
+// A challenge is what a ceremony's first step hands its second, sealed: the library's session
+// data, the flow it is bound to, when it was made, and for a registration the session it is for.
 type challenge struct {
+	Kind    string               `json:"kind"`
+	Flow    string               `json:"flow"`
 	Data    webauthn.SessionData `json:"data"`
 	Made    time.Time            `json:"made"`
 	Session []byte               `json:"session,omitempty"`
@@ -77,37 +81,45 @@ func (pk *passkeys) owner(subject string) []byte {
 	return id[:]
 }
 
-// challengeKey names a ceremony's challenge in the store by the flow it is bound to.
-func (pk *passkeys) challengeKey(kind, flowID string) string {
-	id := subjectID(pk.subjects, "passkey-challenge\x00"+kind+"\x00"+flowID)
-	return "pk:" + kind + ":" + hex.EncodeToString(id[:])
-}
-
-// begin keeps the challenge of a ceremony for the flow, once the request was counted.
-func (pk *passkeys) begin(ctx context.Context, kind, flowID string, c challenge) outcome {
-	c.Made = pk.now()
+// begin seals the challenge of a ceremony of kind for the flow: the token the browser holds
+// until it answers.
+func (pk *passkeys) begin(kind, flowID string, c challenge) (string, outcome) {
+	c.Kind, c.Flow, c.Made = kind, flowID, pk.now()
 	b, err := json.Marshal(c)
 	if err != nil {
-		return failedWith(err)
+		return "", failedWith(err)
 	}
-	if err := pk.store.Set(ctx, pk.challengeKey(kind, flowID), b, passkeyChallengeTTL); err != nil {
-		return failedWith(err)
+	sealed, err := pk.tokens.seal([]byte(kind), string(b))
+	if err != nil {
+		return "", failedWith(err)
 	}
-	return outcome{kind: toCode}
+	return base64.RawURLEncoding.EncodeToString(sealed), outcome{kind: toCode}
 }
 
-// take takes the flow's challenge of kind, once: nil
-// if there is none, or it is older than passkeyChallengeTTL on the gate's clock.
-func (pk *passkeys) take(ctx context.Context, kind, flowID string) (*challenge, error) {
-	b, err := pk.store.Take(ctx, pk.challengeKey(kind, flowID))
-	if err != nil || b == nil {
-		return nil, err
-	}
-	var c challenge
-	if json.Unmarshal(b, &c) != nil || pk.now().Sub(c.Made) >= passkeyChallengeTTL {
+// take opens the token of the flow's challenge of kind and marks it answered, once a request
+// was counted: nil if the gate did not seal it for this flow, it is older than
+// passkeyChallengeTTL on the gate's clock, or it was answered before.
+func (pk *passkeys) take(ctx context.Context, kind, flowID, token string) (*challenge, error) {
+	sealed, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || flowID == "" {
 		return nil, nil
 	}
+	plain, ok := pk.tokens.open([]byte(kind), sealed)
+	var c challenge
+	if !ok || json.Unmarshal([]byte(plain), &c) != nil || c.Kind != kind || c.Flow != flowID || pk.now().Sub(c.Made) >= passkeyChallengeTTL {
+		return nil, nil
+	}
+	first, err := pk.store.Raise(ctx, pk.usedKey("challenge", []byte(c.Data.Challenge)), []byte{1}, passkeyChallengeTTL)
+	if err != nil || !first {
+		return nil, err
+	}
 	return &c, nil
+}
+
+// usedKey names, in the store, a challenge answered or a session that added its passkey.
+func (pk *passkeys) usedKey(what string, id []byte) string {
+	h := subjectID(pk.subjects, "passkey-"+what+"\x00"+string(id))
+	return "pk:" + what + ":" + hex.EncodeToString(h[:])
 }
 
 // count counts a ceremony's request from client against ip_limit; ok is false, with the
@@ -126,22 +138,22 @@ func (pk *passkeys) fresh(s Session, madeByCode bool) bool {
 	return madeByCode && pk.now().Sub(s.Issued) < passkeyFreshness
 }
 
-// beginRegistration returns the options to make a passkey for the session's subject, and
-// keeps their challenge for the flow. The outcome is toCode (options made), limited, refused
-// (the session may not add one) or failed.
-func (pk *passkeys) beginRegistration(ctx context.Context, flowID, client string, s Session, madeByCode bool) (*protocol.CredentialCreation, outcome) {
+// beginRegistration counts the request, then returns the options to make a passkey for the
+// session's subject (its passkeys are read to exclude them) and their sealed challenge. The
+// outcome is toCode (options made), limited, refused (the session may not add one) or failed.
+func (pk *passkeys) beginRegistration(ctx context.Context, flowID, client string, s Session, madeByCode bool) (*protocol.CredentialCreation, string, outcome) {
 	if o, ok := pk.count(ctx, client); !ok {
-		return nil, o
+		return nil, "", o
 	}
 	if flowID == "" || !pk.fresh(s, madeByCode) {
-		return nil, outcome{kind: refused}
+		return nil, "", outcome{kind: refused}
 	}
 	u, err := pk.user(ctx, s.Subject)
 	if err != nil {
-		return nil, failedWith(err)
+		return nil, "", failedWith(err)
 	}
 	if len(u.keys) >= maxPasskeys {
-		return nil, outcome{kind: refused}
+		return nil, "", outcome{kind: refused}
 	}
 	creation, data, err := pk.wa.BeginRegistration(u,
 		webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{
@@ -150,27 +162,32 @@ func (pk *passkeys) beginRegistration(ctx context.Context, flowID, client string
 		webauthn.WithExclusions(webauthn.Credentials(u.WebAuthnCredentials()).CredentialDescriptors()),
 		webauthn.WithConveyancePreference(protocol.PreferNoAttestation))
 	if err != nil {
-		return nil, failedWith(err)
+		return nil, "", failedWith(err)
 	}
-	return creation, pk.begin(ctx, "register", flowID, challenge{Data: *data, Session: s.ID[:]})
+	token, o := pk.begin("register", flowID, challenge{Data: *data, Session: s.ID[:]})
+	return creation, token, o
 }
 
-// finishRegistration checks the browser's answer to the flow's registration challenge and keeps
-// the passkey it made, named name. The outcome is verified, limited, refused or failed.
-func (pk *passkeys) finishRegistration(ctx context.Context, flowID, client string, s Session, madeByCode bool, body []byte, name string) outcome {
+// finishRegistration counts the request, then checks the browser's answer to the registration
+// challenge of token and keeps the passkey it made, named name: one for each session a code
+// made. The outcome is verified, limited, refused or failed.
+func (pk *passkeys) finishRegistration(ctx context.Context, flowID, client, token string, s Session, madeByCode bool, body []byte, name string) outcome {
 	if o, ok := pk.count(ctx, client); !ok {
 		return o
 	}
-	c, err := pk.take(ctx, "register", flowID)
+	if !pk.fresh(s, madeByCode) {
+		return outcome{kind: refused}
+	}
+	c, err := pk.take(ctx, "register", flowID, token)
 	if err != nil {
 		return failedWith(err)
 	}
-	if c == nil || string(c.Session) != string(s.ID[:]) || !pk.fresh(s, madeByCode) {
-		return outcome{kind: refused}
+	if c == nil || string(c.Session) != string(s.ID[:]) {
+		return pk.refuse("registration: no live challenge for this session", client)
 	}
 	parsed, err := protocol.ParseCredentialCreationResponseBytes(body)
 	if err != nil {
-		return outcome{kind: refused}
+		return pk.refuse("registration: malformed answer", client)
 	}
 	u, err := pk.user(ctx, s.Subject)
 	if err != nil {
@@ -178,12 +195,22 @@ func (pk *passkeys) finishRegistration(ctx context.Context, flowID, client strin
 	}
 	cred, err := pk.wa.CreateCredential(u, c.Data, parsed)
 	if err != nil {
-		return outcome{kind: refused}
+		return pk.refuse("registration: "+err.Error(), client)
 	}
 	for _, k := range u.keys {
 		if string(k.Credential.ID) == string(cred.ID) {
-			return outcome{kind: refused} // an authenticator that ignored the exclusions
+			return pk.refuse("registration: an authenticator that ignored the exclusions", client)
 		}
+	}
+	if len(u.keys) >= maxPasskeys {
+		return outcome{kind: refused}
+	}
+	first, err := pk.store.Raise(ctx, pk.usedKey("enrolled", s.ID[:]), []byte{1}, passkeyFreshness)
+	if err != nil {
+		return failedWith(err)
+	}
+	if !first {
+		return outcome{kind: refused} // this session added its passkey already
 	}
 	sealed, err := pk.seal.seal(u.owner, s.Subject)
 	if err != nil {
@@ -198,31 +225,30 @@ func (pk *passkeys) finishRegistration(ctx context.Context, flowID, client strin
 }
 
 // beginSignIn returns the options of a sign-in with any of the site's passkeys (discoverable:
-// no number typed) and keeps their challenge for the flow.
-func (pk *passkeys) beginSignIn(ctx context.Context, flowID, client string) (*protocol.CredentialAssertion, outcome) {
-	if o, ok := pk.count(ctx, client); !ok {
-		return nil, o
-	}
+// no number typed) and their sealed challenge. It counts nothing and stores nothing, so that the
+// phone page may ask for them each time it is shown.
+func (pk *passkeys) beginSignIn(flowID string) (*protocol.CredentialAssertion, string, outcome) {
 	if flowID == "" {
-		return nil, outcome{kind: refused}
+		return nil, "", outcome{kind: refused}
 	}
 	assertion, data, err := pk.wa.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationPreferred))
 	if err != nil {
-		return nil, failedWith(err)
+		return nil, "", failedWith(err)
 	}
-	return assertion, pk.begin(ctx, "signin", flowID, challenge{Data: *data})
+	token, o := pk.begin("signin", flowID, challenge{Data: *data})
+	return assertion, token, o
 }
 
-// finishSignIn checks the browser's answer to the flow's sign-in challenge: the passkey's
-// signature over this challenge, from this origin and relying party, with the user present,
-// and a sign counter that went up where the authenticator keeps one. The subject it belongs
-// to must still be allowed for the visitor's first-factor user. The outcome is verified (with
-// the subject), limited, refused or failed; every refusal is alike.
-func (pk *passkeys) finishSignIn(ctx context.Context, flowID, client, user string, body []byte) outcome {
+// finishSignIn counts the request, then checks the browser's answer to the sign-in challenge of
+// token: the passkey's signature over it, from this origin and relying party, with the user
+// present, and a sign counter that went up where the authenticator keeps one. The subject it
+// belongs to must still be allowed for the visitor's first-factor user. The outcome is verified
+// (with the subject), limited, refused or failed; every refusal is alike.
+func (pk *passkeys) finishSignIn(ctx context.Context, flowID, client, user, token string, body []byte) outcome {
 	if o, ok := pk.count(ctx, client); !ok {
 		return o
 	}
-	c, err := pk.take(ctx, "signin", flowID)
+	c, err := pk.take(ctx, "signin", flowID, token)
 	if err != nil {
 		return failedWith(err)
 	}
@@ -236,6 +262,9 @@ func (pk *passkeys) finishSignIn(ctx context.Context, flowID, client, user strin
 	var found *passkey
 	var vaultErr error
 	cred, err := pk.wa.ValidateDiscoverableLogin(func(rawID, owner []byte) (webauthn.User, error) {
+		if len(owner) != len(pk.owner("")) {
+			return nil, errPasskeyRefused // no owner the gate made: the vault is not asked
+		}
 		keys, err := pk.vault.load(ctx, owner)
 		if err != nil {
 			vaultErr = err
@@ -261,8 +290,12 @@ func (pk *passkeys) finishSignIn(ctx context.Context, flowID, client, user strin
 		return pk.refuse("its subject may not sign in here", client)
 	}
 	found.Credential, found.Used = *cred, pk.now().UTC()
-	if err := pk.vault.save(ctx, *found); err != nil {
+	// Only a passkey still there is updated: one removed meanwhile (revoked) stays removed,
+	// and signs no one in.
+	if kept, err := pk.vault.update(ctx, *found); err != nil {
 		return failedWith(err)
+	} else if !kept {
+		return pk.refuse("removed while it was being used", client)
 	}
 	pk.obs.passkey("used", subject, client)
 	return outcome{kind: verified, subject: subject}

@@ -1,6 +1,8 @@
 package caddyotp
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -82,9 +84,17 @@ func newPasskeyPages(ctx caddy.Context, h *Handler) (*passkeyPages, error) {
 		return nil, fmt.Errorf("otp: passkeys: %v", err)
 	}
 	pk := &passkeys{wa: wa, vault: newPasskeyVault(h.store, ctx.Storage(), h.public.Hostname()), store: h.store, limits: h.limits,
-		allow: h.flows.allow, subjects: h.keys.subject, seal: newSubjectSeal(h.keys.passkey), now: h.now, obs: h.obs}
-	return &passkeyPages{pk: pk, signins: h.signins, cookies: h.cookies, pages: h.pages, key: h.keys.passkey,
+		allow: h.flows.allow, subjects: h.keys.subject, seal: newSubjectSeal(subKey(h.keys.passkey, "subject")),
+		tokens: newSubjectSeal(subKey(h.keys.passkey, "challenge")), now: h.now, obs: h.obs}
+	return &passkeyPages{pk: pk, signins: h.signins, cookies: h.cookies, pages: h.pages, key: subKey(h.keys.passkey, "enrol"),
 		path: h.Path, origin: h.origin, now: h.now, obs: h.obs}, nil
+}
+
+// subKey derives the key of one purpose from the passkeys' key, so that no key serves two.
+func subKey(key []byte, purpose string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(purpose))
+	return m.Sum(nil)
 }
 
 // offeredTTL is how long a browser remembers that it was offered a passkey: as long as a

@@ -14,10 +14,12 @@ import (
 )
 
 // The gate's cookies of passkeys: a short one that says the session beside it was just made by
-// a code (and so may add a passkey), and a long one that says this browser was offered one.
+// a code (and so may add a passkey), a long one that says this browser was offered one, and
+// the sealed challenge of the ceremony under way.
 const (
-	enrolCookie   = "_enrol"
-	offeredCookie = "_offered"
+	enrolCookie     = "_enrol"
+	offeredCookie   = "_offered"
+	challengeCookie = "_passkey"
 )
 
 // maxCeremonyBody caps a ceremony's JSON: an attestation with its certificates fits.
@@ -104,12 +106,14 @@ func (pp *passkeyPages) serve(w http.ResponseWriter, r *http.Request, op string,
 		return pp.json(w, http.StatusForbidden, map[string]string{"error": "form expired: load the page again"})
 	}
 	ctx := r.Context()
+	token := cookieValue(r, pp.cookies.named(challengeCookie, v.secure))
 	switch op {
 	case "signin/begin":
-		options, o := pp.pk.beginSignIn(ctx, v.flowID, v.client)
-		return pp.answer(w, v, o, options)
+		options, token, o := pp.pk.beginSignIn(v.flowID)
+		return pp.begun(w, v, o, options, token)
 	case "signin/finish":
-		o := pp.pk.finishSignIn(ctx, v.flowID, v.client, v.user, body)
+		pp.cookies.set(w, v.secure, challengeCookie, "", -1)
+		o := pp.pk.finishSignIn(ctx, v.flowID, v.client, v.user, token, body)
 		if o.kind == verified {
 			if _, err := pp.signins.signIn(w, v, o.subject, false); err != nil {
 				return err
@@ -124,14 +128,24 @@ func (pp *passkeyPages) serve(w http.ResponseWriter, r *http.Request, op string,
 	case !ok:
 		return pp.json(w, http.StatusUnauthorized, map[string]string{"error": "sign-in required", "login": pp.path + "/login"})
 	case op == "register/begin":
-		options, o := pp.pk.beginRegistration(ctx, v.flowID, v.client, s, byCode)
-		return pp.answer(w, v, o, options)
+		options, token, o := pp.pk.beginRegistration(ctx, v.flowID, v.client, s, byCode)
+		return pp.begun(w, v, o, options, token)
 	}
-	o := pp.pk.finishRegistration(ctx, v.flowID, v.client, s, byCode, body, passkeyName(r.UserAgent()))
+	pp.cookies.set(w, v.secure, challengeCookie, "", -1)
+	o := pp.pk.finishRegistration(ctx, v.flowID, v.client, token, s, byCode, body, passkeyName(r.UserAgent()))
 	if o.kind == verified {
 		pp.cookies.set(w, v.secure, enrolCookie, "", -1) // one passkey per code
 	}
 	return pp.answer(w, v, o, map[string]string{"next": localPath(v.next, pp.path)})
+}
+
+// begun answers a ceremony's first step: the options, with the sealed challenge in a cookie
+// that lives as long as the challenge.
+func (pp *passkeyPages) begun(w http.ResponseWriter, v *visit, o outcome, options any, token string) error {
+	if o.kind == toCode {
+		pp.cookies.set(w, v.secure, challengeCookie, token, passkeyChallengeTTL)
+	}
+	return pp.answer(w, v, o, options)
 }
 
 // answer writes a ceremony's outcome as JSON: ok (what the step returns), or the refusal.

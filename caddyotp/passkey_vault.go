@@ -5,7 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"encoding/base64"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -40,6 +40,9 @@ type passkeyVault interface {
 	load(ctx context.Context, owner []byte) ([]passkey, error)
 	// save creates or replaces p (by its owner and credential id).
 	save(ctx context.Context, p passkey) error
+	// update replaces p only if it is still there, in one step with remove and removeAll: a
+	// passkey removed meanwhile stays removed, and update reports false.
+	update(ctx context.Context, p passkey) (bool, error)
 	// remove deletes owner's passkey id, reporting whether there was one.
 	remove(ctx context.Context, owner, id []byte) (bool, error)
 	// removeAll deletes every passkey of owner and says how many there were.
@@ -65,7 +68,10 @@ func safeName(s string) string {
 	}, strings.ToLower(s))
 }
 
-// storageVault keeps each passkey in a file of Caddy's storage: DIR/OWNER/ID.json.
+// storageVault keeps each passkey in a file of Caddy's storage, DIR/OWNER/ID.json, where ID
+// is a hash of the credential id (which may be 1023 bytes long, more than a file name takes).
+// Changes to a file hold Caddy's storage lock of its name, which every instance sharing the
+// storage obeys.
 type storageVault struct {
 	storage certmagic.Storage
 	dir     string
@@ -76,7 +82,22 @@ func (v *storageVault) ownerDir(owner []byte) string {
 }
 
 func (v *storageVault) file(owner, id []byte) string {
-	return path.Join(v.ownerDir(owner), base64.RawURLEncoding.EncodeToString(id)+".json")
+	return path.Join(v.ownerDir(owner), credentialName(id)+".json")
+}
+
+// credentialName names a credential id in the vault's keys: a hash of fixed length.
+func credentialName(id []byte) string {
+	h := sha256.Sum256(id)
+	return hex.EncodeToString(h[:16])
+}
+
+// locked runs f holding the storage lock of key.
+func (v *storageVault) locked(ctx context.Context, key string, f func() error) error {
+	if err := v.storage.Lock(ctx, key); err != nil {
+		return err
+	}
+	defer func() { _ = v.storage.Unlock(context.WithoutCancel(ctx), key) }()
+	return f()
 }
 
 func (v *storageVault) load(ctx context.Context, owner []byte) ([]passkey, error) {
@@ -110,18 +131,42 @@ func (v *storageVault) save(ctx context.Context, p passkey) error {
 	if err != nil {
 		return err
 	}
-	return v.storage.Store(ctx, v.file(p.Owner, p.Credential.ID), b)
+	f := v.file(p.Owner, p.Credential.ID)
+	return v.locked(ctx, f, func() error { return v.storage.Store(ctx, f, b) })
+}
+
+func (v *storageVault) update(ctx context.Context, p passkey) (bool, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return false, err
+	}
+	f, kept := v.file(p.Owner, p.Credential.ID), false
+	err = v.locked(ctx, f, func() error {
+		if kept = v.storage.Exists(ctx, f); !kept {
+			return nil
+		}
+		return v.storage.Store(ctx, f, b)
+	})
+	return kept, err
 }
 
 func (v *storageVault) remove(ctx context.Context, owner, id []byte) (bool, error) {
-	f := v.file(owner, id)
-	if !v.storage.Exists(ctx, f) {
-		return false, nil
-	}
-	if err := v.storage.Delete(ctx, f); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, err
-	}
-	return true, nil
+	return v.delete(ctx, v.file(owner, id))
+}
+
+// delete removes the file key under its lock, reporting whether it was there.
+func (v *storageVault) delete(ctx context.Context, key string) (bool, error) {
+	found := false
+	err := v.locked(ctx, key, func() error {
+		if found = v.storage.Exists(ctx, key); !found {
+			return nil
+		}
+		if err := v.storage.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	})
+	return found, err
 }
 
 func (v *storageVault) removeAll(ctx context.Context, owner []byte) (int, error) {
@@ -134,10 +179,13 @@ func (v *storageVault) removeAll(ctx context.Context, owner []byte) (int, error)
 	}
 	n := 0
 	for _, k := range keys {
-		if err := v.storage.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		found, err := v.delete(ctx, k)
+		if err != nil {
 			return n, err
 		}
-		n++
+		if found {
+			n++
+		}
 	}
 	return n, nil
 }
@@ -174,11 +222,27 @@ func (v *redisVault) save(ctx context.Context, p passkey) error {
 	if err != nil {
 		return err
 	}
-	return v.client.HSet(ctx, v.key(p.Owner), base64.RawURLEncoding.EncodeToString(p.Credential.ID), b).Err()
+	return v.client.HSet(ctx, v.key(p.Owner), credentialName(p.Credential.ID), b).Err()
+}
+
+// redisUpdate sets a field of a hash only if it is there.
+var redisUpdate = redis.NewScript(`if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+	redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+	return 1
+end
+return 0`)
+
+func (v *redisVault) update(ctx context.Context, p passkey) (bool, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return false, err
+	}
+	n, err := redisUpdate.Run(ctx, v.client, []string{v.key(p.Owner)}, credentialName(p.Credential.ID), b).Int()
+	return n == 1, err
 }
 
 func (v *redisVault) remove(ctx context.Context, owner, id []byte) (bool, error) {
-	n, err := v.client.HDel(ctx, v.key(owner), base64.RawURLEncoding.EncodeToString(id)).Result()
+	n, err := v.client.HDel(ctx, v.key(owner), credentialName(id)).Result()
 	return n > 0, err
 }
 

@@ -1,7 +1,10 @@
 package caddyotp
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -95,7 +98,7 @@ const passkeyConfig = "passkeys"
 // origin, takes POST only, and caps its body; a refused sign-in answers the same whatever was
 // wrong, with or without a challenge, so that it tells nothing about which passkeys exist.
 func TestPasskeyCeremoniesAreFormsOfTheFlow(t *testing.T) {
-	startGate(t, passkeyConfig)
+	g := startGate(t, passkeyConfig)
 	v := newVisitor(t)
 	login := v.get("/.otp/login?next=/docs")
 	if !strings.Contains(login.body, `id="passkey-signin"`) || !strings.Contains(login.body, `autocomplete="username webauthn"`) {
@@ -116,14 +119,23 @@ func TestPasskeyCeremoniesAreFormsOfTheFlow(t *testing.T) {
 	noChallenge := v.ceremony("signin/finish", csrf, `{"id":"AAAA","rawId":"AAAA","type":"public-key"}`)
 	wantStatus(t, "a finish with no challenge", noChallenge, http.StatusUnauthorized)
 	wantStatus(t, "begin", v.ceremony("signin/begin", csrf, "{}"), http.StatusOK)
+	token := v.cookie("caddy_otp_passkey")
+	if token == "" {
+		t.Fatal("begin gave no challenge cookie")
+	}
 	forged := v.ceremony("signin/finish", csrf, `{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{"clientDataJSON":"e30","authenticatorData":"AAAA","signature":"AAAA","userHandle":"AAAA"}}`)
 	wantStatus(t, "a forged assertion", forged, http.StatusUnauthorized)
 	if forged.body != noChallenge.body || !strings.Contains(forged.body, `"passkey not accepted"`) {
 		t.Errorf("refusals differ: %q and %q", noChallenge.body, forged.body)
 	}
-	// The challenge was taken by the forged answer: a second answer finds none, and says the same.
+	// The forged answer used the challenge up: a second answer to it, with its token put back,
+	// finds none, and says the same.
+	v.setCookie("caddy_otp_passkey", token)
 	if again := v.ceremony("signin/finish", csrf, `{}`); again.body != noChallenge.body {
 		t.Errorf("a second answer to one challenge: %d %q", again.status, again.body)
+	}
+	if reasons := logEventsContaining(g.logs(), "passkey refused"); len(reasons) != 3 || !strings.Contains(reasons[2], "no live challenge") {
+		t.Errorf("the refusals logged: %q", reasons)
 	}
 	if r := v.get("/"); r.status != http.StatusSeeOther {
 		t.Errorf("a refused passkey let the visitor in: %d", r.status)
@@ -134,22 +146,25 @@ func TestPasskeyCeremoniesAreFormsOfTheFlow(t *testing.T) {
 	}
 }
 
-// TestEveryPasskeyCeremonyCountsAgainstIPLimit: begin and finish each count, before anything
-// is kept, and the limit answers 429 with Retry-After.
+// TestEveryPasskeyCeremonyCountsAgainstIPLimit: a sign-in's first step stores nothing and counts
+// nothing, so that showing the phone page spends none of a visitor's ip_limit; its answer counts
+// before anything is looked up or kept, and the limit answers 429 with Retry-After.
 func TestEveryPasskeyCeremonyCountsAgainstIPLimit(t *testing.T) {
 	startGate(t, passkeyConfig+"\n\t\tip_limit 3 10m")
 	clock.StartWindow(10 * time.Minute)
 	v := newVisitor(t)
 	csrf := v.get("/.otp/login").csrf()
-	wantStatus(t, "begin 1", v.ceremony("signin/begin", csrf, "{}"), http.StatusOK)
-	wantStatus(t, "finish 2", v.ceremony("signin/finish", csrf, "{}"), http.StatusUnauthorized)
-	wantStatus(t, "begin 3", v.ceremony("signin/begin", csrf, "{}"), http.StatusOK)
-	r := v.ceremony("signin/begin", csrf, "{}")
-	wantStatus(t, "begin 4", r, http.StatusTooManyRequests)
+	for i := range 5 {
+		wantStatus(t, fmt.Sprintf("begin %d", i+1), v.ceremony("signin/begin", csrf, "{}"), http.StatusOK)
+	}
+	for i := range 3 {
+		wantStatus(t, fmt.Sprintf("answer %d", i+1), v.ceremony("signin/finish", csrf, "{}"), http.StatusUnauthorized)
+	}
+	r := v.ceremony("signin/finish", csrf, "{}")
+	wantStatus(t, "answer 4", r, http.StatusTooManyRequests)
 	if r.header.Get("Retry-After") == "" {
 		t.Errorf("429 without Retry-After")
 	}
-	wantStatus(t, "finish 5", v.ceremony("signin/finish", csrf, "{}"), http.StatusTooManyRequests)
 }
 
 // TestPasskeysOffLeaveTheGateAsItWas: without passkeys, no button, no offer, and the passkey
@@ -175,5 +190,26 @@ func TestPasskeysOffLeaveTheGateAsItWas(t *testing.T) {
 	page := w.get("/")
 	if strings.Contains(page.body, "caddy_otp_enrol") || strings.Contains(page.body, "caddy_otp_offered") || !strings.Contains(page.body, "user="+bob) {
 		t.Errorf("the site behind the gate got %q", page.body)
+	}
+}
+
+// TestAStrangersUserHandleNeverReachesTheVault: an answer whose user handle is not one the gate
+// makes (a keyed hash of 16 bytes) is refused like any other, without asking the vault, so that
+// no stranger can make the gate's storage fail, or log at length, at will.
+func TestAStrangersUserHandleNeverReachesTheVault(t *testing.T) {
+	g := startGate(t, passkeyConfig)
+	v := newVisitor(t)
+	csrf := v.get("/.otp/login").csrf()
+	clientData := base64.RawURLEncoding.EncodeToString([]byte(`{"type":"webauthn.get","challenge":"AAAA","origin":"http://localhost:9080"}`))
+	authData := base64.RawURLEncoding.EncodeToString(append(make([]byte, 32), 1, 0, 0, 0, 1))
+	for _, n := range []int{300, 3000} {
+		wantStatus(t, "begin", v.ceremony("signin/begin", csrf, "{}"), http.StatusOK)
+		handle := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{'x'}, n))
+		r := v.ceremony("signin/finish", csrf, `{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{"clientDataJSON":"`+clientData+
+			`","authenticatorData":"`+authData+`","signature":"AAAA","userHandle":"`+handle+`"}}`)
+		wantStatus(t, fmt.Sprintf("a user handle of %d bytes", n), r, http.StatusUnauthorized)
+	}
+	if errs := logEventsContaining(g.logs(), `"level":"error"`); len(errs) > 0 {
+		t.Errorf("a stranger's answer logged errors: %.300s", errs[0])
 	}
 }

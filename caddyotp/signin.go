@@ -184,7 +184,7 @@ func (si *signins) signIn(w http.ResponseWriter, v *visit, subject string, trust
 func (si *signins) signOutVisitor(ctx context.Context, w http.ResponseWriter, v *visit, everywhere bool) outcome {
 	o := si.signOut(ctx, v.session, v.device, v.flowID, v.client, everywhere)
 	if o.kind == signedOut {
-		for kind, value := range map[string]string{sessionCookie: v.session, deviceCookie: v.device, flowCookie: v.flowID} {
+		for kind, value := range map[string]string{sessionCookie: v.session, deviceCookie: v.device, flowCookie: v.flowID, enrolCookie: v.enrol} {
 			if value != "" {
 				si.cookies.set(w, v.secure, kind, "", -1)
 			}
