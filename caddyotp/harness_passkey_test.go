@@ -111,17 +111,6 @@ func (b *browser) passkeySignIn(next string) {
 	b.waitPath(next)
 }
 
-// passkeyRefusal presses "Sign in with a passkey" and expects the refusal on the phone page.
-func (b *browser) passkeyRefusal(what string) {
-	b.t.Helper()
-	b.open("/.otp/login?next=/docs")
-	b.do("sign in with a passkey", chromedp.WaitVisible(chromedp.ID("passkey-signin")), chromedp.Click(chromedp.ID("passkey-signin")),
-		chromedp.WaitVisible(chromedp.ID("passkey-error")))
-	if p := b.path(); p != "/.otp/login" {
-		b.t.Fatalf("%s: a refused passkey landed on %s", what, p)
-	}
-}
-
 // signOutHere presses "Sign out" on the sign-out page.
 func (b *browser) signOutHere() {
 	b.t.Helper()
@@ -131,3 +120,63 @@ func (b *browser) signOutHere() {
 		b.t.Fatalf("after sign-out at %s", p)
 	}
 }
+
+// typeSMSCode waits for the n-th SMS, checks it went to phone, and types its code on the code
+// page, whose last digit sends it.
+func (b *browser) typeSMSCode(g *gate, phone string, n int) {
+	b.t.Helper()
+	m, code := g.code(n)
+	if m.To != phone {
+		b.t.Fatalf("SMS %d went to %s, want %s", n, m.To, phone)
+	}
+	if _, err := chromedp.RunResponse(b.ctx, chromedp.SendKeys(chromedp.ID("code"), code)); err != nil {
+		b.t.Fatalf("typing the code: %v", err)
+	}
+}
+
+// waitLocation waits until the page is at want, a path with its query, after a script moved it.
+func (b *browser) waitLocation(want string) {
+	b.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		loc, err := chromedp.Run(b.ctx, chromedp.Location())
+		if err == nil && strings.TrimPrefix(loc, site) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("still at %s, want %s; page says %q", loc, want, b.text("body"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// setSignCount sets the sign counter of the authenticator's credential id: the next assertion
+// reports count + 1.
+func (a *authenticator) setSignCount(id []byte, count float64) {
+	a.b.t.Helper()
+	cdpCall(a.b, cdpwebauthn.SetCredentialProperties, cdpwebauthn.SetCredentialPropertiesParams{AuthenticatorID: a.id, CredentialID: id, SignCount: &count})
+}
+
+// assertionJS is a function of a sign-in's options (the JSON of P/passkey/signin/begin) that
+// asks the browser's authenticators for an assertion, as the phone page does, and resolves
+// to the JSON the phone page would post to P/passkey/signin/finish.
+const assertionJS = `function (options) {
+  function fromB64(s) {
+    s = s.replace(/-/g, "+").replace(/_/g, "/");
+    while (s.length % 4) { s += "="; }
+    return Uint8Array.from(atob(s), function (c) { return c.charCodeAt(0); }).buffer;
+  }
+  function toB64(buf) {
+    var s = "", b = new Uint8Array(buf);
+    for (var i = 0; i < b.length; i++) { s += String.fromCharCode(b[i]); }
+    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+  var pk = options.publicKey;
+  pk.challenge = fromB64(pk.challenge);
+  (pk.allowCredentials || []).forEach(function (c) { c.id = fromB64(c.id); });
+  return navigator.credentials.get({publicKey: pk}).then(function (c) {
+    return JSON.stringify({id: c.id, rawId: toB64(c.rawId), type: c.type, clientExtensionResults: c.getClientExtensionResults(),
+      response: {clientDataJSON: toB64(c.response.clientDataJSON), authenticatorData: toB64(c.response.authenticatorData),
+        signature: toB64(c.response.signature), userHandle: c.response.userHandle ? toB64(c.response.userHandle) : undefined}});
+  });
+}`

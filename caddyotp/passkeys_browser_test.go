@@ -18,7 +18,7 @@ const passkeyGate = "passkeys\n\t\tip_limit 200 10m"
 // there signs in after a sign-out with no SMS sent, as the same subject, where the visitor was
 // going; and the browser is not offered one again.
 func TestPasskeyAfterTheFirstCodeSignsInWithNoSMS(t *testing.T) {
-	g := startGate(t, passkeyGate)
+	g := startGate(t, passkeyGate, withOwnStorage)
 	b := newBrowser(t, "phone", 390, 844, "en-US")
 	auth := addAuthenticator(b, false)
 
@@ -75,7 +75,7 @@ func TestPasskeyAfterTheFirstCodeSignsInWithNoSMS(t *testing.T) {
 // TestPasskeyAutofillSignsIn: where the browser offers passkeys in the number field's
 // autofill (conditional mediation), picking one there signs in, with nothing typed or pressed.
 func TestPasskeyAutofillSignsIn(t *testing.T) {
-	g := startGate(t, passkeyGate)
+	g := startGate(t, passkeyGate, withOwnStorage)
 	b := newBrowser(t, "desktop", 1280, 800, "en-US")
 	addAuthenticator(b, true)
 	b.smsSignIn(g, bob, 1)
