@@ -36,5 +36,5 @@ packages=./...
 for arg in "$@"; do
 	case "$arg" in ./* | github.com/*) packages= ;; esac
 done
-echo "running go test -race -count=1 -tags integration $* $packages: a line per package as it finishes (./caddyotp, with its browsers, Redis and Caddy processes, takes about 6 minutes)" >&2
+echo "running go test -race -count=1 -tags integration $* $packages: a line per package as it finishes (./caddyotp, with its browsers, Redis and Caddy processes, takes about 7 minutes)" >&2
 exec go test -race -count=1 -tags integration "$@" $packages
