@@ -195,7 +195,7 @@ func (pk *passkeys) finishRegistration(ctx context.Context, flowID, client, toke
 	}
 	cred, err := pk.wa.CreateCredential(u, c.Data, parsed)
 	if err != nil {
-		return pk.refuse("registration: "+err.Error(), client)
+		return pk.refuse(clip("registration: "+err.Error(), 200), client) // the library's reason may quote the answer
 	}
 	for _, k := range u.keys {
 		if string(k.Credential.ID) == string(cred.ID) {
