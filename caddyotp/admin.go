@@ -116,12 +116,14 @@ func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	}
 	done := map[record]bool{}
 	var writes []write
+	subjectsOf := map[*Handler][]string{} // every gate's, for its passkeys
 	var what, phone string
 	for _, h := range running {
 		subjects, name, err := h.revokeSubjects(req)
 		if err != nil {
 			return badRevoke("%v", err)
 		}
+		subjectsOf[h] = subjects
 		if req.Phone != "" && len(subjects) > 0 {
 			if phone != "" && subjects[0] != phone {
 				return badRevoke("%q names different numbers on gates with different default regions; write it with its country code, e.g. %s", req.Phone, phone)
@@ -156,8 +158,7 @@ func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 		if h.passkeys == nil {
 			continue
 		}
-		subjects, _, _ := h.revokeSubjects(req)
-		for _, subject := range subjects {
+		for _, subject := range subjectsOf[h] {
 			n, err := h.passkeys.pk.removeAll(r.Context(), subject, "admin API")
 			passkeys += n
 			if err != nil {

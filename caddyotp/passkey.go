@@ -35,8 +35,8 @@ type passkeys struct {
 	limits   *limits
 	allow    *allowlist
 	subjects []byte // keys.subject: a subject's owner id is its keyed hash
-	seal     subjectSeal
-	tokens   subjectSeal // seals challenges
+	seal     sealer
+	tokens   sealer // seals challenges
 	now      func() time.Time
 	obs      *observer
 }
@@ -262,7 +262,7 @@ func (pk *passkeys) finishSignIn(ctx context.Context, flowID, client, user, toke
 	var found *passkey
 	var vaultErr error
 	cred, err := pk.wa.ValidateDiscoverableLogin(func(rawID, owner []byte) (webauthn.User, error) {
-		if len(owner) != len(pk.owner("")) {
+		if len(owner) != len(Session{}.subjectID) {
 			return nil, errPasskeyRefused // no owner the gate made: the vault is not asked
 		}
 		keys, err := pk.vault.load(ctx, owner)

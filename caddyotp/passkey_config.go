@@ -84,10 +84,10 @@ func newPasskeyPages(ctx caddy.Context, h *Handler) (*passkeyPages, error) {
 		return nil, fmt.Errorf("otp: passkeys: %v", err)
 	}
 	pk := &passkeys{wa: wa, vault: newPasskeyVault(h.store, ctx.Storage(), h.public.Hostname()), store: h.store, limits: h.limits,
-		allow: h.flows.allow, subjects: h.keys.subject, seal: newSubjectSeal(subKey(h.keys.passkey, "subject")),
-		tokens: newSubjectSeal(subKey(h.keys.passkey, "challenge")), now: h.now, obs: h.obs}
+		allow: h.flows.allow, subjects: h.keys.subject, seal: newSealer(subKey(h.keys.passkey, "subject")),
+		tokens: newSealer(subKey(h.keys.passkey, "challenge")), now: h.now, obs: h.obs}
 	return &passkeyPages{pk: pk, signins: h.signins, cookies: h.cookies, pages: h.pages, key: subKey(h.keys.passkey, "enrol"),
-		path: h.Path, origin: h.origin, now: h.now, obs: h.obs}, nil
+		path: h.Path, origin: h.origin, obs: h.obs}, nil
 }
 
 // subKey derives the key of one purpose from the passkeys' key, so that no key serves two.

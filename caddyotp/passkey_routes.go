@@ -35,7 +35,6 @@ type passkeyPages struct {
 	key     []byte // keys.passkey: signs the enrol cookie
 	path    string
 	origin  string // public_url's
-	now     func() time.Time
 	obs     *observer
 }
 

@@ -259,10 +259,11 @@ func (v *redisVault) removeAll(ctx context.Context, owner []byte) (int, error) {
 	return int(n.Val()), nil
 }
 
-// subjectSeal seals a passkey's subject for the vault, bound to its owner, and opens it again.
-type subjectSeal struct{ aead cipher.AEAD }
+// sealer seals a value (a passkey's subject, a challenge) with AES-GCM, bound to additional
+// data (the owner, the ceremony's kind), and opens it again.
+type sealer struct{ aead cipher.AEAD }
 
-func newSubjectSeal(key []byte) subjectSeal {
+func newSealer(key []byte) sealer {
 	block, err := aes.NewCipher(key[:32])
 	if err != nil {
 		panic(err) // a 32-byte key always makes a cipher
@@ -271,22 +272,22 @@ func newSubjectSeal(key []byte) subjectSeal {
 	if err != nil {
 		panic(err)
 	}
-	return subjectSeal{aead}
+	return sealer{aead}
 }
 
-func (s subjectSeal) seal(owner []byte, subject string) ([]byte, error) {
+func (s sealer) seal(ad []byte, value string) ([]byte, error) {
 	nonce := make([]byte, s.aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	return s.aead.Seal(nonce, nonce, []byte(subject), owner), nil
+	return s.aead.Seal(nonce, nonce, []byte(value), ad), nil
 }
 
-func (s subjectSeal) open(owner, sealed []byte) (string, bool) {
+func (s sealer) open(ad, sealed []byte) (string, bool) {
 	n := s.aead.NonceSize()
 	if len(sealed) < n {
 		return "", false
 	}
-	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], owner)
+	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], ad)
 	return string(plain), err == nil
 }

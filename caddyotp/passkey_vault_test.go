@@ -20,7 +20,7 @@ func TestPasskeysInCaddysStorage(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	v := newPasskeyVault(nil, &certmagic.FileStorage{Path: dir}, "localhost")
-	seal := newSubjectSeal(subKey(make([]byte, 32), "subject"))
+	seal := newSealer(subKey(make([]byte, 32), "subject"))
 	owner := bytes.Repeat([]byte{7}, 16)
 	sealed, err := seal.seal(owner, alice)
 	if err != nil {
