@@ -5,6 +5,7 @@ package caddyotp
 import (
 	"context"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
@@ -180,3 +181,19 @@ const assertionJS = `function (options) {
         signature: toB64(c.response.signature), userHandle: c.response.userHandle ? toB64(c.response.userHandle) : undefined}});
   });
 }`
+
+// withOwnStorage gives the gate Caddy storage of the test's own: its passkeys (and the key
+// that names their owners) start empty, whatever other tests on the machine made.
+func withOwnStorage(g *gate) { g.global = "storage file_system " + g.t.TempDir() }
+
+// aliceWithAPasskey starts a passkey gate with storage of its own, and a desktop Chromium with
+// a virtual authenticator in which alice, after her first code, made a passkey; it is on /docs.
+func aliceWithAPasskey(t *testing.T) (*gate, *browser, *authenticator) {
+	t.Helper()
+	g := startGate(t, passkeyGate, withOwnStorage)
+	b := newBrowser(t, "desktop", 1280, 800, "en-US")
+	auth := addAuthenticator(b, false)
+	b.smsSignIn(g, alice, 1)
+	b.createPasskey("/docs")
+	return g, b, auth
+}

@@ -21,10 +21,6 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// withOwnStorage gives the gate Caddy storage of the test's own: its passkeys (and the key
-// that names their owners) start empty, whatever other tests on the machine made.
-func withOwnStorage(g *gate) { g.global = "storage file_system " + g.t.TempDir() }
-
 // TestSkippingThePasskeyOfferGoesOnAndIsNotOfferedAgain: "Not now" on the offer leads straight
 // to where the visitor was going, query and all, makes no passkey, and a later code sign-in on
 // the same browser is not offered one again.
@@ -75,11 +71,7 @@ func TestSkippingThePasskeyOfferGoesOnAndIsNotOfferedAgain(t *testing.T) {
 // passkey by browser and system, when it was made and last used; its Remove button takes it
 // off the list and out of the gate, which then refuses it, and the log says so.
 func TestAPasskeyRemovedOnTheSignOutPageNoLongerSignsIn(t *testing.T) {
-	g := startGate(t, passkeyGate, withOwnStorage)
-	b := newBrowser(t, "desktop", 1280, 800, "en-US")
-	auth := addAuthenticator(b, false)
-	b.smsSignIn(g, alice, 1)
-	b.createPasskey("/docs")
+	g, b, auth := aliceWithAPasskey(t)
 	made := clock.Now().UTC().Format(time.DateOnly)
 
 	b.open("/.otp/logout")
@@ -131,11 +123,7 @@ func TestAPasskeyRemovedOnTheSignOutPageNoLongerSignsIn(t *testing.T) {
 // TestARevokedPhonesPasskeyIsRefused: the admin API's revocation of a phone removes its
 // passkeys, says how many, and the passkey no longer signs in.
 func TestARevokedPhonesPasskeyIsRefused(t *testing.T) {
-	g := startGate(t, passkeyGate, withOwnStorage)
-	b := newBrowser(t, "desktop", 1280, 800, "en-US")
-	addAuthenticator(b, false)
-	b.smsSignIn(g, alice, 1)
-	b.createPasskey("/docs")
+	g, b, _ := aliceWithAPasskey(t)
 
 	status, body := adminRevoke(t, fmt.Sprintf(`{"phone": %q}`, alice))
 	var answer struct{ Passkeys int }
@@ -307,11 +295,7 @@ func sessionSet(r response) bool {
 // TestAPasskeyChallengeSignsInOnce: two assertions over one challenge (the authenticator
 // signs it twice): the first signs in, the second, posted on the same flow, is refused.
 func TestAPasskeyChallengeSignsInOnce(t *testing.T) {
-	g := startGate(t, passkeyGate, withOwnStorage)
-	b := newBrowser(t, "desktop", 1280, 800, "en-US")
-	addAuthenticator(b, false)
-	b.smsSignIn(g, alice, 1)
-	b.createPasskey("/docs")
+	g, b, _ := aliceWithAPasskey(t)
 
 	v := newVisitor(t)
 	csrf, options := v.signInOptions()
@@ -349,11 +333,7 @@ func TestAPasskeyChallengeSignsInOnce(t *testing.T) {
 // posts the answer to the gate with the gate's flow cookie, CSRF token and Origin: refused.
 // The same relay from the gate's own origin signs in, which shows the origin is the reason.
 func TestAPasskeyAssertionFromAnotherOriginIsRefused(t *testing.T) {
-	g := startGate(t, passkeyGate, withOwnStorage)
-	b := newBrowser(t, "desktop", 1280, 800, "en-US")
-	addAuthenticator(b, false)
-	b.smsSignIn(g, alice, 1)
-	b.createPasskey("/docs")
+	g, b, _ := aliceWithAPasskey(t)
 
 	phish := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -410,11 +390,7 @@ func clientDataOrigin(t *testing.T, assertion string) string {
 // counter; an authenticator that then reports a lower one (a clone) is refused, and the log
 // says why; the counter going up again signs in.
 func TestAPasskeyWhoseSignCounterWentDownIsRefused(t *testing.T) {
-	g := startGate(t, passkeyGate, withOwnStorage)
-	b := newBrowser(t, "desktop", 1280, 800, "en-US")
-	auth := addAuthenticator(b, false)
-	b.smsSignIn(g, alice, 1)
-	b.createPasskey("/docs")
+	g, b, auth := aliceWithAPasskey(t)
 	b.signOutHere()
 	b.passkeySignIn("/reports")
 	creds := auth.credentials()
